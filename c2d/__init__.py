@@ -1,0 +1,1 @@
+"""Compute-to-Data node: core (settings, embedded stack, database, chain)."""

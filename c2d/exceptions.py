@@ -1,0 +1,37 @@
+"""Errors of the core package. Every error carries a one-line, actionable message."""
+
+
+class C2DError(Exception):
+    """Base class of every error raised by the ``c2d`` package."""
+
+
+class StackError(C2DError):
+    """A part of the embedded stack could not be started, checked or stopped."""
+
+
+class PortInUseError(StackError):
+    """A port the stack needs is taken by another process."""
+
+
+class MissingDependencyError(StackError):
+    """A binary or package the stack needs is not installed."""
+
+
+class DatabaseError(C2DError):
+    """The database refused an operation or holds unexpected data."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration failed or the schema is newer than this code."""
+
+
+class ChainError(C2DError):
+    """A chain call, deployment or transaction failed."""
+
+
+class NonceError(C2DError):
+    """A request nonce is not greater than the last one stored for the address."""
+
+
+class OrderAlreadyUsedError(C2DError):
+    """An order transaction was already used to start a job."""

@@ -1,0 +1,190 @@
+"""The one configuration object of the node.
+
+Every setting is read from the environment (prefix ``C2D_``, nested groups joined with ``__``, e.g.
+``C2D_CHAIN__RPC_URL``) or from a ``.env`` file, once, by :func:`load_settings`, and then passed down.
+Nothing in the code base reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Anvil's well-known development keys (mnemonic "test test ... junk"). They are public: the node
+# refuses to use them against any chain but the embedded one (see Settings._refuse_dev_keys).
+ANVIL_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+)
+EMBEDDED_CHAIN_ID = 8996  # Ocean's development chain id (barge); ocean.py maps it to "development"
+
+
+def _default_data_dir() -> Path:
+    """``<checkout>/.c2d`` when running from a source checkout, else ``~/.c2d``."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / ".git").exists():
+        return checkout / ".c2d"
+    return Path.home() / ".c2d"
+
+
+def _default_npm_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "node_modules"
+
+
+class PostgresSettings(BaseModel):
+    """Postgres: the source of truth for jobs, nonces and used orders."""
+
+    dsn: str | None = Field(
+        default=None,
+        description="Use an external server (libpq DSN). Unset: start the embedded server in the data dir.",
+    )
+    port: int = Field(default=55432, ge=1, le=65535, description="Port of the embedded server.")
+    database: str = "c2d"
+    user: str = "c2d"
+    bin_dir: Path | None = Field(
+        default=None, description="Folder with initdb/postgres; default: found via pg_config or Debian paths."
+    )
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+
+class ChainSettings(BaseModel):
+    """The EVM chain holding datatokens, orders and DDOs."""
+
+    rpc_url: str | None = Field(default=None, description="External chain RPC. Unset: start embedded anvil.")
+    port: int = Field(default=8545, ge=1, le=65535, description="Port of the embedded anvil chain.")
+    chain_id: int = EMBEDDED_CHAIN_ID
+    deployer_key: SecretStr = Field(
+        default=SecretStr(ANVIL_KEYS[0]), description="Key that deploys the Ocean contracts (embedded chain)."
+    )
+    address_file: Path | None = Field(
+        default=None, description="Ocean address.json; default <data_dir>/chain/address.json."
+    )
+    block_time: float = Field(default=0.0, ge=0, description="Anvil block time in seconds; 0 = instant mining.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.rpc_url is None
+
+
+class ProviderSettings(BaseModel):
+    """The Ocean-compatible HTTP API."""
+
+    port: int = Field(default=8030, ge=1, le=65535)
+    private_key: SecretStr = Field(
+        default=SecretStr(ANVIL_KEYS[1]),
+        description="Provider wallet: signs provider fees, decrypts DDOs. Dev key only on the embedded chain.",
+    )
+    public_url: str | None = Field(
+        default=None, description="URL clients reach the provider at; default http://<host>:<port>."
+    )
+
+
+class StorageSettings(BaseModel):
+    """Where results go."""
+
+    backend: Literal["local", "s3", "ipfs"] = "local"
+    local_dir: Path | None = Field(default=None, description="Local results store; default <data_dir>/store.")
+
+
+class EngineSettings(BaseModel):
+    """Which engine runs the Workflow objects."""
+
+    kind: Literal["local", "argo"] = "local"
+
+
+class Settings(BaseSettings):
+    """All settings of the node. Environment: ``C2D_<FIELD>`` or ``C2D_<GROUP>__<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="C2D_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    host: str = Field(default="127.0.0.1", description="Address every embedded server binds to.")
+    npm_dir: Path = Field(
+        default_factory=_default_npm_dir, description="node_modules with the Ocean contracts and anvil."
+    )
+    postgres: PostgresSettings = PostgresSettings()
+    chain: ChainSettings = ChainSettings()
+    provider: ProviderSettings = ProviderSettings()
+    storage: StorageSettings = StorageSettings()
+    engine: EngineSettings = EngineSettings()
+
+    @field_validator("data_dir", "npm_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_dev_keys(self) -> Settings:
+        if self.chain.embedded:
+            return self
+        for name, secret in (
+            ("C2D_PROVIDER__PRIVATE_KEY", self.provider.private_key),
+            ("C2D_CHAIN__DEPLOYER_KEY", self.chain.deployer_key),
+        ):
+            if secret.get_secret_value().lower() in ANVIL_KEYS:
+                raise ValueError(f"{name} is a public anvil development key; set a real key to use an external chain")
+        return self
+
+    # Derived locations (one place, so every component agrees on the layout of the data dir).
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def chain_dir(self) -> Path:
+        return self.data_dir / "chain"
+
+    @property
+    def address_file(self) -> Path:
+        return self.chain.address_file or self.chain_dir / "address.json"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.storage.local_dir or self.data_dir / "store"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def rpc_url(self) -> str:
+        return self.chain.rpc_url or f"http://{self.host}:{self.chain.port}"
+
+    @property
+    def postgres_dsn(self) -> str:
+        if self.postgres.dsn:
+            return self.postgres.dsn
+        return (
+            f"host={self.host} port={self.postgres.port} dbname={self.postgres.database} "
+            f"user={self.postgres.user} connect_timeout=5"
+        )
+
+    @property
+    def provider_url(self) -> str:
+        return self.provider.public_url or f"http://{self.host}:{self.provider.port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once (environment, ``.env``), with explicit overrides for tests and the CLI."""
+    return Settings(**overrides)  # type: ignore[arg-type]

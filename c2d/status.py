@@ -1,0 +1,48 @@
+"""Ocean compute job status codes and their texts (legacy operator-service texts, ocean-node extras)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class JobStatus(IntEnum):
+    """Status codes written to ``jobs.status``. Finished jobs also have ``date_finished`` set."""
+
+    WARMING_UP = 1
+    JOB_STARTED = 10
+    CONFIGURING_VOLUMES = 20
+    PROVISIONING_SUCCESS = 30
+    DATA_PROVISIONING_FAILED = 31
+    ALGORITHM_PROVISIONING_FAILED = 32
+    RUNNING_ALGORITHM = 40
+    ALGORITHM_FAILED = 41  # ocean-node code: the algorithm exited non-zero or was killed by a limit
+    FILTERING_RESULTS = 50
+    PUBLISHING_RESULTS = 60
+    RESULTS_UPLOAD_FAILED = 62  # ocean-node code: output-publish could not store the results
+    JOB_FINISHED = 70
+
+    @property
+    def text(self) -> str:
+        return STATUS_TEXT[self]
+
+
+# Texts exactly as the legacy operator stack wrote them (note the trailing space of 40).
+STATUS_TEXT: dict[JobStatus, str] = {
+    JobStatus.WARMING_UP: "Warming up",
+    JobStatus.JOB_STARTED: "Job started",
+    JobStatus.CONFIGURING_VOLUMES: "Configuring volumes",
+    JobStatus.PROVISIONING_SUCCESS: "Provisioning success",
+    JobStatus.DATA_PROVISIONING_FAILED: "Data provisioning failed",
+    JobStatus.ALGORITHM_PROVISIONING_FAILED: "Algorithm provisioning failed",
+    JobStatus.RUNNING_ALGORITHM: "Running algorithm ",
+    JobStatus.ALGORITHM_FAILED: "Failed to run algorithm",
+    JobStatus.FILTERING_RESULTS: "Filtering results",
+    JobStatus.PUBLISHING_RESULTS: "Publishing results",
+    JobStatus.RESULTS_UPLOAD_FAILED: "Failed to upload results to storage",
+    JobStatus.JOB_FINISHED: "Job finished",
+}
+
+# Stop-request values of ``jobs.stopreq``.
+STOPREQ_NONE = 0
+STOPREQ_API = 1
+STOPREQ_DEADLINE = 2
