@@ -1,0 +1,1 @@
+"""Postgres access: pool, versioned migrations and one repository module per table group."""

@@ -1,0 +1,281 @@
+"""Jobs, their status transitions (with an audit event each) and the orders they consumed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from c2d.db.pool import Pool
+from c2d.exceptions import DatabaseError, OrderAlreadyUsedError
+from c2d.status import JobStatus
+
+
+@dataclass(frozen=True)
+class UsedOrder:
+    """An order transaction a job consumes; (chain_id, tx_hash) can be used by one job only."""
+
+    chain_id: int
+    tx_hash: str
+    role: str = "dataset"
+
+    @property
+    def normalized_hash(self) -> str:
+        value = self.tx_hash.lower()
+        return value if value.startswith("0x") else "0x" + value
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    owner: str
+    environment: str
+    engine: str
+    did: str | None = None
+    input_dids: Sequence[str] = ()
+    algo_did: str | None = None
+    agreement_id: str | None = None
+    chain_id: int | None = None
+    workflow_name: str | None = None
+    workflow: dict[str, Any] | None = None
+    expiry: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    owner: str
+    did: str | None
+    input_dids: list[str]
+    algo_did: str | None
+    agreement_id: str | None
+    chain_id: int | None
+    environment: str
+    status: int
+    status_text: str
+    date_created: datetime
+    date_finished: datetime | None
+    results: list[dict[str, Any]] | None
+    stopreq: int
+    removed: int
+    engine: str
+    workflow_name: str | None
+    workflow: dict[str, Any] | None
+    expiry: datetime | None
+    details: dict[str, Any]
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.date_finished is not None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: int
+    job_id: str
+    at: datetime
+    old_status: int | None
+    status: int
+    status_text: str
+    source: str
+    detail: dict[str, Any]
+
+
+_COLUMNS = (
+    "job_id, owner, did, input_dids, algo_did, agreement_id, chain_id, environment, status, status_text, "
+    "date_created, date_finished, results, stopreq, removed, engine, workflow_name, workflow, expiry, "
+    "details, updated_at"
+)
+
+
+class JobStore:
+    """Repository of the ``jobs``, ``job_events`` and ``used_orders`` tables."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def create(self, job: NewJob, orders: Sequence[UsedOrder] = (), source: str = "provider") -> JobRecord:
+        """Insert the job, claim its orders and write its first event, atomically."""
+        status = JobStatus.WARMING_UP
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO jobs (job_id, owner, did, input_dids, algo_did, agreement_id, chain_id, "
+                "environment, status, status_text, engine, workflow_name, workflow, expiry, details) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    job.job_id,
+                    job.owner,
+                    job.did,
+                    Jsonb(list(job.input_dids)),
+                    job.algo_did,
+                    job.agreement_id,
+                    job.chain_id,
+                    job.environment,
+                    int(status),
+                    status.text,
+                    job.engine,
+                    job.workflow_name,
+                    Jsonb(job.workflow) if job.workflow is not None else None,
+                    job.expiry,
+                    Jsonb(job.details),
+                ),
+            )
+            for order in orders:
+                self._claim(conn, job.job_id, order)
+            self._event(conn, job.job_id, None, int(status), status.text, source, {})
+            record = self._get(conn, job.job_id)
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _claim(conn: psycopg.Connection[Any], job_id: str, order: UsedOrder) -> None:
+        try:
+            with conn.transaction():  # savepoint: turn the violation into our error
+                conn.execute(
+                    "INSERT INTO used_orders (chain_id, tx_hash, job_id, role) VALUES (%s, %s, %s, %s)",
+                    (order.chain_id, order.normalized_hash, job_id, order.role),
+                )
+        except psycopg.errors.UniqueViolation:
+            raise OrderAlreadyUsedError(
+                f"order {order.normalized_hash} on chain {order.chain_id} was already used to start a job"
+            ) from None
+
+    def order_used(self, chain_id: int, tx_hash: str) -> bool:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM used_orders WHERE chain_id = %s AND tx_hash = %s",
+                (chain_id, UsedOrder(chain_id, tx_hash).normalized_hash),
+            ).fetchone()
+        return row is not None
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.pool.connection() as conn:
+            return self._get(conn, job_id)
+
+    @staticmethod
+    def _get(conn: psycopg.Connection[Any], job_id: str) -> JobRecord | None:
+        with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            cur.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
+            return cur.fetchone()
+
+    def find(self, owner: str, job_id: str | None = None, did: str | None = None) -> list[JobRecord]:
+        """Jobs of ``owner`` (case-insensitive), optionally one job or one dataset, oldest first."""
+        query = f"SELECT {_COLUMNS} FROM jobs WHERE lower(owner) = lower(%s)"
+        params: list[Any] = [owner]
+        if job_id:
+            query += " AND job_id = %s"
+            params.append(job_id)
+        if did:
+            query += " AND (did = %s OR input_dids ? %s)"
+            params.extend([did, did])
+        query += " ORDER BY date_created"
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            cur.execute(query.encode(), params)
+            return cur.fetchall()
+
+    def unfinished(self, engine: str | None = None) -> list[JobRecord]:
+        query = f"SELECT {_COLUMNS} FROM jobs WHERE date_finished IS NULL"
+        params: list[Any] = []
+        if engine:
+            query += " AND engine = %s"
+            params.append(engine)
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            cur.execute((query + " ORDER BY date_created").encode(), params)
+            return cur.fetchall()
+
+    def transition(
+        self,
+        job_id: str,
+        status: JobStatus | int,
+        *,
+        source: str,
+        text: str | None = None,
+        finished: bool = False,
+        results: list[dict[str, Any]] | None = None,
+        stopreq: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move an unfinished job to ``status``; write an event. Returns False when nothing changed.
+
+        Idempotent: replaying a transition the job already made changes nothing, and a finished job
+        is never changed again (its final state is final).
+        """
+        code = int(status)
+        status_text = text if text is not None else JobStatus(code).text
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT status, status_text, date_finished FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise DatabaseError(f"job {job_id} does not exist")
+            old_status, old_text, date_finished = row
+            if date_finished is not None:
+                return False
+            if old_status == code and old_text == status_text and not finished and results is None:
+                return False
+            conn.execute(
+                "UPDATE jobs SET status = %s, status_text = %s, updated_at = clock_timestamp(), "
+                "date_finished = CASE WHEN %s THEN clock_timestamp() ELSE date_finished END, "
+                "results = coalesce(%s, results), stopreq = coalesce(%s, stopreq), "
+                "details = details || %s WHERE job_id = %s",
+                (
+                    code,
+                    status_text,
+                    finished,
+                    Jsonb(results) if results is not None else None,
+                    stopreq,
+                    Jsonb(detail or {}),
+                    job_id,
+                ),
+            )
+            self._event(conn, job_id, int(str(old_status)), code, status_text, source, detail or {})
+        return True
+
+    def request_stop(self, job_id: str, stopreq: int) -> bool:
+        """Flag an unfinished job for stopping; False when it is finished or already flagged."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET stopreq = %s, updated_at = clock_timestamp() "
+                "WHERE job_id = %s AND date_finished IS NULL AND stopreq = 0",
+                (stopreq, job_id),
+            )
+            return cur.rowcount == 1
+
+    def update_details(self, job_id: str, details: dict[str, Any]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE jobs SET details = details || %s, updated_at = clock_timestamp() WHERE job_id = %s",
+                (Jsonb(details), job_id),
+            )
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobEvent)) as cur:
+            cur.execute(
+                "SELECT id, job_id, at, old_status, status, status_text, source, detail "
+                "FROM job_events WHERE job_id = %s ORDER BY id",
+                (job_id,),
+            )
+            return cur.fetchall()
+
+    @staticmethod
+    def _event(
+        conn: psycopg.Connection[Any],
+        job_id: str,
+        old_status: int | None,
+        status: int,
+        text: str,
+        source: str,
+        detail: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (job_id, old_status, status, text, source, Jsonb(detail)),
+        )
