@@ -1,0 +1,1 @@
+"""Chain access: the Ocean contract artifacts, a small transaction client, deployment and signing."""
