@@ -1,0 +1,51 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Everything else is installed by them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test lint e2e bench clean
+
+help:
+	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
+	@echo "make test   - set everything up and run the test suite (what CI runs)"
+	@echo "make lint   - ruff + mypy (strict) on our packages"
+	@echo "make clean  - remove the virtualenv, node_modules and the local data dir"
+
+# --- setup -----------------------------------------------------------------------------------------
+$(VENV)/.installed: pyproject.toml
+	@echo "[setup] python virtualenv in $(VENV)"
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python >= 3.11 is needed")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js >= 18 (apt-get install -y nodejs npm)" >&2; exit 1; }
+	@echo "[setup] npm packages (Ocean contracts, anvil) in node_modules/"
+	@npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+	@tools/setup_system.sh
+
+# --- the two commands ------------------------------------------------------------------------------
+demo: setup
+	@$(VENV)/bin/c2d check
+
+test: setup
+	@tools/run_pytest.sh $(PY) -m "not e2e" $(PYTEST_ARGS)
+
+# --- development -----------------------------------------------------------------------------------
+lint: setup
+	$(VENV)/bin/ruff check c2d provider workflows steps tests bench
+	$(VENV)/bin/ruff format --check c2d provider workflows steps tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) node_modules .c2d

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the node needs, only when they are missing:
+#   postgresql (server binaries for the embedded database), bubblewrap (the local engine's sandbox),
+#   util-linux (unshare, to run PostgreSQL as root inside a user namespace).
+set -euo pipefail
+
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "[setup] installing Debian packages: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO="sudo"
+else
+  echo "error: missing Debian packages (${missing[*]}) and not root; run: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/c2d-apt.log 2>&1; then
+  $SUDO apt-get update >>/tmp/c2d-apt.log 2>&1 || true
+  if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/c2d-apt.log 2>&1; then
+    echo "error: apt-get could not install ${missing[*]}; see /tmp/c2d-apt.log" >&2
+    exit 1
+  fi
+fi
+echo "[setup] Debian packages installed"
