@@ -1,0 +1,115 @@
+"""Jobs, events, used orders and nonces against the real Postgres server."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from decimal import Decimal
+
+import pytest
+
+from c2d.db.jobs import JobStore, NewJob, UsedOrder
+from c2d.db.nonces import NonceStore
+from c2d.db.pool import Pool
+from c2d.exceptions import NonceError, OrderAlreadyUsedError
+from c2d.status import JobStatus
+from tests.helpers import race
+
+
+def new_job(**kwargs: object) -> NewJob:
+    values: dict[str, object] = {
+        "job_id": secrets.token_hex(16),
+        "owner": "0x" + secrets.token_hex(20),
+        "environment": "env-1",
+        "engine": "local",
+        "did": "did:op:" + secrets.token_hex(32),
+    }
+    values.update(kwargs)
+    return NewJob(**values)  # type: ignore[arg-type]
+
+
+def random_tx() -> str:
+    return "0x" + secrets.token_hex(32)
+
+
+def test_an_order_starts_at_most_one_job_under_concurrent_inserts(pool: Pool) -> None:
+    store = JobStore(pool)
+    for _ in range(20):
+        order = UsedOrder(8996, random_tx())
+        outcomes = race(2, lambda order=order: store.create(new_job(), [order]))  # type: ignore[misc]
+        created = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, OrderAlreadyUsedError)]
+        assert len(created) == 1 and len(refused) == 1, outcomes
+        assert store.order_used(8996, order.tx_hash.upper().replace("0X", "0x"))
+
+
+def test_a_refused_order_leaves_no_job_behind(pool: Pool) -> None:
+    store = JobStore(pool)
+    order = UsedOrder(8996, random_tx())
+    store.create(new_job(), [order])
+    loser = new_job()
+    with pytest.raises(OrderAlreadyUsedError, match="already used"):
+        store.create(loser, [UsedOrder(8996, random_tx()), order])
+    assert store.get(loser.job_id) is None
+
+
+def test_transitions_write_one_event_each_and_replays_change_nothing(pool: Pool) -> None:
+    store = JobStore(pool)
+    job = store.create(new_job())
+    assert job.status == JobStatus.WARMING_UP and job.status_text == "Warming up"
+    assert store.transition(job.job_id, JobStatus.CONFIGURING_VOLUMES, source="test")
+    assert not store.transition(job.job_id, JobStatus.CONFIGURING_VOLUMES, source="test")  # replay
+    assert store.transition(job.job_id, JobStatus.RUNNING_ALGORITHM, source="test")
+    results = [{"filename": "out.txt", "filesize": 3, "type": "output"}]
+    assert store.transition(job.job_id, JobStatus.JOB_FINISHED, source="test", finished=True, results=results)
+    # A finished job is final: a late or replayed event cannot move it back.
+    assert not store.transition(job.job_id, JobStatus.RUNNING_ALGORITHM, source="late")
+    final = store.get(job.job_id)
+    assert final is not None and final.finished and final.status == 70 and final.results == results
+    events = store.events(job.job_id)
+    assert [(e.old_status, e.status) for e in events] == [(None, 1), (1, 20), (20, 40), (40, 70)]
+    assert events[2].status_text == "Running algorithm "
+    assert all(a.at <= b.at for a, b in itertools.pairwise(events))
+
+
+def test_find_is_case_insensitive_on_owner_and_filters_by_job_and_did(pool: Pool) -> None:
+    store = JobStore(pool)
+    owner = "0xAbCdEf" + secrets.token_hex(17)
+    first, second = store.create(new_job(owner=owner)), store.create(new_job(owner=owner))
+    assert [j.job_id for j in store.find(owner.lower())] == [first.job_id, second.job_id]
+    assert [j.job_id for j in store.find(owner.upper().replace("0X", "0x"), job_id=second.job_id)] == [second.job_id]
+    assert [j.job_id for j in store.find(owner, did=first.did)] == [first.job_id]
+    assert store.find("0x" + secrets.token_hex(20)) == []
+
+
+def test_stop_request_only_flags_unfinished_jobs(pool: Pool) -> None:
+    store = JobStore(pool)
+    job = store.create(new_job())
+    assert store.request_stop(job.job_id, 1)
+    assert not store.request_stop(job.job_id, 1)
+    done = store.create(new_job())
+    store.transition(done.job_id, JobStatus.JOB_FINISHED, source="test", finished=True)
+    assert not store.request_stop(done.job_id, 1)
+
+
+def test_nonces_are_numeric_strictly_increasing_and_case_insensitive(pool: Pool) -> None:
+    nonces = NonceStore(pool)
+    address = "0x" + secrets.token_hex(20)
+    assert nonces.current(address) is None
+    nonces.accept(address, "999")
+    nonces.accept(address.upper().replace("0X", "0x"), "1700000000000.5")  # numeric, not lexicographic
+    assert nonces.current(address) == Decimal("1700000000000.5")
+    with pytest.raises(NonceError, match="not greater"):
+        nonces.accept(address, "1700000000000.5")  # replay
+    with pytest.raises(NonceError, match="not greater"):
+        nonces.accept(address, 1000)
+    for bad in ("abc", "-1", "NaN", "Infinity"):
+        with pytest.raises(NonceError):
+            nonces.accept(address, bad)
+
+
+def test_the_same_nonce_sent_twice_concurrently_is_accepted_once(pool: Pool) -> None:
+    nonces = NonceStore(pool)
+    address = "0x" + secrets.token_hex(20)
+    outcomes = race(4, lambda: nonces.accept(address, 42))
+    assert sorted(type(o).__name__ for o in outcomes) == ["Decimal", "NonceError", "NonceError", "NonceError"]

@@ -1,0 +1,88 @@
+"""Shared fixtures: one embedded stack (real Postgres, real anvil with the Ocean contracts) per session."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from c2d.chain.artifacts import Artifacts
+from c2d.chain.client import Chain
+from c2d.chain.deploy import OceanAddresses, read_address_file
+from c2d.db.pool import Pool, open_pool
+from c2d.settings import (
+    ANVIL_KEYS,
+    ChainSettings,
+    PostgresSettings,
+    ProviderSettings,
+    Settings,
+    load_settings,
+)
+from c2d.stack.postgres import database_dsn
+from c2d.stack.stack import Stack
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_settings(data_dir: Path) -> Settings:
+    """Settings for an isolated stack: own data dir, free ports (never the developer's stack)."""
+    return load_settings(
+        data_dir=data_dir,
+        postgres=PostgresSettings(port=free_port()),
+        chain=ChainSettings(port=free_port()),
+        provider=ProviderSettings(port=free_port()),
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Stack]:
+    with Stack(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pool(stack: Stack) -> Iterator[Pool]:
+    opened = open_pool(database_dsn(stack.settings), max_size=20)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="session")
+def chain(stack: Stack) -> Chain:
+    return Chain(stack.settings.rpc_url, Artifacts(stack.settings.npm_dir))
+
+
+@pytest.fixture(scope="session")
+def addresses(stack: Stack) -> OceanAddresses:
+    found = read_address_file(stack.settings.address_file)
+    assert found is not None
+    return found
+
+
+@pytest.fixture(scope="session")
+def provider_account(settings: Settings) -> LocalAccount:
+    return Account.from_key(settings.provider.private_key.get_secret_value())
+
+
+@pytest.fixture(scope="session")
+def publisher() -> LocalAccount:
+    return Account.from_key(ANVIL_KEYS[2])
+
+
+@pytest.fixture(scope="session")
+def consumer() -> LocalAccount:
+    return Account.from_key(ANVIL_KEYS[3])
