@@ -7,11 +7,14 @@ Nothing in the code base reads the environment at import time.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from c2d.environments import ComputeEnvironment, default_environments
 
 # Anvil's well-known development keys (mnemonic "test test ... junk"). They are public: the node
 # refuses to use them against any chain but the embedded one (see Settings._refuse_dev_keys).
@@ -92,10 +95,39 @@ class StorageSettings(BaseModel):
     local_dir: Path | None = Field(default=None, description="Local results store; default <data_dir>/store.")
 
 
+class RuntimeSettings(BaseModel):
+    """How the local engine runs an algorithm image: a host runtime mounted read-only in the sandbox."""
+
+    image_prefix: str = Field(description="Images whose name starts with this use the runtime, e.g. 'python'.")
+    paths: list[Path] = Field(description="Host folders mounted read-only at the same place in the sandbox.")
+    path_env: str = Field(description="PATH inside the sandbox.")
+
+
+def _default_runtimes() -> list[RuntimeSettings]:
+    base = Path(sys.base_prefix)
+    python = RuntimeSettings(image_prefix="python", paths=[base], path_env=f"{base}/bin:/usr/local/bin:/usr/bin:/bin")
+    # Ocean's sample images (oceanprotocol/algo_dockers:python-*) are Python images too.
+    ocean = python.model_copy(update={"image_prefix": "oceanprotocol/algo_dockers:python"})
+    node = RuntimeSettings(image_prefix="node", paths=[], path_env="/usr/local/bin:/usr/bin:/bin")
+    return [python, ocean, node]
+
+
 class EngineSettings(BaseModel):
-    """Which engine runs the Workflow objects."""
+    """Which engine runs the Workflow objects, and how the local engine sandboxes steps."""
 
     kind: Literal["local", "argo"] = "local"
+    max_parallel_jobs: int = Field(default=4, ge=1, description="Jobs the local engine runs at once.")
+    runtimes: list[RuntimeSettings] = Field(default_factory=_default_runtimes)
+    cgroup_root: Path = Field(
+        default=Path("/sys/fs/cgroup"), description="cgroup v1 mount root for memory/pids/cpu limits."
+    )
+    bwrap: str = Field(default="bwrap", description="bubblewrap binary.")
+    step_image: str = Field(default="c2d-steps:latest", description="Image of the fetch/publish steps.")
+    step_modules: list[str] = Field(
+        default_factory=list, description="Python modules whose register(registry) adds pipeline steps."
+    )
+    namespace: str = Field(default="c2d", description="Kubernetes namespace of the Workflow objects.")
+    keep_job_dirs: bool = Field(default=False, description="Keep each job's folder after publish (debugging).")
 
 
 class Settings(BaseSettings):
@@ -120,6 +152,7 @@ class Settings(BaseSettings):
     provider: ProviderSettings = ProviderSettings()
     storage: StorageSettings = StorageSettings()
     engine: EngineSettings = EngineSettings()
+    environments: list[ComputeEnvironment] = Field(default_factory=default_environments)
 
     @field_validator("data_dir", "npm_dir")
     @classmethod
@@ -162,6 +195,9 @@ class Settings(BaseSettings):
     @property
     def store_dir(self) -> Path:
         return self.storage.local_dir or self.data_dir / "store"
+
+    def environment(self, env_id: str) -> ComputeEnvironment | None:
+        return next((env for env in self.environments if env.id == env_id), None)
 
     @property
     def jobs_dir(self) -> Path:

@@ -238,6 +238,41 @@ class JobStore:
             self._event(conn, job_id, int(str(old_status)), code, status_text, source, detail or {})
         return True
 
+    def claim_queued(self, engine: str, limit: int, source: str) -> list[JobRecord]:
+        """Move up to ``limit`` waiting jobs (status 1) of ``engine`` to 10 "Job started", oldest first."""
+        if limit <= 0:
+            return []
+        started = JobStatus.JOB_STARTED
+        with self.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT job_id FROM jobs WHERE engine = %s AND status = %s AND date_finished IS NULL "
+                "ORDER BY date_created LIMIT %s FOR UPDATE SKIP LOCKED",
+                (engine, int(JobStatus.WARMING_UP), limit),
+            ).fetchall()
+            claimed = []
+            for row in rows:
+                job_id = str(row[0])
+                conn.execute(
+                    "UPDATE jobs SET status = %s, status_text = %s, updated_at = clock_timestamp() WHERE job_id = %s",
+                    (int(started), started.text, job_id),
+                )
+                self._event(conn, job_id, int(JobStatus.WARMING_UP), int(started), started.text, source, {})
+                record = self._get(conn, job_id)
+                assert record is not None
+                claimed.append(record)
+            return claimed
+
+    def stop_requests(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """``stopreq`` of those unfinished jobs that have one."""
+        if not job_ids:
+            return {}
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT job_id, stopreq FROM jobs WHERE job_id = ANY(%s) AND stopreq <> 0 AND date_finished IS NULL",
+                (list(job_ids),),
+            ).fetchall()
+        return {str(job_id): int(str(stopreq)) for job_id, stopreq in rows}
+
     def request_stop(self, job_id: str, stopreq: int) -> bool:
         """Flag an unfinished job for stopping; False when it is finished or already flagged."""
         with self.pool.connection() as conn:
