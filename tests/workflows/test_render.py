@@ -1,0 +1,148 @@
+"""Golden renderings of the job Workflow, validated against Argo's v4.1.2 JSON schema."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from hera.workflows import Container
+
+from c2d.environments import ComputeEnvironment
+from workflows.builder import build_workflow
+from workflows.exceptions import UnknownStepError, WorkflowError
+from workflows.registry import BuildOptions, StepContext, StepRegistry, default_registry
+from workflows.spec import InputFile
+
+from .jobs import job_spec, make_environment
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
+JOB_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _schema() -> dict[str, Any]:
+    with gzip.open(HERE / "argo-workflows-v4.1.2.schema.json.gz", "rt", encoding="utf-8") as handle:
+        schema: dict[str, Any] = json.load(handle)
+    # schema.json declares IntOrString as a string; the CRD accepts integers too (argo_hera.md §1.3).
+    schema["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["integer", "string"]}
+    return schema
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.protocols.Validator:
+    schema = _schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls({**schema, "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.Workflow"})
+
+
+def _render(pipeline: tuple[str, ...], volume: str = "pvc") -> dict[str, Any]:
+    spec = job_spec(
+        "print('hello')",
+        ["https://example.com/data.csv"],
+        job_id=JOB_ID,
+        checksum="sha256:" + "ab" * 32,
+    )
+    env = make_environment(pipeline=pipeline)
+    options = BuildOptions(results_host_dir=f"/var/lib/c2d/store/{JOB_ID}", volume=volume)
+    return build_workflow(spec, env, default_registry(), options).to_dict()
+
+
+CASES = {
+    "default": (("input-fetch", "algorithm", "output-publish"), "pvc"),
+    "with-filter": (("input-fetch", "algorithm", "result-filter", "output-publish"), "pvc"),
+    "kwok-emptydir": (("input-fetch", "algorithm", "output-publish"), "emptyDir"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden_rendering_validates(case: str, validator: jsonschema.protocols.Validator) -> None:
+    pipeline, volume = CASES[case]
+    rendered = _render(pipeline, volume)
+    errors = sorted(validator.iter_errors(rendered), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+    text = yaml.safe_dump(rendered, sort_keys=False)
+    golden = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"missing {golden}; run with UPDATE_GOLDEN=1 to create it"
+    assert text == golden.read_text(), f"rendering of {case} changed; review and rerun with UPDATE_GOLDEN=1"
+
+
+def test_schema_catches_a_broken_workflow(validator: jsonschema.protocols.Validator) -> None:
+    broken = copy.deepcopy(_render(CASES["default"][0]))
+    broken["spec"]["activeDeadlineSeconds"] = "soon"
+    broken["spec"]["templates"][0]["container"]["volumeMounts"][0]["mountPath"] = 7
+    assert len(list(validator.iter_errors(broken))) >= 2
+
+
+def test_dag_order_and_publish_runs_after_failures() -> None:
+    rendered = _render(CASES["with-filter"][0])
+    dag = next(t for t in rendered["spec"]["templates"] if t["name"] == "pipeline")["dag"]["tasks"]
+    assert [t["name"] for t in dag] == ["input-fetch", "algorithm", "result-filter", "output-publish"]
+    assert dag[1]["depends"] == "input-fetch.Succeeded"
+    assert dag[2]["depends"] == "algorithm.Succeeded"
+    assert dag[3]["depends"] == (
+        "result-filter.Succeeded || result-filter.Failed || result-filter.Errored || result-filter.Omitted"
+    )
+
+
+def test_algorithm_is_locked_down_and_never_sees_secrets() -> None:
+    rendered = _render(CASES["default"][0])
+    spec = rendered["spec"]
+    algo = next(t for t in spec["templates"] if t["name"] == "algorithm")
+    assert algo["metadata"]["labels"]["c2d.oceanprotocol.com/egress"] == "denied"
+    assert algo["automountServiceAccountToken"] is False
+    ctx = algo["container"]["securityContext"]
+    assert ctx["runAsNonRoot"] and ctx["capabilities"]["drop"] == ["ALL"] and not ctx["allowPrivilegeEscalation"]
+    mounts = {m["mountPath"]: m for m in algo["container"]["volumeMounts"]}
+    assert mounts["/data/inputs"]["readOnly"] and mounts["/data/transformations"]["readOnly"]
+    assert "readOnly" not in mounts["/data/outputs"] and "/data" not in mounts
+    # The dataset URLs travel only to input-fetch.
+    text = json.dumps(algo)
+    assert "example.com" not in text and "fetch-spec" not in text
+    fetch = next(t for t in spec["templates"] if t["name"] == "input-fetch")
+    assert "{{workflow.parameters.fetch-spec}}" in json.dumps(fetch)
+    assert spec["automountServiceAccountToken"] is False
+    assert algo["container"]["resources"]["limits"]["memory"] == "256Mi"
+    assert algo["activeDeadlineSeconds"] == 20
+
+
+def test_a_developer_step_is_one_function() -> None:
+    def watermark(ctx: StepContext) -> Container:
+        return Container(name="watermark", image=ctx.options.step_image, command=["python", "-c", "pass"])
+
+    registry = default_registry()
+    registry.add("watermark", "filter", watermark)
+    env = make_environment(pipeline=("input-fetch", "algorithm", "watermark", "output-publish"))
+    spec = job_spec("print(1)", ["https://example.com/a"], job_id=JOB_ID)
+    rendered = build_workflow(spec, env, registry, BuildOptions(results_host_dir="/s")).to_dict()
+    names = [t["name"] for t in rendered["spec"]["templates"]]
+    assert names == ["input-fetch", "algorithm", "watermark", "output-publish", "pipeline"]
+    step = rendered["spec"]["templates"][2]
+    assert step["metadata"]["annotations"]["c2d.oceanprotocol.com/stage"] == "filter"
+
+
+def test_registry_errors_are_clear() -> None:
+    env = make_environment(pipeline=("input-fetch", "algorithm", "nope", "output-publish"))
+    spec = job_spec("print(1)", ["https://example.com/a"], job_id=JOB_ID)
+    with pytest.raises(UnknownStepError, match="unknown step template 'nope'"):
+        build_workflow(spec, env, default_registry(), BuildOptions(results_host_dir="/s"))
+    registry = StepRegistry()
+    with pytest.raises(WorkflowError, match="stage must be one of"):
+        registry.add("x", "compute", lambda ctx: Container(name="x"))
+    with pytest.raises(WorkflowError, match="cannot import step module 'no_such_module'"):
+        registry.load_modules(["no_such_module"])
+    with pytest.raises(ValueError, match="must contain 'algorithm'"):
+        ComputeEnvironment(pipeline=("input-fetch", "output-publish"))
+
+
+def test_bad_input_files_are_refused() -> None:
+    with pytest.raises(ValueError, match="sha256"):
+        InputFile(url="https://x", checksum="md5:abc")

@@ -1,0 +1,114 @@
+"""Build a job's Hera ``Workflow``: a DAG of the environment's pipeline over one per-job volume.
+
+Each step depends on the success of the one before; output-publish runs whatever happened before
+it (``Succeeded || Failed || Errored || Omitted``) so logs are published for failed jobs too, the
+way Ocean's engine publishes after a failed provisioning.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Parameter, Task, Workflow, models
+
+from c2d.environments import ComputeEnvironment
+from workflows import labels
+from workflows.registry import BuildOptions, StepContext, StepRegistry
+from workflows.spec import JobSpec
+from workflows.templates import NOBODY
+
+PUBLISH = "output-publish"
+
+
+def _data_volume(
+    options: BuildOptions, env: ComputeEnvironment
+) -> tuple[list[models.Volume], list[models.PersistentVolumeClaim]]:
+    size = f"{max(1, int(env.disk_gb * 1024))}Mi"
+    tmp = models.Volume(name="tmp", empty_dir=models.EmptyDirVolumeSource(size_limit=size))
+    volumes = [tmp]
+    if options.results_target == "local":
+        if not options.results_host_dir:
+            raise ValueError("results_target 'local' needs results_host_dir")
+        volumes.append(
+            models.Volume(
+                name="results",
+                host_path=models.HostPathVolumeSource(path=options.results_host_dir, type="DirectoryOrCreate"),
+            )
+        )
+    if options.volume == "emptyDir":
+        volumes.append(models.Volume(name="data", empty_dir=models.EmptyDirVolumeSource(size_limit=size)))
+        return volumes, []
+    claim = models.PersistentVolumeClaim(
+        metadata=models.ObjectMeta(name="data"),
+        spec=models.PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"],
+            storage_class_name=options.storage_class,
+            resources=models.VolumeResourceRequirements(requests={"storage": size}),
+        ),
+    )
+    return volumes, [claim]
+
+
+def _depends(previous: str, task_name: str) -> str:
+    if task_name == PUBLISH:
+        return " || ".join(f"{previous}.{phase}" for phase in ("Succeeded", "Failed", "Errored", "Omitted"))
+    return f"{previous}.Succeeded"
+
+
+def build_workflow(
+    job: JobSpec, environment: ComputeEnvironment, registry: StepRegistry, options: BuildOptions
+) -> Workflow:
+    """The Workflow object both engines run. Pure: same inputs, same rendering."""
+    ctx = StepContext(job=job, environment=environment, options=options)
+    templates = []
+    for name in environment.pipeline:
+        step = registry.get(name)
+        template = step.factory(ctx)
+        template.name = name
+        template.annotations = {**(template.annotations or {}), labels.STAGE: step.stage}
+        templates.append(template)
+    volumes, claims = _data_volume(options, environment)
+    # Room for fetch + publish around the algorithm's own deadline.
+    deadline = environment.max_job_duration + 2 * environment.step_timeout + 60
+    with (
+        Workflow(
+            name=job.workflow_name,
+            namespace=options.namespace,
+            entrypoint="pipeline",
+            labels={
+                labels.JOB_ID: job.job_id,
+                labels.OWNER: job.owner.lower(),
+                labels.ENVIRONMENT: environment.id,
+            },
+            annotations={
+                labels.INPUT_DIDS: ",".join(job.input_dids),
+                labels.ALGORITHM_DID: job.fetch.algorithm.did or "raw",
+            },
+            arguments=[Parameter(name="fetch-spec", value=job.fetch.model_dump_json(exclude_none=True))],
+            active_deadline_seconds=deadline,
+            automount_service_account_token=False,
+            service_account_name=options.service_account,
+            security_context=models.PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=NOBODY,
+                run_as_group=NOBODY,
+                fs_group=NOBODY,
+                seccomp_profile=models.SeccompProfile(type="RuntimeDefault"),
+            ),
+            pod_gc=models.PodGC(strategy="OnWorkflowCompletion"),
+            ttl_strategy=models.TTLStrategy(seconds_after_completion=options.ttl_seconds),
+            volume_claim_gc=models.VolumeClaimGC(strategy="OnWorkflowCompletion"),
+            volumes=volumes,
+            volume_claim_templates=claims or None,
+            templates=list(templates),
+        ) as workflow,
+        DAG(name="pipeline"),
+    ):
+        previous: str | None = None
+        for template in templates:
+            name = str(template.name)
+            Task(
+                name=name,
+                template=template,
+                depends=_depends(previous, name) if previous else None,
+            )
+            previous = name
+    return workflow

@@ -1,0 +1,102 @@
+"""The step-template registry: each pipeline step is a Python function returning a Hera template.
+
+A developer adds a step by writing one function and registering it under a name::
+
+    def my_filter(ctx: StepContext) -> Container:
+        return Container(name="my-filter", ...)
+
+    def register(registry: StepRegistry) -> None:
+        registry.add("my-filter", "filter", my_filter)
+
+and naming it in a compute environment's ``pipeline`` (modules listed in the setting
+``C2D_ENGINE__STEP_MODULES`` are imported and their ``register`` called). See ``docs/steps.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from hera.workflows import Container
+
+from c2d.environments import ComputeEnvironment
+from workflows.exceptions import UnknownStepError, WorkflowError
+from workflows.labels import STAGES
+from workflows.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Engine-independent choices of how a job's Workflow looks."""
+
+    namespace: str = "c2d"
+    step_image: str = "c2d-steps:latest"  # image holding this repository's `steps` package
+    volume: str = "pvc"  # per-job data volume: "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
+    storage_class: str | None = None
+    results_target: str = "local"  # where output-publish stores results: "local" (hostPath) or a URL
+    results_host_dir: str | None = None  # host folder of the local results store (target "local")
+    service_account: str = "c2d-job"
+    ttl_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step template function may use."""
+
+    job: JobSpec
+    environment: ComputeEnvironment
+    options: BuildOptions
+
+
+StepFactory = Callable[[StepContext], Container]
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    name: str
+    stage: str
+    factory: StepFactory
+
+
+@dataclass
+class StepRegistry:
+    """Step templates by name. Not global: each node builds its own from settings."""
+
+    steps: dict[str, StepDefinition] = field(default_factory=dict)
+
+    def add(self, name: str, stage: str, factory: StepFactory) -> None:
+        if stage not in STAGES:
+            raise WorkflowError(f"step {name!r}: stage must be one of {', '.join(STAGES)}, not {stage!r}")
+        if name in self.steps:
+            raise WorkflowError(f"step {name!r} is already registered")
+        self.steps[name] = StepDefinition(name, stage, factory)
+
+    def get(self, name: str) -> StepDefinition:
+        try:
+            return self.steps[name]
+        except KeyError:
+            known = ", ".join(sorted(self.steps)) or "none"
+            raise UnknownStepError(f"unknown step template {name!r} (registered: {known})") from None
+
+    def load_modules(self, modules: Iterable[str]) -> None:
+        """Import each module and call its ``register(registry)``."""
+        for module_name in modules:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise WorkflowError(f"cannot import step module {module_name!r}: {exc}") from exc
+            register = getattr(module, "register", None)
+            if not callable(register):
+                raise WorkflowError(f"step module {module_name!r} has no register(registry) function")
+            register(self)
+
+
+def default_registry(extra_modules: Iterable[str] = ()) -> StepRegistry:
+    """The built-in steps (input-fetch, algorithm, output-publish, result-filter) plus extra modules."""
+    from workflows import templates
+
+    registry = StepRegistry()
+    templates.register(registry)
+    registry.load_modules(extra_modules)
+    return registry
