@@ -24,6 +24,7 @@ from c2d.settings import (
 )
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
+from tests.fileserver import file_server  # noqa: F401 (fixture)
 
 
 def free_port() -> int:
