@@ -139,3 +139,29 @@ def migrate(ctx: typer.Context) -> None:
     except (C2DError, OSError) as exc:
         raise _fail(str(exc)) from None
     _echo(f"applied migrations {applied}" if applied else "schema is up to date")
+
+
+@app.command()
+def engine(ctx: typer.Context) -> None:
+    """Run the local engine in the foreground against a running stack (Ctrl-C stops it)."""
+    import contextlib
+    import signal
+    import threading
+
+    from c2d.db.pool import open_pool
+    from workflows.exceptions import WorkflowError
+    from workflows.local.engine import LocalEngine
+
+    settings: Settings = ctx.obj
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        dsn = database_dsn(settings)
+        pool = open_pool(dsn, max_size=settings.postgres.pool_size)
+        with pool, LocalEngine(settings, pool, dsn):
+            _echo(f"local engine running (up to {settings.engine.max_parallel_jobs} jobs at once); Ctrl-C stops it")
+            with contextlib.suppress(KeyboardInterrupt):
+                done.wait()
+    except (C2DError, WorkflowError) as exc:
+        raise _fail(str(exc)) from None
+    _echo("local engine stopped")

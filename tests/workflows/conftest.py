@@ -1,0 +1,93 @@
+"""Fixtures of the workflow tests: a running local engine and a way to submit jobs to it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from c2d.db.jobs import JobRecord, JobStore, NewJob
+from c2d.db.pool import Pool
+from c2d.environments import ComputeEnvironment
+from c2d.settings import Settings
+from c2d.stack.stack import Stack
+from tests.fileserver import FileServer
+from workflows.local.engine import LocalEngine
+from workflows.spec import JobSpec
+
+from .jobs import render
+
+__all__ = ["FileServer", "Jobs"]
+
+
+@dataclass
+class Jobs:
+    """Submit jobs the way the provider does (a job row with its Workflow) and wait for them."""
+
+    settings: Settings
+    store: JobStore
+    engine: LocalEngine | None
+
+    def submit(self, spec: JobSpec, env: ComputeEnvironment) -> str:
+        workflow = render(spec, env, self.settings.store_dir)
+        self.store.create(
+            NewJob(
+                job_id=spec.job_id,
+                owner=spec.owner,
+                environment=env.id,
+                engine="local",
+                did=spec.input_dids[0],
+                input_dids=spec.input_dids,
+                algo_did=spec.fetch.algorithm.did or "raw",
+                workflow_name=spec.workflow_name,
+                workflow=workflow,
+            )
+        )
+        if self.engine is not None:
+            self.engine.wake()
+        return spec.job_id
+
+    def wait(self, job_id: str, timeout: float = 60, status: int | None = None) -> JobRecord:
+        """Until the job is finished (or has ``status``)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            job = self.store.get(job_id)
+            assert job is not None
+            if job.finished if status is None else job.status == status:
+                return job
+            time.sleep(0.05)
+        job = self.store.get(job_id)
+        raise AssertionError(f"job {job_id} still {job.status if job else None} after {timeout} s: {job}")
+
+    def live_log(self, job_id: str) -> Path:
+        return self.settings.jobs_dir / job_id / "volumes" / "data" / "logs" / "algorithm.log"
+
+    def wait_log(self, job_id: str, text: str, timeout: float = 20) -> None:
+        """Until the running algorithm has written ``text`` to its log."""
+        end = time.monotonic() + timeout
+        live = self.live_log(job_id)
+        while text not in (live.read_text() if live.exists() else ""):
+            assert time.monotonic() < end, f"{text!r} not in the algorithm log of {job_id} while it runs"
+            time.sleep(0.05)
+
+    def statuses(self, job_id: str) -> list[int]:
+        return [event.status for event in self.store.events(job_id)]
+
+    def stored(self, job_id: str, name: str) -> Path:
+        return self.settings.store_dir / job_id / name
+
+
+@pytest.fixture(scope="module")
+def engine(stack: Stack, pool: Pool) -> Iterator[LocalEngine]:
+    from c2d.stack.postgres import database_dsn
+
+    with LocalEngine(stack.settings, pool, database_dsn(stack.settings)) as running:
+        yield running
+
+
+@pytest.fixture
+def jobs(stack: Stack, pool: Pool, engine: LocalEngine) -> Jobs:
+    return Jobs(stack.settings, JobStore(pool), engine)

@@ -1,0 +1,104 @@
+"""kill -9 of the engine process mid-job: the next engine recovers every job it finds half-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from c2d.db.jobs import JobStore
+from c2d.db.pool import Pool
+from c2d.stack.stack import Stack
+
+from .conftest import FileServer, Jobs
+from .jobs import job_spec, make_environment
+
+ENV = make_environment()
+
+
+def _engine_process(stack: Stack) -> subprocess.Popen[bytes]:
+    settings = stack.settings
+    env = {
+        **os.environ,
+        "C2D_DATA_DIR": str(settings.data_dir),
+        "C2D_POSTGRES__PORT": str(settings.postgres.port),
+        "C2D_CHAIN__PORT": str(settings.chain.port),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "c2d", "engine"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+@pytest.fixture
+def offline_jobs(stack: Stack, pool: Pool) -> Iterator[Jobs]:
+    """Jobs submitted while no engine runs in this process (the engines are child processes)."""
+    yield Jobs(stack.settings, JobStore(pool), None)
+
+
+def test_killed_engine_leaves_no_job_running(offline_jobs: Jobs, stack: Stack, file_server: FileServer) -> None:
+    jobs = offline_jobs
+    file_server.files["/restart.csv"] = b"x"
+    code = "import time\nprint('long algorithm started', flush=True)\ntime.sleep(300)"
+    running = jobs.submit(job_spec(code, [f"{file_server.url}/restart.csv"]), ENV)
+    first = _engine_process(stack)
+    try:
+        jobs.wait_log(running, "long algorithm started", timeout=60)
+        # Queued while the engine is dead: must run after the restart.
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        queued = jobs.submit(job_spec("print('after restart')", [f"{file_server.url}/restart.csv"]), ENV)
+        time.sleep(1)
+        assert jobs.store.get(running).status == 40  # type: ignore[union-attr]
+        # The sandbox died with its engine (die-with-parent): no algorithm process is left.
+        assert _sandboxed_sleepers() == []
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = _engine_process(stack)
+    try:
+        job = jobs.wait(running, timeout=60)
+        assert job.status == 41
+        assert job.status_text == "Failed to run algorithm: interrupted by an engine restart"
+        # The logs of the interrupted run were still published.
+        assert "long algorithm started" in jobs.stored(running, "logs/algorithm.log").read_text()
+        assert jobs.wait(queued, timeout=60).status == 70
+    finally:
+        second.send_signal(signal.SIGINT)
+        output = second.communicate(timeout=30)[0].decode()
+    assert second.returncode == 0, output
+    assert "local engine stopped" in output
+
+
+def test_only_one_engine_per_database(stack: Stack) -> None:
+    first = _engine_process(stack)
+    try:
+        time.sleep(0.5)
+        assert first.stdout is not None
+        first.stdout.readline()  # the first engine is up
+        second = _engine_process(stack)
+        out = second.communicate(timeout=30)[0].decode()
+        assert second.returncode == 1
+        assert "another local engine is already running on this database" in out
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+
+
+def _sandboxed_sleepers() -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/data/transformations/algorithm" in cmdline:
+            found.append(cmdline)
+    return found

@@ -1,0 +1,125 @@
+"""cgroup v1 limits for one sandboxed step: memory (OOM-kill inside the group), pids, CPU quota.
+
+The step's first process joins the groups before it execs anything (see :meth:`StepCgroup.prefix`),
+so every descendant is counted and :meth:`StepCgroup.kill` reaches all of them. Controllers that
+cannot be used here (no cgroup v1 mount, no permission) are reported in ``missing``; the sandbox then
+falls back to rlimits (address space) and says so in the job's details.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONTROLLERS = ("memory", "pids", "cpu")
+CPU_PERIOD_US = 100_000
+
+
+def _own_path(controller: str) -> str:
+    """This process's cgroup path for a v1 controller, from /proc/self/cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            return path.lstrip("/")
+    return ""
+
+
+@dataclass
+class StepCgroup:
+    groups: dict[str, Path] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, root: Path, name: str, *, memory: int | None, pids: int | None, cpu: float | None) -> StepCgroup:
+        made = cls()
+        wanted = {"memory": memory, "pids": pids, "cpu": cpu}
+        for controller, value in wanted.items():
+            if value is None:
+                continue
+            base = root / controller
+            group = base / _own_path(controller) / "c2d" / name
+            try:
+                group.mkdir(parents=True, exist_ok=True)
+                if controller == "memory":
+                    (group / "memory.limit_in_bytes").write_text(str(int(value)))
+                    memsw = group / "memory.memsw.limit_in_bytes"
+                    if memsw.exists():  # no swapping around the limit
+                        memsw.write_text(str(int(value)))
+                elif controller == "pids":
+                    (group / "pids.max").write_text(str(int(value)))
+                else:
+                    (group / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                    (group / "cpu.cfs_quota_us").write_text(str(max(1000, int(float(value) * CPU_PERIOD_US))))
+            except OSError:
+                made.missing.append(controller)
+                _rmdir(group)
+                continue
+            made.groups[controller] = group
+        return made
+
+    def prefix(self) -> list[str]:
+        """Command prefix: join every group, then exec the rest of the command line."""
+        if not self.groups:
+            return []
+        script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+        files = [str(group / "cgroup.procs") for group in self.groups.values()]
+        return ["/bin/sh", "-c", script, "c2d-cgroup", *files, "--"]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for group in self.groups.values():
+            try:
+                found.update(int(pid) for pid in (group / "cgroup.procs").read_text().split())
+            except OSError:
+                continue
+        return found
+
+    def kill(self, timeout: float = 2.0) -> None:
+        """SIGKILL every process in the groups until none is left (a fork bomb keeps forking)."""
+        deadline = time.monotonic() + timeout
+        while (pids := self.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def oom_killed(self) -> bool:
+        group = self.groups.get("memory")
+        if group is None:
+            return False
+        try:
+            for line in (group / "memory.oom_control").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+        except OSError:
+            return False
+        return False
+
+    def peak_memory(self) -> int | None:
+        group = self.groups.get("memory")
+        try:
+            return int((group / "memory.max_usage_in_bytes").read_text()) if group else None
+        except OSError:
+            return None
+
+    def remove(self) -> None:
+        self.kill()
+        for group in self.groups.values():
+            _rmdir(group)
+        self.groups.clear()
+
+
+def _rmdir(group: Path) -> None:
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)

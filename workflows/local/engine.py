@@ -1,0 +1,208 @@
+"""The embedded engine: runs queued jobs' Workflow objects on this machine and mirrors them to Postgres.
+
+Jobs reach it through Postgres only: a job row with ``engine='local'``, status 1 and the rendered
+Workflow is claimed (status 10), interpreted and run in a worker thread; every step change becomes
+an Ocean status through :mod:`workflows.status_map` and a ``job_events`` row. Stop requests are read
+from ``jobs.stopreq`` (and delivered at once by :meth:`LocalEngine.stop` in the same process).
+
+One engine per database: it holds a Postgres advisory lock while it runs, so at start every job it
+finds half-run was orphaned by a dead engine and is recovered (see :mod:`workflows.local.recovery`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+
+from c2d.db.jobs import JobRecord, JobStore
+from c2d.db.pool import Pool
+from c2d.settings import Settings
+from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
+from workflows.exceptions import EngineError, UnsupportedWorkflowError
+from workflows.local.interpret import Plan, interpret
+from workflows.local.job import JobRun
+from workflows.local.recovery import prepare_resume
+from workflows.status_map import StepState, ocean_status
+
+log = logging.getLogger(__name__)
+ENGINE = "local"
+SOURCE = "local-engine"
+LOCK_KEY = 0x6332_6C6F  # "c2lo": one local engine per database
+POLL_SECONDS = 0.2
+
+
+class LocalEngine:
+    def __init__(self, settings: Settings, pool: Pool, dsn: str) -> None:
+        self.settings = settings
+        self.store = JobStore(pool)
+        self.dsn = dsn
+        self.running: dict[str, JobRun] = {}
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.closing = threading.Event()
+        self.executor = ThreadPoolExecutor(settings.engine.max_parallel_jobs, thread_name_prefix="c2d-job")
+        self.dispatcher: threading.Thread | None = None
+        self.lock_conn: psycopg.Connection[Any] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> LocalEngine:
+        conn = psycopg.connect(self.dsn, autocommit=True)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if not row or not row[0]:
+            conn.close()
+            raise EngineError("another local engine is already running on this database; stop it first")
+        self.lock_conn = conn
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.settings.store_dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self.dispatcher = threading.Thread(target=self._dispatch_loop, name="c2d-dispatcher", daemon=True)
+        self.dispatcher.start()
+        return self
+
+    def close(self) -> None:
+        """Stop dispatching and kill running steps; their jobs are recovered by the next start."""
+        self.closing.set()
+        self.wakeup.set()
+        with self.lock:
+            runs = list(self.running.values())
+        for run in runs:
+            run.stop.set()
+        if self.dispatcher is not None:
+            self.dispatcher.join()
+        self.executor.shutdown(wait=True)
+        if self.lock_conn is not None:
+            self.lock_conn.close()
+
+    def __enter__(self) -> LocalEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wake(self) -> None:
+        """A job was queued: look for it now rather than at the next poll."""
+        self.wakeup.set()
+
+    def stop(self, job_id: str) -> bool:
+        """Deliver a stop request (already stored in ``jobs.stopreq``) to a running job at once."""
+        with self.lock:
+            run = self.running.get(job_id)
+        if run is None:
+            return False
+        run.stop.set()
+        return True
+
+    # -- dispatching --------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self.closing.is_set():
+            with self.lock:
+                running = list(self.running)
+                free = self.settings.engine.max_parallel_jobs - len(running)
+            for job_id in self.store.stop_requests(running):
+                self.stop(job_id)
+            if free > 0:
+                for record in self.store.claim_queued(ENGINE, free, SOURCE):
+                    self._launch(record, resume=False)
+            self.wakeup.wait(POLL_SECONDS)
+            self.wakeup.clear()
+
+    def _launch(self, record: JobRecord, *, resume: bool) -> None:
+        try:
+            plan = interpret(record.workflow or {})
+        except UnsupportedWorkflowError as exc:
+            self._finish_error(record.job_id, f"the local engine cannot run this workflow: {exc}")
+            return
+        run = JobRun(
+            job_id=record.job_id,
+            plan=plan,
+            job_dir=self.settings.jobs_dir / record.job_id,
+            engine=self.settings.engine,
+            store_dir=self.settings.store_dir,
+            hidden=(self.settings.data_dir,),
+            on_change=lambda states: self._mirror(record.job_id, plan, states),
+        )
+        if resume:
+            message = prepare_resume(run, record)
+            if message is not None:
+                self._finish_error(record.job_id, message)
+                return
+        if record.stopreq:
+            run.stop.set()
+        with self.lock:
+            self.running[record.job_id] = run
+        self.executor.submit(self._execute, run)
+
+    def _execute(self, run: JobRun) -> None:
+        try:
+            results = run.run()
+            self._finish(run, results)
+            if not self.settings.engine.keep_job_dirs:
+                run.cleanup()
+        except Exception:  # a job thread must never leave its job running forever
+            log.exception("job %s: engine error", run.job_id)
+            self._finish_error(run.job_id, "internal engine error (see the engine log)")
+        finally:
+            with self.lock:
+                self.running.pop(run.job_id, None)
+            self.wakeup.set()
+
+    # -- mirroring ----------------------------------------------------------------------------
+    def _stopreq(self, run: JobRun) -> int:
+        if run.stopreq:
+            return run.stopreq
+        return STOPREQ_API if run.stop.is_set() else 0
+
+    def _mirror(self, job_id: str, plan: Plan, states: dict[str, dict[str, Any]]) -> None:
+        with self.lock:
+            run = self.running.get(job_id)
+        stopreq = self._stopreq(run) if run else 0
+        steps = [_state(step.task, step.stage, states) for step in plan.steps]
+        status = ocean_status(steps, workflow_done=False, stopreq=stopreq)
+        self.store.update_details(job_id, {"steps": states})
+        self.store.transition(job_id, status.status, source=SOURCE, text=status.text)
+
+    def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
+        stopreq = self._stopreq(run)
+        if stopreq == STOPREQ_DEADLINE:
+            self.store.request_stop(run.job_id, STOPREQ_DEADLINE)
+        steps = [_state(step.task, step.stage, run.states) for step in run.plan.steps]
+        status = ocean_status(steps, workflow_done=True, stopreq=stopreq)
+        detail: dict[str, Any] = {"steps": run.states}
+        if run.limits_missing:
+            detail["limitsNotEnforced"] = run.limits_missing
+        self.store.transition(
+            run.job_id,
+            status.status,
+            source=SOURCE,
+            text=status.text,
+            finished=True,
+            results=results if results is not None else [],
+            stopreq=stopreq or None,
+            detail=detail,
+        )
+
+    def _finish_error(self, job_id: str, reason: str) -> None:
+        job = self.store.get(job_id)
+        code = JobStatus.DATA_PROVISIONING_FAILED
+        if job is not None and job.status >= JobStatus.RUNNING_ALGORITHM:
+            code = JobStatus.ALGORITHM_FAILED
+        self.store.transition(job_id, code, source=SOURCE, text=f"{code.text}: {reason}", finished=True, results=[])
+        shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+
+    # -- recovery -----------------------------------------------------------------------------
+    def _recover(self) -> None:
+        for record in self.store.unfinished(ENGINE):
+            if record.status == JobStatus.WARMING_UP:
+                continue  # still queued: the dispatcher claims it
+            log.warning("job %s: found unfinished after an engine restart (status %s)", record.job_id, record.status)
+            self._launch(record, resume=True)
+
+
+def _state(task: str, stage: str, states: dict[str, dict[str, Any]]) -> StepState:
+    state = states.get(task, {})
+    return StepState(task, stage, state.get("phase"), state.get("exitCode"), state.get("message"))

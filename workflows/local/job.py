@@ -1,0 +1,192 @@
+"""Run one job's Plan on this machine: each step in its sandbox, in DAG order, with retries.
+
+Reports every step state change to ``on_change`` (the engine mirrors it into Postgres). Data lives
+in ``<jobs dir>/<job id>/`` (mode 0700): ``volumes/<name>`` for the job's volumes and
+``steps/<task>.log`` for each step's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from c2d.settings import EngineSettings
+from workflows.exceptions import SandboxError
+from workflows.local.cgroups import StepCgroup
+from workflows.local.interpret import Plan, Step, depends_met
+from workflows.local.runner import Outcome, Watch, run_step
+from workflows.local.sandbox import Runtime, bwrap_command, resolve_runtime, steps_runtime
+from workflows.status_map import DONE_PHASES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+Bind = tuple[Path | None, str, bool, int | None]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class JobRun:
+    job_id: str
+    plan: Plan
+    job_dir: Path
+    engine: EngineSettings
+    store_dir: Path
+    hidden: tuple[Path, ...]
+    on_change: Callable[[dict[str, dict[str, Any]]], None]
+    stop: threading.Event = field(default_factory=threading.Event)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopreq: int = 0
+    limits_missing: list[str] = field(default_factory=list)
+
+    def _set(self, task: str, **values: Any) -> None:
+        self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
+        self.on_change(self.states)
+
+    def phases(self) -> dict[str, str]:
+        return {task: state["phase"] for task, state in self.states.items() if "phase" in state}
+
+    # -- mounts -----------------------------------------------------------------------------
+    def _volume_dir(self, name: str) -> Path:
+        return self.job_dir / "volumes" / name
+
+    def _binds(self, step: Step) -> list[Bind]:
+        binds: list[Bind] = []
+        for mount in step.mounts:
+            volume = self.plan.volumes[mount.volume]
+            if volume.kind == "scratch":
+                binds.append((None, mount.path, False, volume.size))
+                continue
+            if volume.kind == "host":
+                base = Path(volume.host_path or "")
+                if not base.resolve().is_relative_to(self.store_dir.resolve()):
+                    raise SandboxError(f"hostPath {base} is outside the results store {self.store_dir}")
+            else:
+                base = self._volume_dir(volume.name)
+            base.mkdir(parents=True, exist_ok=True)
+            host = base / mount.sub_path if mount.sub_path else base
+            if not host.resolve().is_relative_to(base.resolve()):
+                raise SandboxError(f"subPath {mount.sub_path!r} of {mount.path} leaves its volume")
+            host.mkdir(parents=True, exist_ok=True)
+            binds.append((host, mount.path, mount.read_only, None))
+        return binds
+
+    def host_path(self, step: Step, inside: str) -> Path | None:
+        """Where a path inside the step's sandbox is on the host (for output parameters)."""
+        matching = [
+            (host, path)
+            for host, path, _, _ in self._binds(step)
+            if host is not None and (inside == path or inside.startswith(path.rstrip("/") + "/"))
+        ]
+        if not matching:
+            return None
+        host, path = max(matching, key=lambda match: len(match[1]))
+        return host / inside[len(path) :].lstrip("/")
+
+    # -- one step ---------------------------------------------------------------------------
+    def _runtime(self, step: Step) -> Runtime:
+        if step.image == self.engine.step_image:
+            return steps_runtime(REPO_ROOT)
+        return resolve_runtime(step.image, self.engine.runtimes)
+
+    def _attempt(self, step: Step, attempt: int, deadline: float | None) -> Outcome:
+        try:
+            runtime = self._runtime(step)
+            binds = self._binds(step)
+            argv = bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)
+        except SandboxError as exc:
+            return Outcome("Error", None, str(exc))
+        cgroup = StepCgroup.create(
+            self.engine.cgroup_root,
+            f"{self.job_id}-{step.task}-{attempt}",
+            memory=step.memory,
+            pids=step.pids,
+            cpu=step.cpu,
+        )
+        self.limits_missing = sorted(set(self.limits_missing) | set(cgroup.missing))
+        rlimits = ["prlimit", "--core=0", "--nofile=4096"]
+        if step.disk:
+            rlimits.append(f"--fsize={step.disk}")
+        if step.memory and "memory" in cgroup.missing:
+            rlimits.append(f"--as={step.memory}")
+        writable = tuple(host for host, _, ro, _ in binds if host is not None and not ro)
+        watch = Watch(writable, step.disk, step.max_files) if (step.disk or step.max_files) else Watch((), None, None)
+        step_deadline = time.monotonic() + step.deadline if step.deadline else None
+        ends = [d for d in (deadline, step_deadline) if d is not None]
+        # Publishing is not interrupted by a stop request: the user's logs and outputs are on their way.
+        stop = threading.Event() if step.stage == "publish" else self.stop
+        try:
+            return run_step(
+                step,
+                [*cgroup.prefix(), *rlimits, "--", *argv],
+                self.job_dir / "steps" / f"{step.task}.log",
+                cgroup,
+                watch,
+                stop,
+                min(ends) if ends else None,
+            )
+        finally:
+            cgroup.remove()
+
+    def _run_step(self, step: Step, deadline: float | None) -> Outcome:
+        attempt = 0
+        while True:
+            self._set(step.task, phase="Running", startedAt=_now(), attempt=attempt)
+            outcome = self._attempt(step, attempt, deadline)
+            retry = step.retry
+            if outcome.phase == "Succeeded" or retry is None or attempt >= retry.limit or outcome.reason:
+                return outcome
+            if retry.exit_code is not None and outcome.exit_code != retry.exit_code:
+                return outcome
+            time.sleep(min(60.0, retry.backoff_seconds * retry.factor**attempt))
+            attempt += 1
+
+    # -- the job ----------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]] | None:
+        """Run every step; returns the result list of the publish step (None if it has none)."""
+        self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.job_dir, 0o700)
+        deadline = time.monotonic() + self.plan.deadline if self.plan.deadline else None
+        results: list[dict[str, Any]] | None = None
+        for step in self.plan.steps:
+            if self.states.get(step.task, {}).get("phase") in DONE_PHASES:
+                continue  # resumed job: this step already ran
+            if deadline is not None and time.monotonic() >= deadline:
+                self._set(step.task, phase="Omitted", message="workflow deadline exceeded")
+                continue
+            if not depends_met(step.depends, self.phases()):
+                self._set(step.task, phase="Omitted")
+                continue
+            outcome = self._run_step(step, deadline)
+            if outcome.reason == "deadline" and step.stage == "algorithm":
+                self.stopreq = 2
+            self._set(
+                step.task,
+                phase=outcome.phase,
+                exitCode=outcome.exit_code,
+                message=outcome.message,
+                reason=outcome.reason,
+                finishedAt=_now(),
+            )
+            if outcome.phase == "Succeeded" and "results" in step.outputs:
+                results = self._read_results(step)
+        return results
+
+    def _read_results(self, step: Step) -> list[dict[str, Any]] | None:
+        path = self.host_path(step, step.outputs["results"])
+        if path is None or not path.is_file():
+            return None
+        value = json.loads(path.read_text(encoding="utf-8"))
+        return value if isinstance(value, list) else None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.job_dir, ignore_errors=True)

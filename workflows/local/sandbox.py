@@ -1,0 +1,123 @@
+"""The bubblewrap command line of one step.
+
+Every step runs in new user, pid, ipc, uts and cgroup namespaces as uid/gid 65534 with all
+capabilities dropped, nested user namespaces disabled, a clean environment, a read-only view of the
+system folders it needs and nothing else of the host. Steps without the ``egress: allowed`` label
+(the algorithm, filters) also get a new, empty network namespace. Writable places are exactly the
+read-write mounts of the template (outputs, logs) and size-capped tmpfs scratch volumes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from c2d.settings import RuntimeSettings
+from workflows.exceptions import SandboxError
+from workflows.local.interpret import Step
+
+NOBODY = 65534
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+ETC_ALWAYS = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/passwd", "/etc/group")
+ETC_NETWORK = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What an image means locally: host folders to mount read-only and the PATH to use."""
+
+    paths: tuple[Path, ...]
+    path_env: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def steps_runtime(repo_root: Path) -> Runtime:
+    """The runtime of this repository's own step programs (the step image): this venv + the code."""
+    paths = (Path(sys.prefix), Path(sys.base_prefix), repo_root)
+    return Runtime(paths, f"{sys.prefix}/bin:{sys.base_prefix}/bin:/usr/bin:/bin", (("PYTHONPATH", str(repo_root)),))
+
+
+def resolve_runtime(image: str, runtimes: list[RuntimeSettings]) -> Runtime:
+    """The configured runtime with the longest matching image prefix."""
+    matches = [r for r in runtimes if image.startswith(r.image_prefix)]
+    if not matches:
+        known = ", ".join(r.image_prefix for r in runtimes) or "none"
+        raise SandboxError(f"image {image!r} has no local runtime (configured prefixes: {known})")
+    best = max(matches, key=lambda r: len(r.image_prefix))
+    return Runtime(tuple(best.paths), best.path_env)
+
+
+def _system_binds(egress: bool) -> list[str]:
+    args: list[str] = []
+    for path in SYSTEM_DIRS:
+        host = Path(path)
+        if host.is_symlink():
+            args += ["--symlink", str(host.readlink()), path]
+        elif host.is_dir():
+            args += ["--ro-bind", path, path]
+    for path in ETC_ALWAYS + (ETC_NETWORK if egress else ()):
+        args += ["--ro-bind-try", path, path]
+    return args
+
+
+def bwrap_command(
+    bwrap: str,
+    step: Step,
+    runtime: Runtime,
+    binds: list[tuple[Path | None, str, bool, int | None]],
+    hidden: tuple[Path, ...] = (),
+) -> list[str]:
+    """``binds``: (host folder or None for a tmpfs, path inside, read-only, tmpfs size)."""
+    args = [
+        bwrap,
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        str(NOBODY),
+        "--gid",
+        str(NOBODY),
+        "--cap-drop",
+        "ALL",
+        "--disable-userns",
+        "--hostname",
+        "c2d-job",
+        "--clearenv",
+    ]
+    if step.egress:
+        args.append("--share-net")
+    args += _system_binds(step.egress)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for path in runtime.paths:
+        args += ["--ro-bind", str(path), str(path)]
+    for path in hidden:  # e.g. the node's data dir inside the repository: secrets, other jobs
+        if any(path.is_relative_to(p) for p in runtime.paths) and path.exists():
+            args += ["--tmpfs", str(path)]
+    if not any(inside == "/tmp" for _, inside, _, _ in binds):
+        args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]
+    for host, inside, read_only, size in binds:
+        if host is None:
+            if size:
+                args += ["--size", str(size)]
+            args += ["--tmpfs", inside]
+        else:
+            if not host.exists():
+                raise SandboxError(f"mount source {host} of {inside} does not exist")
+            args += ["--ro-bind" if read_only else "--bind", str(host), inside]
+    env = {"PATH": runtime.path_env, "HOME": "/tmp", "LANG": "C.UTF-8", **dict(runtime.env), **step.env}
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    args += ["--remount-ro", "/"]
+    if step.working_dir:
+        args += ["--chdir", step.working_dir]
+    return [*args, "--", *step.command]
