@@ -98,22 +98,23 @@ def bwrap_command(
         args.append("--share-net")
     args += _system_binds(step.egress)
     args += ["--proc", "/proc", "--dev", "/dev"]
+    # tmpfs mounts first: a runtime or the checkout may live under /tmp and must stay visible.
+    if not any(inside == "/tmp" for _, inside, _, _ in binds):
+        args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]
+    for host, inside, _, size in binds:
+        if host is None:
+            args += [*(["--size", str(size)] if size else []), "--tmpfs", inside]
     for path in runtime.paths:
         args += ["--ro-bind", str(path), str(path)]
     for path in hidden:  # e.g. the node's data dir inside the repository: secrets, other jobs
         if any(path.is_relative_to(p) for p in runtime.paths) and path.exists():
             args += ["--tmpfs", str(path)]
-    if not any(inside == "/tmp" for _, inside, _, _ in binds):
-        args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]
-    for host, inside, read_only, size in binds:
+    for host, inside, read_only, _ in binds:
         if host is None:
-            if size:
-                args += ["--size", str(size)]
-            args += ["--tmpfs", inside]
-        else:
-            if not host.exists():
-                raise SandboxError(f"mount source {host} of {inside} does not exist")
-            args += ["--ro-bind" if read_only else "--bind", str(host), inside]
+            continue
+        if not host.exists():
+            raise SandboxError(f"mount source {host} of {inside} does not exist")
+        args += ["--ro-bind" if read_only else "--bind", str(host), inside]
     env = {"PATH": runtime.path_env, "HOME": "/tmp", "LANG": "C.UTF-8", **dict(runtime.env), **step.env}
     for key, value in env.items():
         args += ["--setenv", key, value]
