@@ -36,7 +36,7 @@ setup: $(VENV)/.installed node_modules/.installed
 
 # --- the two commands ------------------------------------------------------------------------------
 demo: setup
-	@$(VENV)/bin/c2d check
+	@$(VENV)/bin/c2d demo
 
 test: setup
 	@tools/run_pytest.sh $(PY) -m "not e2e" $(PYTEST_ARGS)

@@ -165,3 +165,16 @@ def engine(ctx: typer.Context) -> None:
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None
     _echo("local engine stopped")
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Start the stack, run one real compute job on the local engine, print its result, stop."""
+    from c2d.demo import run_demo
+    from workflows.exceptions import WorkflowError
+
+    try:
+        run_demo(ctx.obj, _echo)
+    except (C2DError, WorkflowError) as exc:
+        raise _fail(str(exc)) from None
+    _echo("demo finished; the stack is stopped")

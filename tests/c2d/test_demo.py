@@ -1,0 +1,24 @@
+"""`make demo` runs `c2d demo`: a real job on a fresh embedded stack, result printed, stack stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from c2d.demo import run_demo
+from c2d.stack.procs import recorded_alive
+from tests.conftest import make_settings
+
+
+def test_demo_runs_a_job_end_to_end(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "demo")
+    lines: list[str] = []
+    run_demo(settings, lines.append)
+    text = "\n".join(lines)
+    for status in ("status  1  Warming up", "status 40  Running algorithm", "status 70  Job finished"):
+        assert status in text
+    (job_dir,) = [p for p in settings.store_dir.iterdir() if p.is_dir()]
+    summary = json.loads((job_dir / "outputs" / "summary.json").read_text())
+    assert summary["Oslo"] == {"mean_temp_c": -4.23, "total_rain_mm": 5.4, "days": 3}
+    assert '"mean_temp_c": -4.23' in text  # the result is printed
+    assert "stopping postgres" in text and not recorded_alive(settings.run_dir)
