@@ -178,3 +178,30 @@ def demo(ctx: typer.Context) -> None:
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None
     _echo("demo finished; the stack is stopped")
+
+
+@app.command()
+def provider(ctx: typer.Context) -> None:
+    """Serve the provider API (with the local engine embedded) against a running stack."""
+    import uvicorn
+
+    from c2d.db.pool import open_pool
+    from provider.app import create_app
+    from workflows.exceptions import WorkflowError
+    from workflows.local.engine import LocalEngine
+
+    settings: Settings = ctx.obj
+    try:
+        dsn = database_dsn(settings)
+        with open_pool(dsn, max_size=settings.postgres.pool_size) as pool:
+            engine = LocalEngine(settings, pool, dsn) if settings.engine.kind == "local" else None
+            if engine is not None:
+                engine.start()
+            try:
+                _echo(f"provider on {settings.provider_url} (API docs: {settings.provider_url}/api/docs)")
+                uvicorn.run(create_app(settings, pool, engine), host=settings.host, port=settings.provider.port)
+            finally:
+                if engine is not None:
+                    engine.close()
+    except (C2DError, WorkflowError) as exc:
+        raise _fail(str(exc)) from None

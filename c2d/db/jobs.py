@@ -283,6 +283,23 @@ class JobStore:
             )
             return cur.rowcount == 1
 
+    def mark_removed(self, job_id: str) -> bool:
+        """Flag a finished job's results as removed; False when it is unfinished or already removed."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET removed = 1, updated_at = clock_timestamp() "
+                "WHERE job_id = %s AND date_finished IS NOT NULL AND removed = 0",
+                (job_id,),
+            )
+            return cur.rowcount == 1
+
+    def running_count(self, environment: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM jobs WHERE environment = %s AND date_finished IS NULL", (environment,)
+            ).fetchone()
+        return int(str(row[0])) if row else 0
+
     def update_details(self, job_id: str, details: dict[str, Any]) -> None:
         with self.pool.connection() as conn:
             conn.execute(

@@ -25,6 +25,7 @@ def job_spec(
     dataset_did: str | None = None,
     algorithm_files: list[InputFile] | None = None,
     checksum: str | None = None,
+    owner: str = OWNER,
 ) -> JobSpec:
     files = [InputFile(url=url, checksum=checksum) for url in urls]
     algorithm = (
@@ -35,7 +36,7 @@ def job_spec(
     dataset = dataset_did or did("data")
     return JobSpec(
         job_id=job_id or secrets.token_hex(16),
-        owner=OWNER,
+        owner=owner,
         environment="test",
         fetch=FetchSpec(
             datasets=[DatasetInput(did=dataset, files=files, ddo={"id": dataset, "version": "4.1.0"})],

@@ -1,0 +1,42 @@
+"""The FastAPI application: routers, Ocean's error shapes, and the services it runs with."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from c2d.db.pool import Pool
+from c2d.settings import Settings
+from provider.exceptions import ProviderError, RequestValidationFailed
+from provider.routers import compute, nonce, root
+from provider.services import Engine, Services
+
+
+def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> FastAPI:
+    """The app over an open pool (and the engine jobs are handed to); the caller owns both."""
+
+    app = FastAPI(
+        title="C2D node provider",
+        description="Ocean Provider v2.1 compatible compute-to-data API",
+        version="0.1.0",
+        docs_url="/api/docs",
+        openapi_url="/spec",
+    )
+    app.state.services = Services.create(settings, pool, engine)
+
+    @app.exception_handler(ProviderError)
+    async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"][1:]) or "request"
+            errors.setdefault(field, []).append(error["msg"])
+        return JSONResponse(RequestValidationFailed(errors).body(), status_code=400)
+
+    for module in (root, nonce, compute):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,53 @@
+"""Errors of the provider. Each knows its HTTP status and Ocean's error body; the API edge renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProviderError(Exception):
+    """Base class: ``{"error": <message>}`` with ``status``."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+
+class RequestValidationFailed(ProviderError):
+    """Ocean's (flask-sieve) shape: ``{"message": "Validation error", "errors": {...}, "success": false}``."""
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        super().__init__("Validation error")
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        return {"message": "Validation error", "errors": self.errors, "success": False}
+
+
+class ComputeRequestError(ProviderError):
+    """Ocean's compute validation shape: ``{"error": {"<resource>": "<code>"}}`` (plus a readable reason)."""
+
+    def __init__(self, resource: str, code: str, reason: str = "") -> None:
+        super().__init__(f"{resource}: {code}" + (f" ({reason})" if reason else ""))
+        self.resource = resource
+        self.code = code
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": {self.resource: self.code}}
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+class NotFound(ProviderError):
+    status = 404
+
+
+class ServiceUnavailable(ProviderError):
+    status = 503

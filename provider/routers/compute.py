@@ -1,0 +1,141 @@
+"""Compute jobs: status, stop, delete, results and environments (start/initialize: provider/routers/start.py)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from c2d.chain.deploy import read_address_file
+from c2d.chain.signing import ZERO_ADDRESS
+from c2d.db.jobs import JobRecord
+from c2d.status import STOPREQ_API
+from provider.auth import checksum, verify_request
+from provider.exceptions import NotFound, RequestValidationFailed
+from provider.services import Services, ServicesDep
+from provider.status import status_object
+
+router = APIRouter(prefix="/api/services", tags=["compute"])
+Str = Annotated[str | None, Query()]
+
+
+def _jobs(services: Services, owner: str, job_id: str | None, did: str | None) -> list[JobRecord]:
+    return services.jobs.find(owner, job_id=job_id or None, did=did or None)
+
+
+@router.get("/compute", summary="Status of the consumer's jobs (all, one job, or one dataset's)")
+def status(
+    services: ServicesDep,
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
+    job_id: Annotated[str | None, Query(alias="jobId")] = None,
+    document_id: Annotated[str | None, Query(alias="documentId")] = None,
+) -> list[dict[str, Any]]:
+    owner = checksum(consumer_address)
+    return [status_object(job) for job in _jobs(services, owner, job_id, document_id)]
+
+
+@router.put("/compute", summary="Stop the consumer's running job(s)")
+def stop(
+    services: ServicesDep,
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
+    job_id: Annotated[str | None, Query(alias="jobId")] = None,
+    document_id: Annotated[str | None, Query(alias="documentId")] = None,
+    nonce: Str = None,
+    signature: Str = None,
+) -> list[dict[str, Any]]:
+    owner = checksum(consumer_address)
+    verify_request(services.nonces, owner, f"{owner}{job_id or ''}{document_id or ''}", nonce, signature)
+    jobs = _jobs(services, owner, job_id, document_id)
+    for job in jobs:
+        if not job.finished and services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
+            services.engine.stop(job.job_id)
+    return [status_object(job) for job in _jobs(services, owner, job_id, document_id)]
+
+
+@router.delete("/compute", summary="Stop the consumer's job(s) and delete finished jobs' results")
+def delete(
+    services: ServicesDep,
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
+    job_id: Annotated[str | None, Query(alias="jobId")] = None,
+    document_id: Annotated[str | None, Query(alias="documentId")] = None,
+    nonce: Str = None,
+    signature: Str = None,
+) -> list[dict[str, Any]]:
+    owner = checksum(consumer_address)
+    verify_request(services.nonces, owner, f"{owner}{job_id or ''}{document_id or ''}", nonce, signature)
+    for job in _jobs(services, owner, job_id, document_id):
+        if not job.finished:
+            if services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
+                services.engine.stop(job.job_id)
+        elif services.jobs.mark_removed(job.job_id):
+            shutil.rmtree(services.settings.store_dir / job.job_id, ignore_errors=True)
+    return [status_object(job) for job in _jobs(services, owner, job_id, document_id)]
+
+
+@router.get("/computeResult", summary="Download one result file of a job (streamed)", response_class=FileResponse)
+def result(
+    services: ServicesDep,
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
+    job_id: Annotated[str | None, Query(alias="jobId")] = None,
+    index: Str = None,
+    nonce: Str = None,
+    signature: Str = None,
+) -> FileResponse:
+    owner = checksum(consumer_address)
+    if not job_id:
+        raise RequestValidationFailed({"jobId": ["The jobId field is required."]})
+    if index is None or not index.lstrip("-").isdigit():
+        raise RequestValidationFailed({"index": ["The index field must be an integer."]})
+    verify_request(services.nonces, owner, f"{owner}{job_id}{index}", nonce, signature)
+    job = services.jobs.get(job_id)
+    if job is None or job.owner.lower() != owner.lower():
+        raise NotFound(f"No job {job_id} for owner {owner}")
+    position = int(index)
+    results = job.results or []
+    if job.removed or not results:
+        raise NotFound(f"No results for job {job_id}")
+    if position < 0 or position >= len(results):
+        raise NotFound(f"No such index {position} in this compute job")
+    entry = results[position]
+    path = services.settings.store_dir / job_id / str(entry.get("path", ""))
+    if not path.is_file():
+        raise NotFound(f"Result {position} of job {job_id} is no longer stored")
+    return FileResponse(path, filename=str(entry["filename"]).rsplit("/", 1)[-1], media_type="application/octet-stream")
+
+
+@router.get("/computeEnvironments", summary="Compute environments by chain id")
+def environments(
+    services: ServicesDep, chain_id: Annotated[int | None, Query(alias="chainId")] = None
+) -> dict[str, list[dict[str, Any]]]:
+    settings = services.settings
+    addresses = read_address_file(settings.address_file)
+    default_token = addresses.ocean if addresses else ZERO_ADDRESS
+    envs = [
+        {
+            "id": env.id,
+            "cpuNumber": env.cpu,
+            "cpuType": "",
+            "gpuNumber": 0,
+            "gpuType": "",
+            "ramGB": env.ram_gb,
+            "diskGB": env.disk_gb,
+            "priceMin": env.price_min,
+            "desc": env.description,
+            "currentJobs": services.jobs.running_count(env.id),
+            "maxJobs": env.max_jobs,
+            "consumerAddress": env.consumer_address or services.address,
+            "storageExpiry": env.storage_expiry,
+            "maxJobDuration": env.max_job_duration,
+            "lastSeen": f"{time.time():.6f}",
+            "feeToken": env.fee_token or default_token,
+            "pipeline": list(env.pipeline),
+        }
+        for env in settings.environments
+    ]
+    own = settings.chain.chain_id
+    if chain_id is not None and chain_id != own:
+        return {str(chain_id): []}
+    return {str(own): envs}

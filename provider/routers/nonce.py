@@ -1,0 +1,23 @@
+"""``GET /api/services/nonce``: the last nonce an address used (clients sign with a greater one)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from provider.auth import checksum
+from provider.services import ServicesDep
+
+router = APIRouter(prefix="/api/services", tags=["auth"])
+
+
+@router.get("/nonce", summary="Last nonce used by an address (0 when none)")
+def nonce(
+    services: ServicesDep, user_address: Annotated[str | None, Query(alias="userAddress")] = None
+) -> dict[str, Any]:
+    address = checksum(user_address, "userAddress")
+    stored = services.nonces.current(address)
+    if stored is None:
+        return {"nonce": 0}
+    return {"nonce": int(stored) if stored == stored.to_integral_value() else str(stored)}

@@ -1,0 +1,50 @@
+"""What request handlers use: settings, stores and the engine, built once per app and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi import Depends, Request
+
+from c2d.db.jobs import JobStore
+from c2d.db.nonces import NonceStore
+from c2d.db.pool import Pool
+from c2d.settings import Settings
+
+
+class Engine(Protocol):
+    """What the API needs of an engine: a nudge when a job is queued or asked to stop."""
+
+    def wake(self) -> None: ...
+
+    def stop(self, job_id: str) -> bool: ...
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: Pool
+    jobs: JobStore
+    nonces: NonceStore
+    account: LocalAccount
+    engine: Engine | None = None
+
+    @classmethod
+    def create(cls, settings: Settings, pool: Pool, engine: Engine | None = None) -> Services:
+        account: LocalAccount = Account.from_key(settings.provider.private_key.get_secret_value())
+        return cls(settings, pool, JobStore(pool), NonceStore(pool), account, engine)
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

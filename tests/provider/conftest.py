@@ -1,0 +1,20 @@
+"""Provider tests: the FastAPI app over the session stack, with the local engine running jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from c2d.db.pool import Pool
+from c2d.stack.stack import Stack
+from provider.app import create_app
+from tests.workflows.conftest import engine, jobs  # noqa: F401 (fixtures)
+from workflows.local.engine import LocalEngine
+
+
+@pytest.fixture
+def client(stack: Stack, pool: Pool, engine: LocalEngine) -> Iterator[TestClient]:  # noqa: F811
+    with TestClient(create_app(stack.settings, pool, engine)) as test_client:
+        yield test_client
