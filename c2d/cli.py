@@ -185,8 +185,14 @@ def provider(ctx: typer.Context) -> None:
     """Serve the provider API (with the local engine embedded) against a running stack."""
     import uvicorn
 
+    from eth_account import Account
+
+    from c2d.chain.artifacts import Artifacts
+    from c2d.chain.client import Chain
     from c2d.db.pool import open_pool
     from provider.app import create_app
+    from provider.indexer.indexer import Indexer
+    from provider.indexer.store import DdoStore
     from workflows.exceptions import WorkflowError
     from workflows.local.engine import LocalEngine
 
@@ -194,6 +200,10 @@ def provider(ctx: typer.Context) -> None:
     try:
         dsn = database_dsn(settings)
         with open_pool(dsn, max_size=settings.postgres.pool_size) as pool:
+            chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
+            account = Account.from_key(settings.provider.private_key.get_secret_value())
+            indexer = Indexer(chain, DdoStore(pool), account)
+            indexer.start()
             engine = LocalEngine(settings, pool, dsn) if settings.engine.kind == "local" else None
             if engine is not None:
                 engine.start()
@@ -203,5 +213,6 @@ def provider(ctx: typer.Context) -> None:
             finally:
                 if engine is not None:
                     engine.close()
+                indexer.stop()
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None

@@ -86,6 +86,9 @@ class ProviderSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="URL clients reach the provider at; default http://<host>:<port>."
     )
+    authorized_decrypters: list[str] = Field(
+        default_factory=list, description="Addresses allowed to call /decrypt (besides the provider itself)."
+    )
 
 
 class StorageSettings(BaseModel):

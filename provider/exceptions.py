@@ -45,6 +45,10 @@ class ComputeRequestError(ProviderError):
         return body
 
 
+class Forbidden(ProviderError):
+    status = 403
+
+
 class NotFound(ProviderError):
     status = 404
 

@@ -7,6 +7,7 @@ from typing import Annotated, Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_keys.datatypes import PrivateKey
 from fastapi import Depends, Request
 
 from c2d.db.jobs import JobStore
@@ -40,6 +41,11 @@ class Services:
     @property
     def address(self) -> str:
         return str(self.account.address)
+
+    @property
+    def public_key(self) -> str:
+        """Uncompressed secp256k1 public key (0x hex): what publishers encrypt DDOs and files to."""
+        return str(PrivateKey(bytes(self.account.key)).public_key.to_hex())
 
 
 def get_services(request: Request) -> Services:

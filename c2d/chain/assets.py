@@ -116,3 +116,21 @@ def decode_events(chain: Chain, datatoken: str, receipt: TxReceipt, event: str) 
     token = chain.contract("ERC20Template", datatoken)
     logs = getattr(token.events, event)().process_receipt(receipt, errors=DISCARD)
     return [dict(log["args"]) for log in logs if str(log["address"]).lower() == datatoken.lower()]
+
+
+def publish_ddo(
+    chain: Chain,
+    publisher: LocalAccount,
+    nft: str,
+    ddo: dict[str, Any],
+    provider_url: str,
+    provider_address: str,
+    provider_public_key: str | None,
+) -> TxReceipt:
+    """setMetaData with the DDO compressed and encrypted to the provider (what ocean.py publishes)."""
+    from c2d.chain.documents import ddo_bytes, ddo_hash, encode_document
+
+    flags, data = encode_document(ddo, provider_public_key)
+    contract = chain.contract("ERC721Template", nft)
+    call = contract.functions.setMetaData(0, provider_url, provider_address, flags, data, ddo_hash(ddo_bytes(ddo)), [])
+    return chain.transact(publisher, call)

@@ -1,0 +1,89 @@
+"""Aquarius-compatible read API over the indexed DDOs (what ocean.py's ``Aquarius`` client calls)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse
+
+from c2d.chain.documents import ddo_hash
+from c2d.chain.signing import sign_message
+from provider.exceptions import NotFound, RequestValidationFailed
+from provider.indexer.store import DdoStore
+from provider.services import ServicesDep
+
+router = APIRouter(prefix="/api/aquarius", tags=["metadata"])
+
+
+def _store(services: ServicesDep) -> DdoStore:
+    return DdoStore(services.pool)
+
+
+@router.get("", summary="Metadata cache information")
+def info() -> dict[str, Any]:
+    return {"software": "Aquarius", "version": "5.1.0", "implementation": "c2d-node indexer"}
+
+
+@router.get("/assets/ddo/{did}", summary="The DDO of a DID, as indexed from the chain")
+def ddo(did: str, services: ServicesDep) -> dict[str, Any]:
+    found = _store(services).get(did)
+    if found is None:
+        raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
+    return found
+
+
+@router.get("/assets/metadata/{did}", summary="The metadata section of a DDO")
+def metadata(did: str, services: ServicesDep) -> dict[str, Any]:
+    found = _store(services).get(did)
+    if found is None:
+        raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
+    return dict(found.get("metadata") or {})
+
+
+@router.post("/assets/query", summary="Search (supports size, from and a query_string/match text)")
+def query(services: ServicesDep, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    size = min(int(body.get("size", 100)), 1000)
+    offset = int(body.get("from", 0))
+    text = _query_text(body.get("query") or {})
+    hits = _store(services).search(size, offset, text)
+    return {"hits": {"total": {"value": len(hits)}, "hits": [{"_source": ddo} for ddo in hits]}}
+
+
+def _query_text(query: dict[str, Any]) -> str | None:
+    for key in ("query_string", "match", "term", "match_phrase"):
+        part = query.get(key)
+        if isinstance(part, dict):
+            value = part.get("query") if key == "query_string" else next(iter(part.values()), None)
+            if isinstance(value, dict):
+                value = value.get("query") or value.get("value")
+            return str(value).strip("*") if value is not None else None
+    return None
+
+
+@router.post("/assets/ddo/validate", summary="Validate a DDO and sign its hash (validator proof)")
+async def validate(request: Request, services: ServicesDep) -> JSONResponse:
+    raw = await request.body()
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise RequestValidationFailed({"ddo": ["The body is not JSON."]}) from None
+    errors = [
+        f"missing {key}"
+        for key in ("id", "version", "chainId", "nftAddress", "metadata", "services")
+        if key not in document
+    ]
+    if errors:
+        return JSONResponse(errors, status_code=400)
+    digest = ddo_hash(raw).hex()
+    signature = bytes.fromhex(sign_message(services.account.key.hex(), digest)[2:])
+    return JSONResponse(
+        {
+            "hash": "0x" + digest,
+            "publicKey": services.address,
+            "r": ["0x" + signature[:32].hex()],
+            "s": ["0x" + signature[32:64].hex()],
+            "v": signature[64],
+        }
+    )

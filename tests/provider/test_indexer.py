@@ -1,0 +1,109 @@
+"""The indexer follows metadata events on the real chain; the Aquarius-compatible API serves the DDOs."""
+
+from __future__ import annotations
+
+import json
+
+import ecies
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from c2d.chain.assets import create_data_nft, publish_ddo
+from c2d.chain.client import Chain
+from c2d.chain.deploy import OceanAddresses
+from c2d.db.pool import Pool
+from provider.indexer.indexer import Indexer
+from provider.indexer.store import DdoStore
+
+from .ddos import make_ddo
+
+PROVIDER_URL = "http://127.0.0.1:8030"
+
+
+def _public_key(account: LocalAccount) -> str:
+    from eth_keys.datatypes import PrivateKey
+
+    return str(PrivateKey(bytes(account.key)).public_key.to_hex())
+
+
+def test_encrypt_endpoint_encrypts_to_the_provider(client: TestClient, provider_account: LocalAccount) -> None:
+    files = json.dumps({"files": [{"type": "url", "url": "https://example.com/x", "method": "GET"}]}).encode()
+    response = client.post("/api/services/encrypt", params={"chainId": 8996}, content=files)
+    assert response.status_code == 201
+    assert ecies.decrypt(provider_account.key.hex(), bytes.fromhex(response.text[2:])) == files
+    assert client.post("/api/services/encrypt", params={"chainId": 1}, content=files).status_code == 400
+    assert client.post("/api/services/encrypt", content=b"").status_code == 400
+
+
+def test_publish_index_update_and_serve(
+    client: TestClient,
+    chain: Chain,
+    addresses: OceanAddresses,
+    publisher: LocalAccount,
+    provider_account: LocalAccount,
+    pool: Pool,
+) -> None:
+    indexer = Indexer(chain, DdoStore(pool), provider_account)
+    asset = create_data_nft(chain, addresses, publisher, "Indexed", "IDX")
+    ddo = make_ddo(asset, PROVIDER_URL, "0xfiles")
+    first = publish_ddo(
+        chain, publisher, asset.nft, ddo, PROVIDER_URL, provider_account.address, _public_key(provider_account)
+    )
+    indexer.run_once()
+
+    served = client.get(f"/api/aquarius/assets/ddo/{asset.did}").json()
+    assert served["id"] == asset.did and served["metadata"]["name"] == "test asset"
+    assert served["nft"]["owner"] == publisher.address and served["nft"]["state"] == 0
+    assert served["datatokens"] == [
+        {"address": asset.datatoken, "name": "Indexed datatoken", "symbol": "IDX-DT", "serviceId": "svc-0"}
+    ]
+    assert served["event"]["tx"] == first["transactionHash"].to_0x_hex()
+    assert client.get(f"/api/aquarius/assets/metadata/{asset.did}").json()["type"] == "dataset"
+
+    ddo["metadata"]["name"] = "renamed"
+    second = publish_ddo(
+        chain, publisher, asset.nft, ddo, PROVIDER_URL, provider_account.address, _public_key(provider_account)
+    )
+    indexer.run_once()
+    indexer.run_once()  # replaying changes nothing
+    served = client.get(f"/api/aquarius/assets/ddo/{asset.did}").json()
+    assert served["metadata"]["name"] == "renamed"
+    assert served["event"]["tx"] == second["transactionHash"].to_0x_hex()
+    hits = client.post("/api/aquarius/assets/query", json={"query": {"query_string": {"query": "renamed"}}}).json()
+    assert [hit["_source"]["id"] for hit in hits["hits"]["hits"]] == [asset.did]
+
+
+def test_bad_documents_are_rejected_with_a_reason(
+    client: TestClient,
+    chain: Chain,
+    addresses: OceanAddresses,
+    publisher: LocalAccount,
+    consumer: LocalAccount,
+    provider_account: LocalAccount,
+    pool: Pool,
+) -> None:
+    store = DdoStore(pool)
+    indexer = Indexer(chain, store, provider_account)
+    wrong_id = create_data_nft(chain, addresses, publisher, "WrongId", "WID")
+    ddo = make_ddo(wrong_id, PROVIDER_URL, "0xfiles")
+    ddo["id"] = "did:op:" + "ab" * 32
+    bad = publish_ddo(
+        chain, publisher, wrong_id.nft, ddo, PROVIDER_URL, provider_account.address, _public_key(provider_account)
+    )
+    other_key = create_data_nft(chain, addresses, publisher, "OtherKey", "OKY")
+    hidden = publish_ddo(
+        chain,
+        publisher,
+        other_key.nft,
+        make_ddo(other_key, PROVIDER_URL, "0x"),
+        PROVIDER_URL,
+        consumer.address,
+        _public_key(consumer),
+    )
+    indexer.run_once()
+    rejects = dict(store.rejects(chain.chain_id))
+    assert "is not " + wrong_id.did in rejects[bad["transactionHash"].to_0x_hex()]
+    assert "cannot decrypt" in rejects[hidden["transactionHash"].to_0x_hex()]
+    for did in (wrong_id.did, other_key.did):
+        response = client.get(f"/api/aquarius/assets/ddo/{did}")
+        assert response.status_code == 404 and "not found in Elasticsearch" in response.json()["error"]
