@@ -184,7 +184,6 @@ def demo(ctx: typer.Context) -> None:
 def provider(ctx: typer.Context) -> None:
     """Serve the provider API (with the local engine embedded) against a running stack."""
     import uvicorn
-
     from eth_account import Account
 
     from c2d.chain.artifacts import Artifacts
