@@ -86,6 +86,9 @@ class ProviderSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="URL clients reach the provider at; default http://<host>:<port>."
     )
+    legacy_allow_any_algorithm: bool = Field(
+        default=False, description="Allow any published algorithm on datasets that list no trusted algorithms."
+    )
     authorized_decrypters: list[str] = Field(
         default_factory=list, description="Addresses allowed to call /decrypt (besides the provider itself)."
     )

@@ -10,10 +10,14 @@ from eth_account.signers.local import LocalAccount
 from eth_keys.datatypes import PrivateKey
 from fastapi import Depends, Request
 
+from c2d.chain.artifacts import Artifacts
+from c2d.chain.client import Chain
 from c2d.db.jobs import JobStore
 from c2d.db.nonces import NonceStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
+from provider.indexer.store import DdoStore
+from workflows.registry import StepRegistry, default_registry
 
 
 class Engine(Protocol):
@@ -31,12 +35,17 @@ class Services:
     jobs: JobStore
     nonces: NonceStore
     account: LocalAccount
+    chain: Chain
+    ddos: DdoStore
+    registry: StepRegistry
     engine: Engine | None = None
 
     @classmethod
     def create(cls, settings: Settings, pool: Pool, engine: Engine | None = None) -> Services:
         account: LocalAccount = Account.from_key(settings.provider.private_key.get_secret_value())
-        return cls(settings, pool, JobStore(pool), NonceStore(pool), account, engine)
+        chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
+        registry = default_registry(settings.engine.step_modules)
+        return cls(settings, pool, JobStore(pool), NonceStore(pool), account, chain, DdoStore(pool), registry, engine)
 
     @property
     def address(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -30,3 +31,13 @@ def race(count: int, action: Callable[[], T]) -> list[T | BaseException]:
     for thread in threads:
         thread.join()
     return outcomes
+
+
+_last_nonce = 0
+
+
+def fresh_nonce() -> str:
+    """A request nonce greater than any handed out before in this test session (ns clock)."""
+    global _last_nonce
+    _last_nonce = max(_last_nonce + 1, time.time_ns())
+    return str(_last_nonce)

@@ -91,6 +91,20 @@ class ProviderFee:
             "validUntil": self.valid_until,
         }
 
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> ProviderFee:
+        """Parse the ``providerFee`` object of initializeCompute (what a client passes to startOrder)."""
+        return cls(
+            provider_fee_address=str(wire["providerFeeAddress"]),
+            provider_fee_token=str(wire["providerFeeToken"]),
+            provider_fee_amount=int(wire["providerFeeAmount"]),
+            provider_data=bytes(HexBytes(wire["providerData"])),
+            v=int(wire["v"]),
+            r=bytes(HexBytes(wire["r"])),
+            s=bytes(HexBytes(wire["s"])),
+            valid_until=int(wire["validUntil"]),
+        )
+
     @property
     def data(self) -> dict[str, Any]:
         """The decoded providerData JSON (environment, timestamp, dt, id)."""

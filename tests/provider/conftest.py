@@ -5,16 +5,40 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from eth_account.signers.local import LocalAccount
+from eth_keys.datatypes import PrivateKey
 from fastapi.testclient import TestClient
 
+from c2d.chain.client import Chain
+from c2d.chain.deploy import OceanAddresses
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
 from provider.app import create_app
+from provider.indexer.indexer import Indexer
+from provider.indexer.store import DdoStore
+from tests.fileserver import FileServer
 from tests.workflows.conftest import engine, jobs  # noqa: F401 (fixtures)
 from workflows.local.engine import LocalEngine
+
+from .market import Market
 
 
 @pytest.fixture
 def client(stack: Stack, pool: Pool, engine: LocalEngine) -> Iterator[TestClient]:  # noqa: F811
     with TestClient(create_app(stack.settings, pool, engine)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def market(
+    client: TestClient,
+    chain: Chain,
+    addresses: OceanAddresses,
+    publisher: LocalAccount,
+    provider_account: LocalAccount,
+    pool: Pool,
+    file_server: FileServer,
+) -> Market:
+    public_key = str(PrivateKey(bytes(provider_account.key)).public_key.to_hex())
+    indexer = Indexer(chain, DdoStore(pool), provider_account)
+    return Market(client, chain, addresses, publisher, public_key, provider_account.address, indexer, file_server)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
-import time
-
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
 from c2d.chain.signing import sign_message
 from tests.fileserver import FileServer
+from tests.helpers import fresh_nonce
 from tests.workflows.conftest import Jobs
 from tests.workflows.jobs import job_spec, make_environment
 
 ENV = make_environment()
-_nonces = itertools.count(int(time.time() * 1000))
 
 
 def _signed(account: LocalAccount, message: str) -> dict[str, str]:
-    nonce = str(next(_nonces))
+    nonce = fresh_nonce()
     return {"nonce": nonce, "signature": sign_message(account.key.hex(), message + nonce)}
 
 

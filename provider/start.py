@@ -1,0 +1,230 @@
+"""POST /compute: validate every input and order on chain, then queue the job with its Workflow.
+
+Nothing is started unless everything holds: signature and nonce, environment, DDOs, services,
+decryptable files, trusted algorithm, orders (ours, unexpired, for this consumer and environment, paid
+enough), container. The orders are claimed in the same transaction that creates the job, so an order
+starts at most one job even under concurrent requests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from c2d.db.jobs import NewJob, UsedOrder
+from c2d.environments import ComputeEnvironment
+from c2d.exceptions import OrderAlreadyUsedError
+from provider.assets import Asset, files_checksum, resolve, service_files
+from provider.auth import checksum, verify_request
+from provider.exceptions import ComputeRequestError, ProviderError
+from provider.fees import fee_amount, fee_token
+from provider.orders import ValidOrder, validate_order
+from provider.services import Services
+from provider.status import status_object
+from provider.trust import check_published_algorithm, check_raw_algorithm
+from workflows.builder import build_workflow
+from workflows.exceptions import WorkflowError
+from workflows.local.sandbox import resolve_runtime
+from workflows.registry import BuildOptions
+from workflows.spec import AlgorithmContainer, AlgorithmInput, DatasetInput, FetchSpec, InputFile, JobSpec
+
+
+@dataclass
+class _Algorithm:
+    spec: AlgorithmInput
+    container: AlgorithmContainer
+    order: ValidOrder | None
+
+
+def _input_files(files: list[dict[str, Any]], resource: str) -> list[InputFile]:
+    out = []
+    for file in files:
+        if file.get("type", "url") != "url" or not file.get("url"):
+            raise ComputeRequestError(f"{resource}.serviceId", "unsupported_file_type", f"{file.get('type')!r} files")
+        out.append(
+            InputFile(
+                url=str(file["url"]), method=str(file.get("method", "GET")).upper(), headers=file.get("headers") or {}
+            )
+        )
+    return out
+
+
+def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
+    missing = [key for key in ("entrypoint", "image", "tag") if not raw.get(key)]
+    if missing:
+        raise ComputeRequestError("algorithm.container", "missing_entrypoint_image_checksum", f"missing {missing}")
+    checksum_value = raw.get("checksum") or None
+    if checksum_value is not None and not str(checksum_value).startswith("sha256:"):
+        raise ComputeRequestError("algorithm.container", "checksum_prefix", "checksum must start with sha256:")
+    try:
+        container = AlgorithmContainer(
+            image=str(raw["image"]),
+            tag=str(raw["tag"]),
+            entrypoint=str(raw["entrypoint"]),
+            checksum=str(checksum_value) if checksum_value else None,
+        )
+    except ValueError as exc:
+        raise ComputeRequestError("algorithm.container", "invalid", str(exc).splitlines()[0]) from None
+    if services.settings.engine.kind == "local":
+        try:
+            resolve_runtime(container.image, services.settings.engine.runtimes)
+        except WorkflowError as exc:
+            raise ComputeRequestError("algorithm.container", "image_not_supported", str(exc)) from None
+    return container
+
+
+def _algorithm(
+    services: Services, body: dict[str, Any], consumer: str
+) -> tuple[_Algorithm, Asset | None, list[dict[str, Any]]]:
+    algo = body.get("algorithm") or {}
+    meta = algo.get("meta")
+    custom = algo.get("algocustomdata")
+    if meta:
+        if not (meta.get("rawcode") or meta.get("url")):
+            raise ComputeRequestError("algorithm", "meta_oneof_url_rawcode_remote")
+        spec = AlgorithmInput(
+            raw_code=meta.get("rawcode") or None,
+            files=[] if meta.get("rawcode") else [InputFile(url=str(meta["url"]))],
+            custom_data=custom,
+        )
+        return _Algorithm(spec, _container(meta.get("container") or {}, services), None), None, []
+    if not algo.get("documentId"):
+        raise ComputeRequestError("algorithm", "missing_meta_documentId")
+    asset = resolve(services.ddos, algo["documentId"], "algorithm")
+    if asset.type != "algorithm":
+        raise ComputeRequestError("algorithm", "not_algo", f"{asset.did} is a {asset.type or 'typeless'} asset")
+    if not algo.get("serviceId"):
+        raise ComputeRequestError("algorithm.serviceId", "missing")
+    service = asset.service(algo["serviceId"], "algorithm")
+    order = validate_order(
+        services.chain,
+        algo.get("transferTxId"),
+        asset,
+        service,
+        sender=consumer,
+        provider_address=services.address,
+        resource="algorithm",
+    )
+    files = service_files(asset, service, services.account.key.hex(), "algorithm")
+    spec = AlgorithmInput(did=asset.did, files=_input_files(files, "algorithm"), ddo=asset.ddo, custom_data=custom)
+    return _Algorithm(spec, _container(asset.container, services), order), asset, files
+
+
+def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, Any]]:
+    dataset = body.get("dataset") or {}
+    consumer = checksum(body.get("consumerAddress"))
+    verify_request(
+        services.nonces,
+        consumer,
+        f"{consumer}{dataset.get('documentId') or ''}",
+        None if body.get("nonce") is None else str(body.get("nonce")),
+        body.get("signature"),
+    )
+    env = services.settings.environment(str(body.get("environment") or ""))
+    if env is None:
+        raise ProviderError("Environment invalid or does not exist")
+    extra = body.get("additionalDatasets") or []
+    if not isinstance(extra, list):
+        raise ComputeRequestError("additional_input", "invalid")
+    algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
+    session = requests.Session()
+    checksum_cache: list[str] = []
+
+    def algo_checksum() -> str:
+        if not checksum_cache:
+            checksum_cache.append(files_checksum(algo_files, session))
+        return checksum_cache[0]
+
+    inputs: list[DatasetInput] = []
+    orders: list[tuple[str, ValidOrder]] = []
+    for index, request in enumerate([dataset, *extra]):
+        resource = "dataset" if index == 0 else f"datasets[{index}]"
+        asset = resolve(services.ddos, request.get("documentId"), resource)
+        service = asset.service(request.get("serviceId"), resource)
+        if index == 0 and service.type != "compute":
+            raise ComputeRequestError(f"{resource}.serviceId", "main_service_compute")
+        if service.type not in ("compute", "access"):
+            raise ComputeRequestError(f"{resource}.serviceId", "service_not_access_compute")
+        files = service_files(asset, service, services.account.key.hex(), resource)
+        if service.type == "compute":
+            if algo_asset is None:
+                check_raw_algorithm(service, resource)
+            else:
+                legacy = services.settings.provider.legacy_allow_any_algorithm
+                check_published_algorithm(service, algo_asset, algo_checksum, resource, legacy)
+        order = validate_order(
+            services.chain,
+            request.get("transferTxId"),
+            asset,
+            service,
+            sender=consumer,
+            provider_address=services.address,
+            resource=resource,
+            environment=env.id,
+        )
+        orders.append(("dataset", order))
+        inputs.append(DatasetInput(did=asset.did, files=_input_files(files, resource), ddo=asset.ddo))
+    if algorithm.order is not None:
+        orders.append(("algorithm", algorithm.order))
+    _check_fees(services, env, [order for _, order in orders])
+    return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders))]
+
+
+def _check_fees(services: Services, env: ComputeEnvironment, orders: list[ValidOrder]) -> None:
+    valid_until = max((order.fee.valid_until for order in orders), default=0)
+    token = fee_token(services.settings, env)
+    required = fee_amount(services.chain, token, env, valid_until, time.time())
+    if not any(order.fee.provider_fee_amount >= required and order.fee.provider_fee_token == token for order in orders):
+        raise ComputeRequestError("order", "fees_not_paid", f"{required} of {token} required")
+
+
+def _create_job(
+    services: Services,
+    env: ComputeEnvironment,
+    consumer: str,
+    inputs: list[DatasetInput],
+    algorithm: _Algorithm,
+    orders: list[tuple[str, ValidOrder]],
+) -> Any:
+    settings = services.settings
+    job_id = secrets.token_hex(16)
+    spec = JobSpec(
+        job_id=job_id,
+        owner=consumer,
+        environment=env.id,
+        container=algorithm.container,
+        fetch=FetchSpec(datasets=inputs, algorithm=algorithm.spec, max_bytes=env.disk_bytes),
+    )
+    options = BuildOptions(
+        namespace=settings.engine.namespace,
+        step_image=settings.engine.step_image,
+        results_host_dir=str(settings.store_dir / job_id),
+    )
+    workflow = build_workflow(spec, env, services.registry, options)
+    chain_id = services.chain.chain_id
+    try:
+        job = services.jobs.create(
+            NewJob(
+                job_id=job_id,
+                owner=consumer,
+                environment=env.id,
+                engine=settings.engine.kind,
+                did=inputs[0].did,
+                input_dids=[i.did for i in inputs],
+                algo_did=algorithm.spec.did or "raw",
+                agreement_id=orders[0][1].tx,
+                chain_id=chain_id,
+                workflow_name=spec.workflow_name,
+                workflow=workflow.to_dict(),
+            ),
+            [UsedOrder(chain_id, order.tx, role) for role, order in orders],
+        )
+    except OrderAlreadyUsedError as exc:
+        raise ComputeRequestError("order", "order_already_used", str(exc)) from None
+    if services.engine is not None:
+        services.engine.wake()
+    return job

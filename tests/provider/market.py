@@ -1,0 +1,123 @@
+"""A tiny market for the provider tests: publish datasets and algorithms on the real chain, index them,
+order them the way ocean.py does (initializeCompute, then startOrder), and start jobs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from c2d.chain.assets import ONE_TOKEN, DataAsset, create_data_nft, mint_datatokens, publish_ddo, start_order
+from c2d.chain.client import Chain
+from c2d.chain.deploy import OceanAddresses
+from c2d.chain.documents import encrypt
+from c2d.chain.signing import ProviderFee, sign_message
+from provider.indexer.indexer import Indexer
+from tests.fileserver import FileServer
+from tests.helpers import fresh_nonce
+
+from .ddos import make_ddo
+
+_names = itertools.count(1)
+
+
+@dataclass
+class Market:
+    client: TestClient
+    chain: Chain
+    addresses: OceanAddresses
+    publisher: LocalAccount
+    provider_public_key: str
+    provider_address: str
+    indexer: Indexer
+    files: FileServer
+    env: str = "local-cpu"
+    published: dict[str, DataAsset] = field(default_factory=dict)
+
+    def publish(self, kind: str, content: bytes, **ddo_args: Any) -> DataAsset:
+        n = next(_names)
+        asset = create_data_nft(self.chain, self.addresses, self.publisher, f"Asset{n}", f"A{n}")
+        path = f"/asset{n}.{'py' if kind == 'algorithm' else 'csv'}"
+        self.files.files[path] = content
+        files = {
+            "datatokenAddress": asset.datatoken,
+            "nftAddress": asset.nft,
+            "files": [{"type": "url", "url": f"{self.files.url}{path}", "method": "GET"}],
+        }
+        encrypted = "0x" + encrypt(json.dumps(files).encode(), self.provider_public_key).hex()
+        service_type = "access" if kind == "algorithm" else "compute"
+        ddo = make_ddo(asset, "http://provider", encrypted, kind=kind, service_type=service_type, **ddo_args)
+        publish_ddo(
+            self.chain,
+            self.publisher,
+            asset.nft,
+            ddo,
+            "http://provider",
+            self.provider_address,
+            self.provider_public_key,
+        )
+        self.indexer.run_once()
+        self.published[asset.did] = asset
+        return asset
+
+    def initialize(
+        self, consumer: LocalAccount, dataset: DataAsset, algorithm: DataAsset | None, valid_for: int = 600
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "datasets": [{"documentId": dataset.did, "serviceId": "svc-0"}],
+            "algorithm": {"documentId": algorithm.did, "serviceId": "svc-0"}
+            if algorithm
+            else {"meta": {"rawcode": "x"}},
+            "compute": {"env": self.env, "validUntil": int(time.time()) + valid_for},
+            "consumerAddress": consumer.address,
+        }
+        response = self.client.post("/api/services/initializeCompute", json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def order(self, consumer: LocalAccount, asset: DataAsset, fee: ProviderFee) -> str:
+        mint_datatokens(self.chain, self.publisher, asset.datatoken, consumer.address, ONE_TOKEN)
+        tx, _ = start_order(self.chain, consumer, asset.datatoken, self.provider_address, 0, fee)
+        return tx
+
+    def buy(self, consumer: LocalAccount, dataset: DataAsset, algorithm: DataAsset | None) -> tuple[str, str | None]:
+        """initializeCompute + startOrder for the dataset (and algorithm): the transferTxIds."""
+        answer = self.initialize(consumer, dataset, algorithm)
+        data_tx = self.order(consumer, dataset, ProviderFee.from_wire(answer["datasets"][0]["providerFee"]))
+        algo_tx = None
+        if algorithm is not None:
+            algo_tx = self.order(consumer, algorithm, ProviderFee.from_wire(answer["algorithm"]["providerFee"]))
+        return data_tx, algo_tx
+
+    def start_body(
+        self,
+        consumer: LocalAccount,
+        dataset: DataAsset,
+        data_tx: str,
+        algorithm: DataAsset | None,
+        algo_tx: str | None,
+        *,
+        signer: LocalAccount | None = None,
+        raw: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        nonce = fresh_nonce()
+        signer = signer or consumer
+        algo: dict[str, Any] = (
+            {"meta": raw}
+            if raw is not None
+            else {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": algo_tx}  # type: ignore[union-attr]
+        )
+        return {
+            "dataset": {"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": data_tx},
+            "algorithm": algo,
+            "environment": self.env,
+            "consumerAddress": consumer.address,
+            "nonce": nonce,
+            "signature": sign_message(signer.key.hex(), f"{consumer.address}{dataset.did}{nonce}"),
+            "additionalInputs": [],
+        }
