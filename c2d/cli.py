@@ -182,36 +182,14 @@ def demo(ctx: typer.Context) -> None:
 
 @app.command()
 def provider(ctx: typer.Context) -> None:
-    """Serve the provider API (with the local engine embedded) against a running stack."""
-    import uvicorn
-    from eth_account import Account
-
-    from c2d.chain.artifacts import Artifacts
-    from c2d.chain.client import Chain
-    from c2d.db.pool import open_pool
-    from provider.app import create_app
-    from provider.indexer.indexer import Indexer
-    from provider.indexer.store import DdoStore
+    """Serve the provider API (with the indexer and the local engine) against a running stack."""
+    from provider.node import Node
     from workflows.exceptions import WorkflowError
-    from workflows.local.engine import LocalEngine
 
     settings: Settings = ctx.obj
     try:
-        dsn = database_dsn(settings)
-        with open_pool(dsn, max_size=settings.postgres.pool_size) as pool:
-            chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
-            account = Account.from_key(settings.provider.private_key.get_secret_value())
-            indexer = Indexer(chain, DdoStore(pool), account)
-            indexer.start()
-            engine = LocalEngine(settings, pool, dsn) if settings.engine.kind == "local" else None
-            if engine is not None:
-                engine.start()
-            try:
-                _echo(f"provider on {settings.provider_url} (API docs: {settings.provider_url}/api/docs)")
-                uvicorn.run(create_app(settings, pool, engine), host=settings.host, port=settings.provider.port)
-            finally:
-                if engine is not None:
-                    engine.close()
-                indexer.stop()
+        node = Node(settings)
+        _echo(f"provider on {settings.provider_url} (API docs: {settings.provider_url}/api/docs); Ctrl-C stops it")
+        node.serve_forever()
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None

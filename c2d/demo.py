@@ -1,15 +1,16 @@
-"""``c2d demo``: run one real compute job on the embedded stack and print its result.
+"""``c2d demo``: the whole Compute-to-Data story on the embedded stack, through the provider API.
 
-Until the provider API lands (issue 4) the job is queued the way the provider will queue it: a job row
-holding the rendered Workflow, run by the local engine in its sandboxes. The dataset is served by a
-stand-in for the data owner's file server on 127.0.0.1; the algorithm is raw Python code.
+A data owner publishes a weather dataset that trusts one algorithm (by DID, files and container
+checksums); an algorithm author publishes that algorithm; a consumer initializes the job (signed
+provider fees), orders both on chain, starts the job through the API, follows its status, downloads
+the result. The dataset never leaves the node; only the summary does.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import secrets
+import hashlib
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,16 +18,24 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from c2d.db.jobs import JobStore, NewJob
-from c2d.db.pool import open_pool
+from eth_account import Account
+
+from c2d.chain.artifacts import Artifacts
+from c2d.chain.assets import ONE_TOKEN, mint_datatokens, start_order
+from c2d.chain.client import Chain
+from c2d.chain.deploy import read_address_file
+from c2d.chain.signing import ProviderFee
 from c2d.exceptions import C2DError
-from c2d.settings import Settings
-from c2d.stack.postgres import database_dsn
+from c2d.settings import ANVIL_KEYS, Settings
 from c2d.stack.stack import Stack
 
+if TYPE_CHECKING:
+    from provider.client import ProviderClient
+
 Echo = Callable[[str], None]
-DEMO_OWNER = "0x" + "00" * 19 + "d0"
+CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": "sha256:" + "0" * 64}
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -36,9 +45,9 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 @contextmanager
 def _serve(folder: Path, host: str) -> Iterator[str]:
+    """The data owner's file server (only the node fetches from it)."""
     server = ThreadingHTTPServer((host, 0), functools.partial(_QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://{host}:{server.server_address[1]}"
     finally:
@@ -46,77 +55,95 @@ def _serve(folder: Path, host: str) -> Iterator[str]:
 
 
 def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
-    from workflows.builder import build_workflow
-    from workflows.local.engine import LocalEngine
-    from workflows.registry import BuildOptions, default_registry
-    from workflows.spec import AlgorithmContainer, AlgorithmInput, DatasetInput, FetchSpec, InputFile, JobSpec
+    from provider.client import ProviderClient
+    from provider.node import Node
+    from provider.publishing import publish_asset
 
+    if not settings.chain.embedded:
+        raise C2DError("the demo uses anvil's development accounts: run it on the embedded chain")
     data = resources.files("c2d") / "demo_data"
-    environment = settings.environments[0]
-    with Stack(settings, echo) as stack, resources.as_file(data) as folder, _serve(folder, settings.host) as url:
-        dsn = database_dsn(stack.settings)
-        with open_pool(dsn, max_size=4) as pool, LocalEngine(settings, pool, dsn):
-            store = JobStore(pool)
-            job_id = secrets.token_hex(16)
-            did = "did:op:" + secrets.token_hex(32)
-            spec = JobSpec(
-                job_id=job_id,
-                owner=DEMO_OWNER,
-                environment=environment.id,
-                fetch=FetchSpec(
-                    datasets=[DatasetInput(did=did, files=[InputFile(url=f"{url}/weather.csv")])],
-                    algorithm=AlgorithmInput(raw_code=(folder / "summary.py").read_text()),
-                    max_bytes=environment.disk_bytes,
-                ),
-                container=AlgorithmContainer(image="python", tag="3.11-slim", entrypoint="python $ALGO"),
+    with (
+        Stack(settings, echo),
+        resources.as_file(data) as folder,
+        _serve(folder, settings.host) as files_url,
+        Node(settings),
+    ):
+        echo(f"provider API on {settings.provider_url} (docs: {settings.provider_url}/api/docs)")
+        chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
+        addresses = read_address_file(settings.address_file)
+        assert addresses is not None
+        client = ProviderClient(settings.provider_url)
+        provider = Account.from_key(settings.provider.private_key.get_secret_value()).address
+        publisher, consumer = Account.from_key(ANVIL_KEYS[2]), Account.from_key(ANVIL_KEYS[3])
+        env = client.environments(chain.chain_id)[0]
+
+        publish = functools.partial(publish_asset, chain, addresses, client, publisher, settings.provider_url, provider)
+        algorithm = publish(
+            "weather summary", [f"{files_url}/summary.py"], kind="algorithm", service_type="access", container=CONTAINER
+        )
+        echo(f"published algorithm {algorithm.did[:24]}… (indexed by the node)")
+        trusted = {
+            "did": algorithm.did,
+            "filesChecksum": hashlib.sha256((folder / "summary.py").read_bytes()).hexdigest(),
+            "containerSectionChecksum": hashlib.sha256(
+                (CONTAINER["entrypoint"] + CONTAINER["checksum"]).encode()
+            ).hexdigest(),
+        }
+        compute = {
+            "allowRawAlgorithm": False,
+            "publisherTrustedAlgorithms": [trusted],
+            "publisherTrustedAlgorithmPublishers": [],
+        }
+        dataset = publish("city weather", [f"{files_url}/weather.csv"], compute=compute)
+        echo(f"published dataset {dataset.did[:24]}… trusting only that algorithm")
+
+        answer = client.initialize_compute(
+            consumer.address,
+            env["id"],
+            int(time.time()) + 3600,
+            [{"documentId": dataset.did, "serviceId": "svc-0"}],
+            {"documentId": algorithm.did, "serviceId": "svc-0"},
+        )
+        txs = []
+        for asset, item in ((dataset, answer["datasets"][0]), (algorithm, answer["algorithm"])):
+            mint_datatokens(chain, publisher, asset.datatoken, consumer.address, ONE_TOKEN)
+            tx, _ = start_order(
+                chain, consumer, asset.datatoken, env["consumerAddress"], 0, ProviderFee.from_wire(item["providerFee"])
             )
-            options = BuildOptions(
-                results_host_dir=str(settings.store_dir / job_id), namespace=settings.engine.namespace
-            )
-            workflow = build_workflow(spec, environment, default_registry(settings.engine.step_modules), options)
-            store.create(
-                NewJob(
-                    job_id=job_id,
-                    owner=DEMO_OWNER,
-                    environment=environment.id,
-                    engine="local",
-                    did=did,
-                    input_dids=[did],
-                    algo_did="raw",
-                    workflow_name=spec.workflow_name,
-                    workflow=workflow.to_dict(),
-                )
-            )
-            echo(f"job {job_id} queued (environment {environment.id}, dataset {did[:20]}…)")
-            _follow(store, job_id, echo, timeout)
-            _show(settings, store, job_id, echo)
+            txs.append(tx)
+        echo(f"consumer ordered both (provider fees signed by the node): {txs[0][:18]}…, {txs[1][:18]}…")
+
+        job = client.start_compute(
+            consumer,
+            env["id"],
+            {"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": txs[0]},
+            {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": txs[1]},
+        )
+        echo(f"job {job['jobId']} started through the API")
+        status = _follow(client, consumer.address, job["jobId"], echo, timeout)
+        with tempfile.TemporaryDirectory() as tmp:
+            for index, result in enumerate(status["results"]):
+                dest = Path(tmp) / f"{index}-{Path(result['filename']).name}"
+                size = client.download_result(consumer, job["jobId"], index, dest)
+                echo(f"  downloaded result {index}: {result['filename']} ({result['type']}, {size} bytes)")
+                if result["filename"] == "summary.json":
+                    echo("result summary.json:")
+                    for line in dest.read_text().splitlines():
+                        echo(f"  {line}")
+        client.close()
 
 
-def _follow(store: JobStore, job_id: str, echo: Echo, timeout: float) -> None:
-    seen = 0
+def _follow(client: ProviderClient, consumer: str, job_id: str, echo: Echo, timeout: float) -> dict[str, Any]:
     end = time.monotonic() + timeout
+    last = None
     while time.monotonic() < end:
-        events = store.events(job_id)
-        for event in events[seen:]:
-            echo(f"  status {event.status:>2}  {event.status_text.strip()}")
-        seen = len(events)
-        job = store.get(job_id)
-        if job is not None and job.finished:
-            if job.status != 70:
-                raise C2DError(f"the demo job ended with status {job.status}: {job.status_text}")
-            return
+        status = client.status(consumer, job_id)
+        if status["status"] != last:
+            last = status["status"]
+            echo(f"  status {status['status']:>2}  {str(status['statusText']).strip()}")
+        if status["dateFinished"]:
+            if status["status"] != 70:
+                raise C2DError(f"the demo job ended with status {status['status']}: {status['statusText']}")
+            return status
         time.sleep(0.1)
     raise C2DError(f"the demo job did not finish within {timeout:.0f} s")
-
-
-def _show(settings: Settings, store: JobStore, job_id: str, echo: Echo) -> None:
-    job = store.get(job_id)
-    assert job is not None
-    folder = settings.store_dir / job_id
-    for result in job.results or []:
-        echo(f"  result {result['filename']} ({result['type']}, {result['filesize']} bytes)")
-    summary = json.loads((folder / "outputs" / "summary.json").read_text())
-    echo("result summary.json:")
-    for line in json.dumps(summary, indent=2).splitlines():
-        echo(f"  {line}")
-    echo(f"results and logs kept in {folder}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,12 +126,21 @@ def publish_ddo(
     ddo: dict[str, Any],
     provider_url: str,
     provider_address: str,
-    provider_public_key: str | None,
+    encryptor: Callable[[bytes], bytes] | None,
 ) -> TxReceipt:
-    """setMetaData with the DDO compressed and encrypted to the provider (what ocean.py publishes)."""
-    from c2d.chain.documents import ddo_bytes, ddo_hash, encode_document
+    """setMetaData with the DDO lzma-compressed and, with an ``encryptor`` (the provider's /encrypt or a
+    local ECIES to its key), encrypted: flags 3, exactly what ocean.py publishes."""
+    import lzma
 
-    flags, data = encode_document(ddo, provider_public_key)
+    from c2d.chain.documents import FLAG_COMPRESSED, FLAG_ENCRYPTED, ddo_bytes, ddo_hash
+
+    data = lzma.compress(ddo_bytes(ddo))
+    flags = FLAG_COMPRESSED
+    if encryptor is not None:
+        data = encryptor(data)
+        flags |= FLAG_ENCRYPTED
     contract = chain.contract("ERC721Template", nft)
-    call = contract.functions.setMetaData(0, provider_url, provider_address, flags, data, ddo_hash(ddo_bytes(ddo)), [])
+    call = contract.functions.setMetaData(
+        0, provider_url, provider_address, bytes([flags]), data, ddo_hash(ddo_bytes(ddo)), []
+    )
     return chain.transact(publisher, call)

@@ -42,16 +42,6 @@ def decrypt(data: bytes, private_key_hex: str) -> bytes:
         raise DocumentError(f"cannot decrypt the document with this provider's key: {exc}") from None
 
 
-def encode_document(ddo: dict[str, Any], public_key_hex: str | None) -> tuple[bytes, bytes]:
-    """(flags, data) for ``setMetaData``: compressed, and encrypted when a key is given."""
-    data = lzma.compress(ddo_bytes(ddo))
-    flags = FLAG_COMPRESSED
-    if public_key_hex is not None:
-        data = encrypt(data, public_key_hex)
-        flags |= FLAG_ENCRYPTED
-    return bytes([flags]), data
-
-
 def decode_document(flags: bytes, data: bytes, private_key_hex: str, expected_hash: bytes) -> dict[str, Any]:
     """The DDO of a MetadataCreated/Updated event, checked against its metadata hash."""
     flag = flags[0] if flags else 0

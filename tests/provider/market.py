@@ -18,10 +18,9 @@ from c2d.chain.deploy import OceanAddresses
 from c2d.chain.documents import encrypt
 from c2d.chain.signing import ProviderFee, sign_message
 from provider.indexer.indexer import Indexer
+from provider.publishing import make_ddo
 from tests.fileserver import FileServer
 from tests.helpers import fresh_nonce
-
-from .ddos import make_ddo
 
 _names = itertools.count(1)
 
@@ -59,7 +58,7 @@ class Market:
             ddo,
             "http://provider",
             self.provider_address,
-            self.provider_public_key,
+            lambda data: encrypt(data, self.provider_public_key),
         )
         self.indexer.run_once()
         self.published[asset.did] = asset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import ecies
 from eth_account.signers.local import LocalAccount
@@ -11,19 +12,21 @@ from fastapi.testclient import TestClient
 from c2d.chain.assets import create_data_nft, publish_ddo
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
+from c2d.chain.documents import encrypt
 from c2d.db.pool import Pool
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
-
-from .ddos import make_ddo
+from provider.publishing import make_ddo
 
 PROVIDER_URL = "http://127.0.0.1:8030"
 
 
-def _public_key(account: LocalAccount) -> str:
+def _to(account: LocalAccount) -> Callable[[bytes], bytes]:
+    """ECIES to ``account``'s public key, as the provider's /encrypt does for its own key."""
     from eth_keys.datatypes import PrivateKey
 
-    return str(PrivateKey(bytes(account.key)).public_key.to_hex())
+    public_key = str(PrivateKey(bytes(account.key)).public_key.to_hex())
+    return lambda data: encrypt(data, public_key)
 
 
 def test_encrypt_endpoint_encrypts_to_the_provider(client: TestClient, provider_account: LocalAccount) -> None:
@@ -46,9 +49,7 @@ def test_publish_index_update_and_serve(
     indexer = Indexer(chain, DdoStore(pool), provider_account)
     asset = create_data_nft(chain, addresses, publisher, "Indexed", "IDX")
     ddo = make_ddo(asset, PROVIDER_URL, "0xfiles")
-    first = publish_ddo(
-        chain, publisher, asset.nft, ddo, PROVIDER_URL, provider_account.address, _public_key(provider_account)
-    )
+    first = publish_ddo(chain, publisher, asset.nft, ddo, PROVIDER_URL, provider_account.address, _to(provider_account))
     indexer.run_once()
 
     served = client.get(f"/api/aquarius/assets/ddo/{asset.did}").json()
@@ -62,7 +63,7 @@ def test_publish_index_update_and_serve(
 
     ddo["metadata"]["name"] = "renamed"
     second = publish_ddo(
-        chain, publisher, asset.nft, ddo, PROVIDER_URL, provider_account.address, _public_key(provider_account)
+        chain, publisher, asset.nft, ddo, PROVIDER_URL, provider_account.address, _to(provider_account)
     )
     indexer.run_once()
     indexer.run_once()  # replaying changes nothing
@@ -88,7 +89,7 @@ def test_bad_documents_are_rejected_with_a_reason(
     ddo = make_ddo(wrong_id, PROVIDER_URL, "0xfiles")
     ddo["id"] = "did:op:" + "ab" * 32
     bad = publish_ddo(
-        chain, publisher, wrong_id.nft, ddo, PROVIDER_URL, provider_account.address, _public_key(provider_account)
+        chain, publisher, wrong_id.nft, ddo, PROVIDER_URL, provider_account.address, _to(provider_account)
     )
     other_key = create_data_nft(chain, addresses, publisher, "OtherKey", "OKY")
     hidden = publish_ddo(
@@ -98,7 +99,7 @@ def test_bad_documents_are_rejected_with_a_reason(
         make_ddo(other_key, PROVIDER_URL, "0x"),
         PROVIDER_URL,
         consumer.address,
-        _public_key(consumer),
+        _to(consumer),
     )
     indexer.run_once()
     rejects = dict(store.rejects(chain.chain_id))

@@ -1,10 +1,16 @@
-"""DDO v4 documents for tests, shaped like the ones ocean.py publishes."""
+"""Publisher side: DDO v4 documents shaped like the ones ocean.py publishes, and publishing them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from c2d.chain.assets import DataAsset
+from eth_account.signers.local import LocalAccount
+
+from c2d.chain.assets import DataAsset, create_data_nft, publish_ddo
+from c2d.chain.client import Chain
+from c2d.chain.deploy import OceanAddresses
+from provider.client import ProviderClient
 
 
 def make_ddo(
@@ -59,3 +65,38 @@ def make_ddo(
         "metadata": metadata,
         "services": [service],
     }
+
+
+def files_document(asset: DataAsset, urls: list[str]) -> bytes:
+    """The plaintext of a service's ``files``: bound to the datatoken and NFT, as ocean.py builds it."""
+    files = [{"type": "url", "url": url, "method": "GET"} for url in urls]
+    return json.dumps({"datatokenAddress": asset.datatoken, "nftAddress": asset.nft, "files": files}).encode()
+
+
+def publish_asset(
+    chain: Chain,
+    addresses: OceanAddresses,
+    client: ProviderClient,
+    publisher: LocalAccount,
+    provider_url: str,
+    provider_address: str,
+    name: str,
+    urls: list[str],
+    **ddo_args: Any,
+) -> DataAsset:
+    """Create the NFT + datatoken, encrypt files and DDO through the provider, setMetaData, wait for the index."""
+    symbol = "".join(ch for ch in name.upper() if ch.isalnum())[:8] or "ASSET"
+    asset = create_data_nft(chain, addresses, publisher, name, symbol)
+    encrypted = "0x" + client.encrypt(files_document(asset, urls), chain.chain_id).hex()
+    ddo = make_ddo(asset, provider_url, encrypted, name=name, **ddo_args)
+    publish_ddo(
+        chain,
+        publisher,
+        asset.nft,
+        ddo,
+        provider_url,
+        provider_address,
+        lambda data: client.encrypt(data, chain.chain_id),
+    )
+    client.wait_ddo(asset.did)
+    return asset

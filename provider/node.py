@@ -1,0 +1,74 @@
+"""The running node: provider API + indexer + engine over one pool. ``c2d provider`` and ``c2d demo`` use it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+from eth_account import Account
+
+from c2d.chain.artifacts import Artifacts
+from c2d.chain.client import Chain
+from c2d.db.pool import Pool, open_pool
+from c2d.exceptions import StackError
+from c2d.settings import Settings
+from c2d.stack.postgres import database_dsn
+from provider.app import create_app
+from provider.indexer.indexer import Indexer
+from provider.indexer.store import DdoStore
+from workflows.local.engine import LocalEngine
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dsn = database_dsn(settings)
+        self.pool: Pool = open_pool(self.dsn, max_size=settings.postgres.pool_size)
+        chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
+        account = Account.from_key(settings.provider.private_key.get_secret_value())
+        self.indexer = Indexer(chain, DdoStore(self.pool), account)
+        self.engine = LocalEngine(settings, self.pool, self.dsn) if settings.engine.kind == "local" else None
+        app = create_app(settings, self.pool, self.engine)
+        config = uvicorn.Config(app, host=settings.host, port=settings.provider.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread: threading.Thread | None = None
+
+    def start_workers(self) -> None:
+        self.indexer.start()
+        if self.engine is not None:
+            self.engine.start()
+
+    def serve_forever(self) -> None:
+        """Foreground: until Ctrl-C / SIGTERM (uvicorn handles the signals)."""
+        self.start_workers()
+        try:
+            self.server.run()
+        finally:
+            self.close()
+
+    def __enter__(self) -> Node:
+        """Background: the API in a thread, ready when this returns."""
+        self.start_workers()
+        self.thread = threading.Thread(target=self.server.run, name="c2d-provider", daemon=True)
+        self.thread.start()
+        end = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                self.close()
+                raise StackError(f"the provider API did not start on {self.settings.provider_url}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        if self.engine is not None and self.engine.dispatcher is not None:
+            self.engine.close()
+        self.indexer.stop()
+        self.pool.close()
