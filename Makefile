@@ -33,6 +33,7 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 	@tools/setup_system.sh
+	@tools/setup_ocean_venv.sh .venv-ocean
 
 # --- the two commands ------------------------------------------------------------------------------
 demo: setup

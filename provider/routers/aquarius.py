@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from c2d.chain.documents import ddo_hash
-from c2d.chain.signing import sign_message
 from provider.exceptions import NotFound, RequestValidationFailed
 from provider.indexer.store import DdoStore
 from provider.services import ServicesDep
@@ -76,14 +77,15 @@ async def validate(request: Request, services: ServicesDep) -> JSONResponse:
     ]
     if errors:
         return JSONResponse(errors, status_code=400)
-    digest = ddo_hash(raw).hex()
-    signature = bytes.fromhex(sign_message(services.account.key.hex(), digest)[2:])
+    digest = ddo_hash(raw)
+    # ERC721Template.setMetaData checks ecrecover(keccak256("\x19Ethereum Signed Message:\n32" ++ hash)).
+    signed = Account.sign_message(encode_defunct(primitive=digest), services.account.key)
     return JSONResponse(
         {
-            "hash": "0x" + digest,
+            "hash": "0x" + digest.hex(),
             "publicKey": services.address,
-            "r": ["0x" + signature[:32].hex()],
-            "s": ["0x" + signature[32:64].hex()],
-            "v": signature[64],
+            "r": ["0x" + signed.r.to_bytes(32, "big").hex()],
+            "s": ["0x" + signed.s.to_bytes(32, "big").hex()],
+            "v": signed.v,
         }
     )
