@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from c2d.db.pool import Pool
 from c2d.settings import Settings
 from provider.exceptions import ProviderError, RequestValidationFailed
-from provider.routers import aquarius, compute, encrypt, files, nonce, root, start
+from provider.routers import access, aquarius, compute, encrypt, files, nonce, root, start
 from provider.services import Engine, Services
 
 
@@ -37,6 +37,6 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
             errors.setdefault(field, []).append(error["msg"])
         return JSONResponse(RequestValidationFailed(errors).body(), status_code=400)
 
-    for module in (root, nonce, encrypt, files, start, compute, aquarius):
+    for module in (root, nonce, encrypt, files, access, start, compute, aquarius):
         app.include_router(module.router)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -220,6 +221,7 @@ def _create_job(
                 chain_id=chain_id,
                 workflow_name=spec.workflow_name,
                 workflow=workflow.to_dict(),
+                expiry=datetime.now(UTC) + timedelta(seconds=env.storage_expiry),
             ),
             [UsedOrder(chain_id, order.tx, role) for role, order in orders],
         )

@@ -52,6 +52,7 @@ def test_order_and_run_a_job_end_to_end(market: Market, consumer: LocalAccount, 
     assert response.status_code == 200, response.text
     (status,) = response.json()
     assert (status["owner"], status["agreementId"], status["inputDID"]) == (consumer.address, data_tx, [dataset.did])
+    assert float(status["expireTimestamp"]) > time.time() + 6 * 86400  # results kept for the storage expiry
     job = jobs.wait(status["jobId"])
     assert job.status == 70, job.status_text
     assert (jobs.settings.store_dir / job.job_id / "outputs" / "count.txt").read_text() == "3"
@@ -224,3 +225,15 @@ def test_raw_algorithms_only_where_allowed(market: Market, pool: Pool, consumer:
     assert response.status_code == 200, response.text
     job = jobs.wait(response.json()[0]["jobId"])
     assert job.status == 70 and job.algo_did == "raw"
+
+
+def test_compute_data_never_downloads(market: Market) -> None:
+    dataset = market.publish("dataset", DATA)
+    params = {"documentId": dataset.did, "serviceId": "svc-0"}
+    init = market.client.get("/api/services/initialize", params=params)
+    assert init.status_code == 400
+    assert init.json()["error"] == "Provider 8996: Use the initializeCompute endpoint to initialize compute jobs."
+    download = market.client.get("/api/services/download", params=params)
+    assert download.status_code == 400 and "never leaves the node" in download.json()["error"]
+    unknown = market.client.get("/api/services/download", params={"documentId": "did:op:" + "9" * 64})
+    assert unknown.status_code == 400 and unknown.json()["error"] == {"documentId.documentId": "did_not_found"}
