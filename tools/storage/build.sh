@@ -6,7 +6,7 @@
 #
 # Binaries: $STORAGE_BIN (default <repo>/.cache/storage/bin/{minio,ipfs}).
 # A binary is skipped when `go version -m` shows it was built from the pinned
-# module version. See NOTES.md for versions, timings and how to run them.
+# module version. See tools/storage/README.md.
 set -euo pipefail
 
 # --- pins -------------------------------------------------------------------
@@ -18,7 +18,7 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO_COMMIT=7aac2a2c5b7c882e68c1ce017d8256be2feea27f
 MINIO_BUILD_TIME=2026-02-12T20:18:48Z
 # Kubo is built through the wrapper module in ./kubo (go install @version does
-# not work for it, see NOTES.md). Its version is the one required in kubo/go.mod.
+# not work for it, see tools/storage/README.md). Its version is the one required in kubo/go.mod.
 KUBO_MODULE=github.com/ipfs/kubo
 KUBO_VERSION=v0.43.0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start/stop throwaway MinIO and Kubo servers on 127.0.0.1 (see NOTES.md).
+# Start/stop throwaway MinIO and Kubo servers on 127.0.0.1 (see tools/storage/README.md).
 #
 #   run.sh minio DIR PORT CONSOLE_PORT   # creds: $MINIO_ROOT_USER / $MINIO_ROOT_PASSWORD
 #   run.sh ipfs  DIR API_PORT GATEWAY_PORT
