@@ -1,4 +1,4 @@
-// Wrapper module used only to build Kubo's `ipfs` binary (see ../NOTES.md).
+// Wrapper module used only to build Kubo's `ipfs` binary (see ../README.md).
 // `go install github.com/ipfs/kubo/cmd/ipfs@vX` cannot be used here: the Go
 // proxy answers 403 on github.com/ipfs/kubo/@v/list (go install queries it for
 // deprecations) and Kubo's go.mod carries an `exclude` block, which go install
