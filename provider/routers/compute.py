@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
 from c2d.chain.deploy import read_address_file
@@ -22,57 +23,65 @@ router = APIRouter(prefix="/api/services", tags=["compute"])
 Str = Annotated[str | None, Query()]
 
 
-def _jobs(services: Services, owner: str, job_id: str | None, did: str | None) -> list[JobRecord]:
-    return services.jobs.find(owner, job_id=job_id or None, did=did or None)
+@dataclass(frozen=True)
+class JobQuery:
+    """The jobs a request is about: the consumer's, optionally one job or one dataset's."""
+
+    owner: str
+    job_id: str | None
+    document_id: str | None
+
+    def jobs(self, services: Services) -> list[JobRecord]:
+        return services.jobs.find(self.owner, job_id=self.job_id or None, did=self.document_id or None)
+
+
+def job_query(
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
+    job_id: Annotated[str | None, Query(alias="jobId")] = None,
+    document_id: Annotated[str | None, Query(alias="documentId")] = None,
+) -> JobQuery:
+    return JobQuery(checksum(consumer_address), job_id, document_id)
+
+
+def signed_job_query(
+    services: ServicesDep, query: Annotated[JobQuery, Depends(job_query)], nonce: Str = None, signature: Str = None
+) -> JobQuery:
+    """Signed by the consumer over consumer + jobId + documentId + nonce (Ocean's stop/delete rule)."""
+    message = f"{query.owner}{query.job_id or ''}{query.document_id or ''}"
+    verify_request(services.nonces, query.owner, message, nonce, signature)
+    return query
+
+
+Jobs = Annotated[JobQuery, Depends(job_query)]
+SignedJobs = Annotated[JobQuery, Depends(signed_job_query)]
+
+
+def _stop(services: Services, job: JobRecord) -> None:
+    if services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
+        services.engine.stop(job.job_id)
 
 
 @router.get("/compute", summary="Status of the consumer's jobs (all, one job, or one dataset's)")
-def status(
-    services: ServicesDep,
-    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
-    job_id: Annotated[str | None, Query(alias="jobId")] = None,
-    document_id: Annotated[str | None, Query(alias="documentId")] = None,
-) -> list[dict[str, Any]]:
-    owner = checksum(consumer_address)
-    return [status_object(job) for job in _jobs(services, owner, job_id, document_id)]
+def status(services: ServicesDep, query: Jobs) -> list[dict[str, Any]]:
+    return [status_object(job) for job in query.jobs(services)]
 
 
 @router.put("/compute", summary="Stop the consumer's running job(s)")
-def stop(
-    services: ServicesDep,
-    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
-    job_id: Annotated[str | None, Query(alias="jobId")] = None,
-    document_id: Annotated[str | None, Query(alias="documentId")] = None,
-    nonce: Str = None,
-    signature: Str = None,
-) -> list[dict[str, Any]]:
-    owner = checksum(consumer_address)
-    verify_request(services.nonces, owner, f"{owner}{job_id or ''}{document_id or ''}", nonce, signature)
-    jobs = _jobs(services, owner, job_id, document_id)
-    for job in jobs:
-        if not job.finished and services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
-            services.engine.stop(job.job_id)
-    return [status_object(job) for job in _jobs(services, owner, job_id, document_id)]
+def stop(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
+    for job in query.jobs(services):
+        if not job.finished:
+            _stop(services, job)
+    return [status_object(job) for job in query.jobs(services)]
 
 
 @router.delete("/compute", summary="Stop the consumer's job(s) and delete finished jobs' results")
-def delete(
-    services: ServicesDep,
-    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
-    job_id: Annotated[str | None, Query(alias="jobId")] = None,
-    document_id: Annotated[str | None, Query(alias="documentId")] = None,
-    nonce: Str = None,
-    signature: Str = None,
-) -> list[dict[str, Any]]:
-    owner = checksum(consumer_address)
-    verify_request(services.nonces, owner, f"{owner}{job_id or ''}{document_id or ''}", nonce, signature)
-    for job in _jobs(services, owner, job_id, document_id):
+def delete(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
+    for job in query.jobs(services):
         if not job.finished:
-            if services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
-                services.engine.stop(job.job_id)
+            _stop(services, job)
         elif services.jobs.mark_removed(job.job_id):
             shutil.rmtree(services.settings.store_dir / job.job_id, ignore_errors=True)
-    return [status_object(job) for job in _jobs(services, owner, job_id, document_id)]
+    return [status_object(job) for job in query.jobs(services)]
 
 
 @router.get("/computeResult", summary="Download one result file of a job (streamed)", response_class=FileResponse)
