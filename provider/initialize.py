@@ -17,7 +17,7 @@ from provider.exceptions import ComputeRequestError, ProviderError
 from provider.fees import make_provider_fee
 from provider.orders import validate_order
 from provider.services import Services
-from provider.trust import check_published_algorithm, check_raw_algorithm
+from provider.trust import check_algorithm_allowed
 
 
 def _environment(services: Services, env_id: object) -> ComputeEnvironment:
@@ -98,12 +98,8 @@ def initialize_compute(services: Services, body: dict[str, Any]) -> dict[str, An
         resource = "dataset" if index == 0 else f"datasets[{index}]"
         asset = resolve(services.ddos, request.get("documentId"), resource)
         service = asset.service(request.get("serviceId"), resource)
-        if service.type == "compute":
-            if algo_asset is None:
-                check_raw_algorithm(service, resource)
-            else:
-                legacy = services.settings.provider.legacy_allow_any_algorithm
-                check_published_algorithm(service, algo_asset, None, resource, legacy)
+        legacy = services.settings.provider.legacy_allow_any_algorithm
+        check_algorithm_allowed(service, algo_asset, None, resource, legacy)
         answer, charged = _item(services, asset, service, request, consumer, env, valid_until, charge, resource)
         charge = charge and not charged
         answers.append(answer)

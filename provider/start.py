@@ -26,7 +26,7 @@ from provider.fees import fee_amount, fee_token
 from provider.orders import ValidOrder, validate_order
 from provider.services import Services
 from provider.status import status_object
-from provider.trust import check_published_algorithm, check_raw_algorithm
+from provider.trust import check_algorithm_allowed
 from workflows.builder import build_workflow
 from workflows.exceptions import WorkflowError
 from workflows.local.sandbox import resolve_runtime
@@ -151,12 +151,8 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
         if service.type not in ("compute", "access"):
             raise ComputeRequestError(f"{resource}.serviceId", "service_not_access_compute")
         files = service_files(asset, service, services.account.key.hex(), resource)
-        if service.type == "compute":
-            if algo_asset is None:
-                check_raw_algorithm(service, resource)
-            else:
-                legacy = services.settings.provider.legacy_allow_any_algorithm
-                check_published_algorithm(service, algo_asset, algo_checksum, resource, legacy)
+        legacy = services.settings.provider.legacy_allow_any_algorithm
+        check_algorithm_allowed(service, algo_asset, algo_checksum, resource, legacy)
         order = validate_order(
             services.chain,
             request.get("transferTxId"),

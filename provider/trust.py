@@ -56,3 +56,19 @@ def check_published_algorithm(
             raise ComputeRequestError(
                 resource, "algorithm_container_checksum_mismatch", "the container section changed"
             )
+
+
+def check_algorithm_allowed(
+    service: Service,
+    algorithm: Asset | None,
+    files_checksum: Callable[[], str] | None,
+    resource: str,
+    legacy_allow_any: bool,
+) -> None:
+    """The rules above for one compute service: raw (``algorithm`` None) or published."""
+    if service.type != "compute":
+        return
+    if algorithm is None:
+        check_raw_algorithm(service, resource)
+    else:
+        check_published_algorithm(service, algorithm, files_checksum, resource, legacy_allow_any)
