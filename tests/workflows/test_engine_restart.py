@@ -102,3 +102,26 @@ def _sandboxed_sleepers() -> list[str]:
         if "/data/transformations/algorithm" in cmdline:
             found.append(cmdline)
     return found
+
+
+def test_graceful_shutdown_leaves_jobs_for_recovery(
+    offline_jobs: Jobs, stack: Stack, pool: Pool, file_server: FileServer
+) -> None:
+    """Closing the engine (provider shutdown) kills the step but does not pass it off as a user stop."""
+    from c2d.stack.postgres import database_dsn
+    from workflows.local.engine import LocalEngine
+
+    jobs = offline_jobs
+    file_server.files["/shutdown.csv"] = b"x"
+    code = "import time\nprint('working', flush=True)\ntime.sleep(300)"
+    job_id = jobs.submit(job_spec(code, [f"{file_server.url}/shutdown.csv"]), ENV)
+    dsn = database_dsn(stack.settings)
+    with LocalEngine(stack.settings, pool, dsn):
+        jobs.wait_log(job_id, "working", timeout=60)
+    job = jobs.store.get(job_id)
+    assert job is not None and not job.finished and job.stopreq == 0
+    assert job.details["steps"]["algorithm"]["phase"] == "Running"
+    with LocalEngine(stack.settings, pool, dsn):
+        job = jobs.wait(job_id, timeout=60)
+    assert (job.status, job.stopreq) == (41, 0)
+    assert job.status_text == "Failed to run algorithm: interrupted by an engine restart"

@@ -71,6 +71,7 @@ class LocalEngine:
         with self.lock:
             runs = list(self.running.values())
         for run in runs:
+            run.abandoned = True
             run.stop.set()
         if self.dispatcher is not None:
             self.dispatcher.join()
@@ -140,6 +141,9 @@ class LocalEngine:
     def _execute(self, run: JobRun) -> None:
         try:
             results = run.run()
+            if run.abandoned:
+                log.warning("job %s: left for recovery (engine shutting down)", run.job_id)
+                return
             self._finish(run, results)
             if not self.settings.engine.keep_job_dirs:
                 run.cleanup()

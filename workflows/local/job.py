@@ -46,6 +46,9 @@ class JobRun:
     stop: threading.Event = field(default_factory=threading.Event)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopreq: int = 0
+    # Set when the engine shuts down: the step is killed but its outcome is not recorded, so the next
+    # engine's recovery sees it as interrupted (never as the user's stop or the algorithm's failure).
+    abandoned: bool = False
     limits_missing: list[str] = field(default_factory=list)
 
     def _set(self, task: str, **values: Any) -> None:
@@ -158,6 +161,8 @@ class JobRun:
         deadline = time.monotonic() + self.plan.deadline if self.plan.deadline else None
         results: list[dict[str, Any]] | None = None
         for step in self.plan.steps:
+            if self.abandoned:
+                return None
             if self.states.get(step.task, {}).get("phase") in DONE_PHASES:
                 continue  # resumed job: this step already ran
             if deadline is not None and time.monotonic() >= deadline:
@@ -167,6 +172,8 @@ class JobRun:
                 self._set(step.task, phase="Omitted")
                 continue
             outcome = self._run_step(step, deadline)
+            if self.abandoned:
+                return None
             if outcome.reason == "deadline" and step.stage == "algorithm":
                 self.stopreq = 2
             self._set(
