@@ -23,9 +23,7 @@ PROVIDER_URL = "http://127.0.0.1:8030"
 
 def _to(account: LocalAccount) -> Callable[[bytes], bytes]:
     """ECIES to ``account``'s public key, as the provider's /encrypt does for its own key."""
-    from eth_keys.datatypes import PrivateKey
-
-    public_key = str(PrivateKey(bytes(account.key)).public_key.to_hex())
+    public_key = _public_key_hex(account)
     return lambda data: encrypt(data, public_key)
 
 
@@ -108,3 +106,41 @@ def test_bad_documents_are_rejected_with_a_reason(
     for did in (wrong_id.did, other_key.did):
         response = client.get(f"/api/aquarius/assets/ddo/{did}")
         assert response.status_code == 404 and "not found in Elasticsearch" in response.json()["error"]
+
+
+def test_decrypt_only_for_authorized_decrypters(
+    client: TestClient, provider_account: LocalAccount, consumer: LocalAccount
+) -> None:
+    import lzma
+
+    from c2d.chain.documents import ddo_bytes, ddo_hash
+    from c2d.chain.signing import sign_message
+    from tests.helpers import fresh_nonce
+
+    ddo = {"id": "did:op:" + "aa" * 32, "metadata": {"name": "secret"}}
+    document = encrypt(lzma.compress(ddo_bytes(ddo)), _public_key_hex(provider_account))
+    nft = "0x" + "33" * 20
+
+    def body(signer: LocalAccount) -> dict[str, object]:
+        nonce = fresh_nonce()
+        return {
+            "decrypterAddress": signer.address,
+            "chainId": 8996,
+            "dataNftAddress": nft,
+            "encryptedDocument": "0x" + document.hex(),
+            "flags": "0x03",
+            "documentHash": "0x" + ddo_hash(ddo_bytes(ddo)).hex(),
+            "nonce": nonce,
+            "signature": sign_message(signer.key.hex(), f"{nft}{signer.address}8996{nonce}"),
+        }
+
+    allowed = client.post("/api/services/decrypt", json=body(provider_account))
+    assert allowed.status_code == 200 and json.loads(allowed.text) == ddo
+    refused = client.post("/api/services/decrypt", json=body(consumer))
+    assert refused.status_code == 403 and refused.json() == {"error": "Decrypter not authorized"}
+
+
+def _public_key_hex(account: LocalAccount) -> str:
+    from eth_keys.datatypes import PrivateKey
+
+    return str(PrivateKey(bytes(account.key)).public_key.to_hex())
