@@ -36,13 +36,16 @@ def _die_with_parent(sig: signal.Signals, parent_pid: int) -> Callable[[], None]
 
 
 def process_start_time(pid: int) -> int | None:
-    """Kernel start time of a process (clock ticks since boot), None when it does not exist."""
+    """Kernel start time of a live process (clock ticks since boot); None when it does not exist or
+    is a zombie (dead, waiting for a reaper that may never come when PID 1 does not reap)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
     return int(fields[19])
 
 
@@ -181,7 +184,8 @@ def recorded_alive(run_dir: Path) -> list[str]:
     for pid_file in sorted(run_dir.glob("*.pid")):
         try:
             record = json.loads(pid_file.read_text())
-            if process_start_time(int(record["pid"])) == record.get("start"):
+            start = record.get("start")
+            if start is not None and process_start_time(int(record["pid"])) == start:
                 alive.append(pid_file.stem)
         except (OSError, ValueError, KeyError, TypeError):
             continue

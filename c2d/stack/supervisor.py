@@ -115,7 +115,7 @@ def running_supervisor(settings: Settings) -> int | None:
         pid, start = int(record["pid"]), record["start"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return pid if process_start_time(pid) == start else None
+    return pid if start is not None and process_start_time(pid) == start else None
 
 
 def stop(settings: Settings, echo: Callable[[str], None]) -> bool:
