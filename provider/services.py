@@ -7,15 +7,16 @@ from typing import Annotated, Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_keys.datatypes import PrivateKey
 from fastapi import Depends, Request
 
 from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
+from c2d.chain.documents import public_key_hex
 from c2d.db.jobs import JobStore
 from c2d.db.nonces import NonceStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
+from provider.fees import default_fee_token
 from provider.indexer.store import DdoStore
 from workflows.registry import StepRegistry, default_registry
 
@@ -38,6 +39,7 @@ class Services:
     chain: Chain
     ddos: DdoStore
     registry: StepRegistry
+    default_fee_token: str
     engine: Engine | None = None
 
     @classmethod
@@ -45,7 +47,18 @@ class Services:
         account: LocalAccount = Account.from_key(settings.provider.private_key.get_secret_value())
         chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
         registry = default_registry(settings.engine.step_modules)
-        return cls(settings, pool, JobStore(pool), NonceStore(pool), account, chain, DdoStore(pool), registry, engine)
+        return cls(
+            settings,
+            pool,
+            JobStore(pool),
+            NonceStore(pool),
+            account,
+            chain,
+            DdoStore(pool),
+            registry,
+            default_fee_token(settings),
+            engine,
+        )
 
     @property
     def address(self) -> str:
@@ -54,7 +67,7 @@ class Services:
     @property
     def public_key(self) -> str:
         """Uncompressed secp256k1 public key (0x hex): what publishers encrypt DDOs and files to."""
-        return str(PrivateKey(bytes(self.account.key)).public_key.to_hex())
+        return public_key_hex(bytes(self.account.key))
 
 
 def get_services(request: Request) -> Services:

@@ -11,6 +11,7 @@ import lzma
 from typing import Any
 
 import ecies
+from eth_keys.datatypes import PrivateKey
 
 from c2d.exceptions import C2DError
 
@@ -29,6 +30,11 @@ def ddo_bytes(ddo: dict[str, Any]) -> bytes:
 
 def ddo_hash(document: bytes) -> bytes:
     return hashlib.sha256(document).digest()
+
+
+def public_key_hex(private_key: bytes) -> str:
+    """Uncompressed secp256k1 public key (0x hex) of a private key: what documents are encrypted to."""
+    return str(PrivateKey(private_key).public_key.to_hex())
 
 
 def encrypt(data: bytes, public_key_hex: str) -> bytes:

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from eth_keys.datatypes import PrivateKey
 from fastapi.testclient import TestClient
 
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
+from c2d.chain.documents import public_key_hex
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
 from provider.app import create_app
@@ -39,6 +39,6 @@ def market(
     pool: Pool,
     file_server: FileServer,
 ) -> Market:
-    public_key = str(PrivateKey(bytes(provider_account.key)).public_key.to_hex())
+    public_key = public_key_hex(bytes(provider_account.key))
     indexer = Indexer(chain, DdoStore(pool), provider_account)
     return Market(client, chain, addresses, publisher, public_key, provider_account.address, indexer, file_server)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from c2d.chain.assets import create_data_nft, publish_ddo
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
-from c2d.chain.documents import encrypt
+from c2d.chain.documents import encrypt, public_key_hex
 from c2d.db.pool import Pool
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
@@ -23,7 +23,7 @@ PROVIDER_URL = "http://127.0.0.1:8030"
 
 def _to(account: LocalAccount) -> Callable[[bytes], bytes]:
     """ECIES to ``account``'s public key, as the provider's /encrypt does for its own key."""
-    public_key = _public_key_hex(account)
+    public_key = public_key_hex(bytes(account.key))
     return lambda data: encrypt(data, public_key)
 
 
@@ -118,7 +118,7 @@ def test_decrypt_only_for_authorized_decrypters(
     from tests.helpers import fresh_nonce
 
     ddo = {"id": "did:op:" + "aa" * 32, "metadata": {"name": "secret"}}
-    document = encrypt(lzma.compress(ddo_bytes(ddo)), _public_key_hex(provider_account))
+    document = encrypt(lzma.compress(ddo_bytes(ddo)), public_key_hex(bytes(provider_account.key)))
     nft = "0x" + "33" * 20
 
     def body(signer: LocalAccount) -> dict[str, object]:
@@ -138,9 +138,3 @@ def test_decrypt_only_for_authorized_decrypters(
     assert allowed.status_code == 200 and json.loads(allowed.text) == ddo
     refused = client.post("/api/services/decrypt", json=body(consumer))
     assert refused.status_code == 403 and refused.json() == {"error": "Decrypter not authorized"}
-
-
-def _public_key_hex(account: LocalAccount) -> str:
-    from eth_keys.datatypes import PrivateKey
-
-    return str(PrivateKey(bytes(account.key)).public_key.to_hex())
