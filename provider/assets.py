@@ -12,7 +12,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from c2d.chain.documents import DocumentError, decrypt
-from provider.exceptions import ComputeRequestError
+from provider.exceptions import ComputeRequestError, FileUnavailable
 from provider.indexer.store import DdoStore
 
 MAX_CHECKSUM_BYTES = 64 * 1024 * 1024
@@ -113,29 +113,49 @@ def container_checksum(container: dict[str, Any]) -> str:
     return hashlib.sha256(f"{container.get('entrypoint', '')}{container.get('checksum', '')}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class FileProbe:
+    content_type: str
+    content_length: str | None  # as announced by the server
+    size: int | None = None  # bytes read, when checksummed
+    sha256: str | None = None
+
+
+def probe_file(session: requests.Session, file: dict[str, Any], *, checksum: bool) -> FileProbe:
+    """Request a ``url`` file object (its URL never leaves this function); stream it through sha256 with
+    a size cap when ``checksum``. Raises FileUnavailable with a reason that names no URL."""
+    if file.get("type", "url") != "url" or not file.get("url"):
+        raise FileUnavailable(f"cannot read {file.get('type')!r} files")
+    try:
+        with session.request(
+            str(file.get("method", "GET")), str(file["url"]), headers=file.get("headers") or {}, stream=True, timeout=30
+        ) as response:
+            if response.status_code >= 400:
+                raise FileUnavailable(f"HTTP {response.status_code}")
+            length = response.headers.get("Content-Length")
+            probe = FileProbe(
+                response.headers.get("Content-Type", "application/octet-stream"),
+                length if length and length.isdigit() else None,
+            )
+            if not checksum:
+                return probe
+            digest, size = hashlib.sha256(), 0
+            for chunk in response.iter_content(1024 * 1024):
+                size += len(chunk)
+                if size > MAX_CHECKSUM_BYTES:
+                    raise FileUnavailable(f"file larger than {MAX_CHECKSUM_BYTES} bytes")
+                digest.update(chunk)
+    except requests.RequestException as exc:
+        raise FileUnavailable(type(exc).__name__) from None
+    return FileProbe(probe.content_type, str(size), size, digest.hexdigest())
+
+
 def files_checksum(files: list[dict[str, Any]], session: requests.Session) -> str:
     """Ocean's filesChecksum: the sha256 hex of each file's content, concatenated, in order."""
     parts = []
     for file in files:
-        if file.get("type") != "url":
-            raise ComputeRequestError("algorithm", "file_unavailable", f"cannot checksum {file.get('type')!r} files")
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with session.request(
-                str(file.get("method", "GET")),
-                str(file["url"]),
-                headers=file.get("headers") or {},
-                stream=True,
-                timeout=30,
-            ) as response:
-                response.raise_for_status()
-                for chunk in response.iter_content(1024 * 1024):
-                    size += len(chunk)
-                    if size > MAX_CHECKSUM_BYTES:
-                        raise ComputeRequestError("algorithm", "file_unavailable", "algorithm file too large")
-                    digest.update(chunk)
-        except requests.RequestException as exc:
-            raise ComputeRequestError("algorithm", "file_unavailable", type(exc).__name__) from None
-        parts.append(digest.hexdigest())
+            parts.append(str(probe_file(session, file, checksum=True).sha256))
+        except FileUnavailable as exc:
+            raise ComputeRequestError("algorithm", "file_unavailable", exc.message) from None
     return "".join(parts).lower()

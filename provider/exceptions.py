@@ -55,3 +55,7 @@ class NotFound(ProviderError):
 
 class ServiceUnavailable(ProviderError):
     status = 503
+
+
+class FileUnavailable(ProviderError):
+    """A file of a service cannot be read (the message names no URL)."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 import requests
 from fastapi import APIRouter, Body
 
-from provider.assets import MAX_CHECKSUM_BYTES, resolve, service_files
+from provider.assets import probe_file, resolve, service_files
+from provider.exceptions import FileUnavailable
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["files"])
@@ -16,30 +16,15 @@ router = APIRouter(prefix="/api/services", tags=["files"])
 
 def _info(session: requests.Session, index: int, file: dict[str, Any], with_checksum: bool) -> dict[str, Any]:
     info: dict[str, Any] = {"index": index, "type": file.get("type", "url"), "valid": False}
-    if info["type"] != "url":
-        return info
     try:
-        with session.request(
-            str(file.get("method", "GET")), str(file["url"]), headers=file.get("headers") or {}, stream=True, timeout=30
-        ) as response:
-            if response.status_code >= 400:
-                return info
-            info["contentType"] = response.headers.get("Content-Type", "application/octet-stream")
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit():
-                info["contentLength"] = length
-            if with_checksum:
-                digest, size = hashlib.sha256(), 0
-                for chunk in response.iter_content(1024 * 1024):
-                    size += len(chunk)
-                    if size > MAX_CHECKSUM_BYTES:
-                        return info
-                    digest.update(chunk)
-                info["checksum"] = digest.hexdigest()
-                info["contentLength"] = str(size)
-    except requests.RequestException:
+        probe = probe_file(session, file, checksum=with_checksum)
+    except FileUnavailable:
         return info
-    info["valid"] = True
+    info.update(valid=True, contentType=probe.content_type)
+    if probe.content_length is not None:
+        info["contentLength"] = probe.content_length
+    if probe.sha256 is not None:
+        info["checksum"] = probe.sha256
     return info
 
 
