@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from web3 import Web3
 
@@ -13,12 +14,18 @@ from c2d.chain.signing import ZERO_ADDRESS, ProviderFee, provider_data_bytes, si
 from c2d.environments import ComputeEnvironment
 from c2d.settings import Settings
 
+if TYPE_CHECKING:
+    from provider.services import Services
 
-def fee_token(settings: Settings, env: ComputeEnvironment) -> str:
-    if env.fee_token:
-        return Web3.to_checksum_address(env.fee_token)
+
+def default_fee_token(settings: Settings) -> str:
+    """The Ocean token of the address file (read once, at start), or the zero address."""
     addresses = read_address_file(settings.address_file)
     return Web3.to_checksum_address(addresses.ocean) if addresses else ZERO_ADDRESS
+
+
+def fee_token(default_token: str, env: ComputeEnvironment) -> str:
+    return Web3.to_checksum_address(env.fee_token) if env.fee_token else default_token
 
 
 def fee_amount(chain: Chain, token: str, env: ComputeEnvironment, valid_until: int, now: float) -> int:
@@ -31,8 +38,7 @@ def fee_amount(chain: Chain, token: str, env: ComputeEnvironment, valid_until: i
 
 
 def make_provider_fee(
-    settings: Settings,
-    chain: Chain,
+    services: Services,
     env: ComputeEnvironment,
     datatoken: str,
     service_id: str,
@@ -41,7 +47,8 @@ def make_provider_fee(
     free: bool = False,
 ) -> ProviderFee:
     now = time.time()
-    token = fee_token(settings, env)
-    amount = 0 if free else fee_amount(chain, token, env, valid_until, now)
+    token = fee_token(services.default_fee_token, env)
+    amount = 0 if free else fee_amount(services.chain, token, env, valid_until, now)
     data = provider_data_bytes(env.id, now, datatoken, service_id)
-    return sign_provider_fee(settings.provider.private_key.get_secret_value(), data, token, amount, valid_until)
+    key = services.settings.provider.private_key.get_secret_value()
+    return sign_provider_fee(key, data, token, amount, valid_until)

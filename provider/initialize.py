@@ -40,6 +40,7 @@ def _item(
 ) -> tuple[dict[str, Any], bool]:
     """The answer for one input, and whether it carries the job's fee."""
     tx = request.get("transferTxId")
+    reuse: str | None = None
     if tx:
         try:
             order = validate_order(
@@ -60,14 +61,12 @@ def _item(
             fee_valid = not order.fee.valid_until or order.fee.valid_until >= valid_until
             if fee_valid and not used:
                 return {"validOrder": order.tx}, False
-            fee = make_provider_fee(
-                services.settings, services.chain, env, service.datatoken, service.id, valid_until, free=not charge
-            )
-            return {"datatoken": service.datatoken, "providerFee": fee.to_wire(), "validOrder": order.start_tx}, charge
-    fee = make_provider_fee(
-        services.settings, services.chain, env, service.datatoken, service.id, valid_until, free=not charge
-    )
-    return {"datatoken": service.datatoken, "providerFee": fee.to_wire()}, charge
+            reuse = order.start_tx
+    fee = make_provider_fee(services, env, service.datatoken, service.id, valid_until, free=not charge)
+    answer: dict[str, Any] = {"datatoken": service.datatoken, "providerFee": fee.to_wire()}
+    if reuse is not None:  # the order is still good: reuseOrder pays only the new provider fee
+        answer["validOrder"] = reuse
+    return answer, charge
 
 
 def initialize_compute(services: Services, body: dict[str, Any]) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
 
 def _check_fees(services: Services, env: ComputeEnvironment, orders: list[ValidOrder]) -> None:
     valid_until = max((order.fee.valid_until for order in orders), default=0)
-    token = fee_token(services.settings, env)
+    token = fee_token(services.default_fee_token, env)
     required = fee_amount(services.chain, token, env, valid_until, time.time())
     if not any(order.fee.provider_fee_amount >= required and order.fee.provider_fee_token == token for order in orders):
         raise ComputeRequestError("order", "fees_not_paid", f"{required} of {token} required")

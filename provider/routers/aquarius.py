@@ -12,14 +12,9 @@ from fastapi.responses import JSONResponse
 
 from c2d.chain.documents import ddo_hash
 from provider.exceptions import NotFound, RequestValidationFailed
-from provider.indexer.store import DdoStore
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/aquarius", tags=["metadata"])
-
-
-def _store(services: ServicesDep) -> DdoStore:
-    return DdoStore(services.pool)
 
 
 @router.get("", summary="Metadata cache information")
@@ -29,7 +24,7 @@ def info() -> dict[str, Any]:
 
 @router.get("/assets/ddo/{did}", summary="The DDO of a DID, as indexed from the chain")
 def ddo(did: str, services: ServicesDep) -> dict[str, Any]:
-    found = _store(services).get(did)
+    found = services.ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
     return found
@@ -37,7 +32,7 @@ def ddo(did: str, services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/assets/metadata/{did}", summary="The metadata section of a DDO")
 def metadata(did: str, services: ServicesDep) -> dict[str, Any]:
-    found = _store(services).get(did)
+    found = services.ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
     return dict(found.get("metadata") or {})
@@ -48,7 +43,7 @@ def query(services: ServicesDep, body: Annotated[dict[str, Any], Body()]) -> dic
     size = min(int(body.get("size", 100)), 1000)
     offset = int(body.get("from", 0))
     text = _query_text(body.get("query") or {})
-    hits = _store(services).search(size, offset, text)
+    hits = services.ddos.search(size, offset, text)
     return {"hits": {"total": {"value": len(hits)}, "hits": [{"_source": ddo} for ddo in hits]}}
 
 

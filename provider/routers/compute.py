@@ -10,12 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
-from c2d.chain.deploy import read_address_file
-from c2d.chain.signing import ZERO_ADDRESS
 from c2d.db.jobs import JobRecord
 from c2d.status import STOPREQ_API
 from provider.auth import checksum, verify_request
 from provider.exceptions import NotFound, RequestValidationFailed
+from provider.fees import fee_token
 from provider.services import Services, ServicesDep
 from provider.status import status_object
 
@@ -120,8 +119,6 @@ def environments(
     services: ServicesDep, chain_id: Annotated[int | None, Query(alias="chainId")] = None
 ) -> dict[str, list[dict[str, Any]]]:
     settings = services.settings
-    addresses = read_address_file(settings.address_file)
-    default_token = addresses.ocean if addresses else ZERO_ADDRESS
     envs = [
         {
             "id": env.id,
@@ -139,7 +136,7 @@ def environments(
             "storageExpiry": env.storage_expiry,
             "maxJobDuration": env.max_job_duration,
             "lastSeen": f"{time.time():.6f}",
-            "feeToken": env.fee_token or default_token,
+            "feeToken": fee_token(services.default_fee_token, env),
             "pipeline": list(env.pipeline),
         }
         for env in settings.environments
