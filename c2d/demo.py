@@ -55,6 +55,7 @@ def _serve(folder: Path, host: str) -> Iterator[str]:
 
 
 def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
+    from provider.assets import container_checksum
     from provider.client import ProviderClient
     from provider.node import Node
     from provider.publishing import publish_asset
@@ -85,9 +86,7 @@ def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
         trusted = {
             "did": algorithm.did,
             "filesChecksum": hashlib.sha256((folder / "summary.py").read_bytes()).hexdigest(),
-            "containerSectionChecksum": hashlib.sha256(
-                (CONTAINER["entrypoint"] + CONTAINER["checksum"]).encode()
-            ).hexdigest(),
+            "containerSectionChecksum": container_checksum(CONTAINER),
         }
         compute = {
             "allowRawAlgorithm": False,
