@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,3 +42,19 @@ def fresh_nonce() -> str:
     global _last_nonce
     _last_nonce = max(_last_nonce + 1, time.time_ns())
     return str(_last_nonce)
+
+
+def algorithm_processes() -> list[str]:
+    """Command lines of every process on the machine running a job's algorithm (sandboxed or not)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/data/transformations/algorithm" in cmdline:
+            found.append(cmdline)
+    return found

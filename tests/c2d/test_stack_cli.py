@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from c2d.stack.ports import port_open
+from c2d.stack.procs import process_start_time
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -88,11 +89,7 @@ def wait_for_line(lines: queue.Queue[str], needle: str, timeout: float) -> list[
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    return process_start_time(pid) is not None  # zombies count as dead
 
 
 def eventually(check: object, timeout: float = 15) -> bool:

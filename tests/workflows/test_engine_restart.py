@@ -14,6 +14,7 @@ import pytest
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
+from tests.helpers import algorithm_processes
 
 from .conftest import FileServer, Jobs
 from .jobs import job_spec, make_environment
@@ -55,7 +56,7 @@ def test_killed_engine_leaves_no_job_running(offline_jobs: Jobs, stack: Stack, f
         time.sleep(1)
         assert jobs.store.get(running).status == 40  # type: ignore[union-attr]
         # The sandbox died with its engine (die-with-parent): no algorithm process is left.
-        assert _sandboxed_sleepers() == []
+        assert algorithm_processes() == []
     finally:
         if first.poll() is None:
             first.kill()
@@ -87,21 +88,6 @@ def test_only_one_engine_per_database(stack: Stack) -> None:
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=30)
-
-
-def _sandboxed_sleepers() -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "/data/transformations/algorithm" in cmdline:
-            found.append(cmdline)
-    return found
 
 
 def test_graceful_shutdown_leaves_jobs_for_recovery(

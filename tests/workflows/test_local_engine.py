@@ -12,6 +12,7 @@ import os
 import time
 
 from c2d.status import JobStatus
+from tests.helpers import algorithm_processes
 from workflows.local.engine import LocalEngine
 from workflows.spec import InputFile
 
@@ -146,16 +147,7 @@ def test_fork_bomb_is_contained_by_the_pids_limit(jobs: Jobs, file_server: FileS
     assert job.status == 70, job.status_text
     forked = int(jobs.stored(job.job_id, "outputs/forked").read_text())
     assert 0 < forked < ENV.pids  # fork failed at the limit instead of exhausting the host
-    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith("python /data/")]
-    assert leftovers == []  # the sleeping children were killed with their step
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    assert algorithm_processes() == []  # the sleeping children were killed with their step
 
 
 def test_endless_loop_hits_the_deadline(jobs: Jobs, file_server: FileServer) -> None:
