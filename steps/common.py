@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 INPUTS = "inputs"
@@ -38,3 +40,13 @@ def human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+def walk_entries(folder: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
+    """Every entry under ``folder``, sorted, never following a symlink: files, special files and symlinks
+    (a symlink to a folder is reported, not entered). Yields (path, relative posix path, lstat)."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs.sort()
+        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = Path(root, name)
+            yield path, path.relative_to(folder).as_posix(), os.lstat(path)

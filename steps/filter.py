@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import os
 import stat
 import sys
 from pathlib import Path
 
-from steps.common import setup_logging
+from steps.common import setup_logging, walk_entries
 
 DEFAULT_DENY = ("*.key", "*.pem")
 
@@ -30,24 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     deny: list[str] = args.deny or list(DEFAULT_DENY)
     log = setup_logging("c2d.filter", outputs.parent / "logs" / "filter.log")
     removed = kept = 0
-    for root, dirs, files in os.walk(outputs, followlinks=False):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            path = Path(root, name)
-            relative = path.relative_to(outputs).as_posix()
-            info = os.lstat(path)
-            reason = None
-            if not stat.S_ISREG(info.st_mode):
-                reason = "not a regular file"
-            elif any(fnmatch.fnmatch(name, pattern) for pattern in deny):
-                reason = "name denied"
-            elif args.max_file_bytes is not None and info.st_size > args.max_file_bytes:
-                reason = f"{info.st_size} bytes, over {args.max_file_bytes}"
-            if reason:
-                path.unlink()
-                removed += 1
-                log.info(f"removed outputs/{relative}: {reason}")
-            else:
-                kept += 1
+    for path, relative, info in walk_entries(outputs):
+        reason = None
+        if not stat.S_ISREG(info.st_mode):
+            reason = "not a regular file"
+        elif any(fnmatch.fnmatch(path.name, pattern) for pattern in deny):
+            reason = "name denied"
+        elif args.max_file_bytes is not None and info.st_size > args.max_file_bytes:
+            reason = f"{info.st_size} bytes, over {args.max_file_bytes}"
+        if reason:
+            path.unlink()
+            removed += 1
+            log.info(f"removed outputs/{relative}: {reason}")
+        else:
+            kept += 1
     log.info(f"result-filter: kept {kept} file(s), removed {removed}")
     return 0
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.common import ADMINLOGS, LOGS, OUTPUTS, human_bytes, setup_logging
+from steps.common import ADMINLOGS, LOGS, OUTPUTS, human_bytes, setup_logging, walk_entries
 from steps.exceptions import PublishError, StepError
 
 CHUNK = 1024 * 1024
@@ -41,21 +41,16 @@ class Item:
 def walk_outputs(outputs: Path, log: logging.Logger, max_files: int) -> Iterator[Item]:
     """Regular files under ``outputs``, sorted; never follows a symlink."""
     count = 0
-    for root, dirs, files in os.walk(outputs, followlinks=False):
-        dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            path = Path(root, name)
-            relative = path.relative_to(outputs).as_posix()
-            mode = os.lstat(path).st_mode
-            if not stat.S_ISREG(mode):
-                kind = "symlink" if stat.S_ISLNK(mode) else "special file"
-                log.warning(f"skipped {kind} outputs/{relative}: only regular files are published")
-                continue
-            if count >= max_files:
-                log.error(f"more than {max_files} output files: outputs/{relative} and the rest are not published")
-                return
-            count += 1
-            yield Item(path, relative, "output")
+    for path, relative, info in walk_entries(outputs):
+        if not stat.S_ISREG(info.st_mode):
+            kind = "symlink" if stat.S_ISLNK(info.st_mode) else "special file"
+            log.warning(f"skipped {kind} outputs/{relative}: only regular files are published")
+            continue
+        if count >= max_files:
+            log.error(f"more than {max_files} output files: outputs/{relative} and the rest are not published")
+            return
+        count += 1
+        yield Item(path, relative, "output")
 
 
 def copy_file(source: Path, dest: Path) -> int:
