@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Docker-free test control plane from the Go module proxy only:
-#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok,
+#   etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, kwok,
 #   workflow-controller, argo (CLI + `argo server`)
 # into $BIN_DIR (default /work/main/.cache/cluster/bin), and copy Argo's CRDs into
 # $CRD_DIR. Idempotent: a binary whose stamp matches is not rebuilt.
@@ -81,7 +81,7 @@ build_etcd() {
 # ---- kube-apiserver, kube-scheduler, kube-controller-manager ---------------------------------
 build_k8s() {
   local key="k8s $K8S_VERSION $GO_VER $(hash_of "$HERE/gomod/k8s/go.mod")"
-  local bins=(kube-apiserver kube-scheduler kube-controller-manager)
+  local bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
   if stamp_ok k8s "$key" "${bins[@]}"; then log "kubernetes $K8S_VERSION: up to date"; return; fi
   log "kubernetes $K8S_VERSION: building ${bins[*]} (wrapper module cluster/gomod/k8s; slow: 10-40 min on 2 cores)"
   local w="$WORK/k8s"; rm -rf "$w"; mkdir -p "$w"
@@ -98,7 +98,7 @@ build_k8s() {
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   ( cd "$w" && log "  resolving modules (go get)" && go get "${pkgs[@]/%/@$K8S_VERSION}" && \
     log "  compiling" && go build -trimpath -ldflags "$ld" -o "$BIN_DIR/" "${pkgs[@]}" )
-  for b in "${bins[@]}"; do echo "  $b: $("$BIN_DIR/$b" --version)"; done
+  for b in "${bins[@]}"; do echo "  $b: $("$BIN_DIR/$b" --version 2>/dev/null || "$BIN_DIR/$b" version --client 2>/dev/null | head -1)"; done
   stamp_write k8s "$key"
 }
 

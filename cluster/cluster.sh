@@ -38,6 +38,7 @@ KWOK_NODES="${KWOK_NODES:-1}"                 # number of fake nodes (each: 1k c
 ARGO_NAMESPACE="${ARGO_NAMESPACE:-argo}"
 ARGO_CRDS="${ARGO_CRDS:-minimal}"              # minimal | full (full is applied server-side)
 ARGO_NAMESPACED="${ARGO_NAMESPACED:-0}"        # 1: controller/server watch only $ARGO_NAMESPACE
+ARGO_REQUEUE_TIME="${ARGO_REQUEUE_TIME:-1s}"   # controller requeue period (upstream 10s: each kwok step took 10s)
 POD_CIDR="${POD_CIDR:-10.0.0.0/16}"            # fake pod IPs written into pod status (never dialled)
 START_TIMEOUT="${START_TIMEOUT:-90}"           # seconds per component
 LOG_LEVEL="${LOG_LEVEL:-2}"                    # klog -v for k8s components
@@ -52,7 +53,7 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok work
 say()  { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 fail() { printf '[cluster %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
 
-kc() { kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+kc() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 binary_of() {
   case "$1" in
@@ -283,8 +284,8 @@ EOF
 
 # ---- up / down / status ----------------------------------------------------------------------
 cmd_up() {
-  command -v kubectl >/dev/null || fail "kubectl not found"
-  local b; for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok workflow-controller argo; do
+  [[ -x "$BIN_DIR/kubectl" ]] || fail "kubectl missing in $BIN_DIR; run cluster/build.sh"
+  local b; for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok workflow-controller argo; do
     [[ -x "$BIN_DIR/$b" ]] || fail "binary $BIN_DIR/$b missing; run cluster/build.sh"
   done
   mkdir -p "$PIDS" "$LOGS" "$CLUSTER_DIR/etcd"
@@ -355,7 +356,8 @@ EOF
   local nsflags=()
   if [[ "$ARGO_NAMESPACED" == 1 ]]; then nsflags=(--namespaced --managed-namespace "$ARGO_NAMESPACE"); fi
   start_component workflow-controller "$ARGO_HEALTHZ_PORT" \
-      LEADER_ELECTION_DISABLE=true ARGO_BIND_ADDRESS=127.0.0.1 ARGO_HEALTHZ_PORT="$ARGO_HEALTHZ_PORT" -- \
+      LEADER_ELECTION_DISABLE=true ARGO_BIND_ADDRESS=127.0.0.1 ARGO_HEALTHZ_PORT="$ARGO_HEALTHZ_PORT" \
+      DEFAULT_REQUEUE_TIME="$ARGO_REQUEUE_TIME" -- \
     "$BIN_DIR/workflow-controller" --kubeconfig "$KUBECONFIG_FILE" --namespace "$ARGO_NAMESPACE" \
     --configmap workflow-controller-configmap "${nsflags[@]}" \
     --qps 200 --burst 400 --workflow-workers 16 --pod-cleanup-workers 8 \
