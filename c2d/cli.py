@@ -143,28 +143,38 @@ def migrate(ctx: typer.Context) -> None:
 
 @app.command()
 def engine(ctx: typer.Context) -> None:
-    """Run the local engine in the foreground against a running stack (Ctrl-C stops it)."""
+    """Run the configured engine in the foreground (Ctrl-C stops it).
+
+    ``local``: runs queued jobs on this machine. ``argo``: submits them to Argo and mirrors their
+    status back (the watcher; the ``c2d-watcher`` Deployment runs this command).
+    """
     import contextlib
     import signal
     import threading
 
     from c2d.db.pool import open_pool
+    from workflows.argo.engine import ArgoEngine
     from workflows.exceptions import WorkflowError
     from workflows.local.engine import LocalEngine
 
     settings: Settings = ctx.obj
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    kind = settings.engine.kind
     try:
         dsn = database_dsn(settings)
         pool = open_pool(dsn, max_size=settings.postgres.pool_size)
-        with pool, LocalEngine(settings, pool, dsn):
-            _echo(f"local engine running (up to {settings.engine.max_parallel_jobs} jobs at once); Ctrl-C stops it")
+        runner = LocalEngine(settings, pool, dsn) if kind == "local" else ArgoEngine(settings, pool)
+        with pool, runner:
+            if kind == "local":
+                _echo(f"local engine running (up to {settings.engine.max_parallel_jobs} jobs at once); Ctrl-C stops it")
+            else:
+                _echo(f"argo engine + watcher running on namespace {settings.engine.namespace}; Ctrl-C stops it")
             with contextlib.suppress(KeyboardInterrupt):
                 done.wait()
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None
-    _echo("local engine stopped")
+    _echo(f"{kind} engine stopped")
 
 
 @app.command()

@@ -118,6 +118,31 @@ def _default_runtimes() -> list[RuntimeSettings]:
     return [python, ocean, node]
 
 
+class ArgoSettings(BaseModel):
+    """The ``argo`` engine: where the Workflow objects go and how job pods are set up on the cluster."""
+
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig of the engine's identity; unset: the in-cluster ServiceAccount."
+    )
+    server_url: str | None = Field(
+        default=None, description="Argo Server URL; needed only to read offloaded node status."
+    )
+    ui_url: str | None = Field(default=None, description="Argo UI base URL for operator links; default server_url.")
+    service_account: str = Field(default="c2d-job", description="ServiceAccount of job pods (no token mounted).")
+    executor_service_account: str = Field(
+        default="c2d-executor", description="ServiceAccount whose token only Argo's executor containers get."
+    )
+    volume: Literal["pvc", "emptyDir"] = Field(default="pvc", description="Per-job data volume.")
+    results_claim: str = Field(
+        default="c2d-results", description="PVC of the results store (the provider mounts it as storage.local_dir)."
+    )
+    storage_class: str | None = None
+    ttl_seconds: int = Field(default=3600, ge=0, description="Workflow objects are deleted this long after the end.")
+    submit_batch: int = Field(default=50, ge=1, description="Jobs submitted per dispatcher round.")
+    poll_seconds: float = Field(default=0.5, gt=0, description="Dispatcher period (queued jobs, stops, deletes).")
+    watch_timeout: int = Field(default=300, ge=10, description="Seconds before a watch is renewed.")
+
+
 class EngineSettings(BaseModel):
     """Which engine runs the Workflow objects, and how the local engine sandboxes steps."""
 
@@ -134,6 +159,7 @@ class EngineSettings(BaseModel):
     )
     namespace: str = Field(default="c2d", description="Kubernetes namespace of the Workflow objects.")
     keep_job_dirs: bool = Field(default=False, description="Keep each job's folder after publish (debugging).")
+    argo: ArgoSettings = ArgoSettings()
 
 
 class Settings(BaseSettings):

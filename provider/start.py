@@ -196,11 +196,7 @@ def _create_job(
         container=algorithm.container,
         fetch=FetchSpec(datasets=inputs, algorithm=algorithm.spec, max_bytes=env.disk_bytes),
     )
-    options = BuildOptions(
-        namespace=settings.engine.namespace,
-        step_image=settings.engine.step_image,
-        results_host_dir=str(settings.store_dir / job_id),
-    )
+    options = BuildOptions.for_engine(settings.engine, str(settings.store_dir / job_id))
     workflow = build_workflow(spec, env, services.registry, options)
     chain_id = services.chain.chain_id
     try:

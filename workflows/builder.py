@@ -33,6 +33,9 @@ def _data_volume(
                 host_path=models.HostPathVolumeSource(path=options.results_host_dir, type="DirectoryOrCreate"),
             )
         )
+    elif options.results_target == "pvc":
+        claim_source = models.PersistentVolumeClaimVolumeSource(claim_name=options.results_claim)
+        volumes.append(models.Volume(name="results", persistent_volume_claim=claim_source))
     if options.volume == "emptyDir":
         volumes.append(models.Volume(name="data", empty_dir=models.EmptyDirVolumeSource(size_limit=size)))
         return volumes, []
@@ -86,6 +89,7 @@ def build_workflow(
             active_deadline_seconds=deadline,
             automount_service_account_token=False,
             service_account_name=options.service_account,
+            executor=models.ExecutorConfig(service_account_name=options.executor_service_account),
             security_context=models.PodSecurityContext(
                 run_as_non_root=True,
                 run_as_user=NOBODY,

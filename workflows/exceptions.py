@@ -19,3 +19,33 @@ class SandboxError(WorkflowError):
 
 class EngineError(WorkflowError):
     """The engine refused or failed an operation on a job."""
+
+
+class KubeConfigError(EngineError):
+    """No usable Kubernetes credentials (kubeconfig or in-cluster ServiceAccount)."""
+
+
+class KubeApiError(EngineError):
+    """The Kubernetes API refused or failed a request. ``code`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        return self.code == 0 or self.code == 429 or self.code >= 500
+
+
+class KubeGoneError(KubeApiError):
+    """410 Gone: the watched resourceVersion is too old; list again."""
+
+
+class OffloadedNodesError(EngineError):
+    """A Workflow's nodes were offloaded to Argo's database; only Argo Server can hydrate them."""
+
+    def __init__(self, workflow: str) -> None:
+        super().__init__(
+            f"workflow {workflow}: nodes are offloaded (status.offloadNodeStatusVersion); "
+            "set C2D_ENGINE__ARGO__SERVER_URL so the watcher can read them through Argo Server"
+        )

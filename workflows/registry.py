@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from hera.workflows import Container
 
 from c2d.environments import ComputeEnvironment
+from c2d.settings import EngineSettings
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.labels import STAGES
 from workflows.spec import JobSpec
@@ -34,10 +35,31 @@ class BuildOptions:
     step_image: str = "c2d-steps:latest"  # image holding this repository's `steps` package
     volume: str = "pvc"  # per-job data volume: "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
     storage_class: str | None = None
-    results_target: str = "local"  # where output-publish stores results: "local" (hostPath) or a URL
+    # where output-publish stores results: "local" (hostPath: the local engine), "pvc" (the shared
+    # results claim, one sub-folder per job: Argo) or a URL
+    results_target: str = "local"
+    results_claim: str = "c2d-results"
     results_host_dir: str | None = None  # host folder of the local results store (target "local")
     service_account: str = "c2d-job"
+    executor_service_account: str = "c2d-executor"  # only Argo's executor containers get its token
     ttl_seconds: int = 3600
+
+    @classmethod
+    def for_engine(cls, engine: EngineSettings, results_host_dir: str) -> BuildOptions:
+        """The options the configured engine needs (the Argo settings shape the job pods)."""
+        argo = engine.argo
+        return cls(
+            namespace=engine.namespace,
+            step_image=engine.step_image,
+            results_host_dir=results_host_dir,
+            volume=argo.volume if engine.kind == "argo" else "pvc",
+            results_target="pvc" if engine.kind == "argo" else "local",
+            results_claim=argo.results_claim,
+            storage_class=argo.storage_class,
+            service_account=argo.service_account,
+            executor_service_account=argo.executor_service_account,
+            ttl_seconds=argo.ttl_seconds,
+        )
 
 
 @dataclass(frozen=True)

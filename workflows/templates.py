@@ -164,8 +164,11 @@ def result_filter(ctx: StepContext) -> Container:
 
 def output_publish(ctx: StepContext) -> Container:
     mounts = [_mount(DATA), _tmp_volume()]
+    stored = ctx.options.results_target in ("local", "pvc")
     if ctx.options.results_target == "local":
         mounts.append(models.VolumeMount(name="results", mount_path="/results"))
+    elif ctx.options.results_target == "pvc":  # the shared results store; this job's folder only
+        mounts.append(models.VolumeMount(name="results", mount_path="/results", sub_path=ctx.job.job_id))
     return Container(
         name="output-publish",
         image=ctx.options.step_image,
@@ -176,7 +179,7 @@ def output_publish(ctx: StepContext) -> Container:
             "--job-id",
             ctx.job.job_id,
             "--target",
-            "/results" if ctx.options.results_target == "local" else ctx.options.results_target,
+            "/results" if stored else ctx.options.results_target,
             "--max-files",
             str(ctx.environment.max_output_files),
         ],

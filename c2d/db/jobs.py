@@ -88,7 +88,7 @@ class JobEvent:
     detail: dict[str, Any]
 
 
-_COLUMNS = (
+JOB_COLUMNS = (
     "job_id, owner, did, input_dids, algo_did, agreement_id, chain_id, environment, status, status_text, "
     "date_created, date_finished, results, stopreq, removed, engine, workflow_name, workflow, expiry, "
     "details, updated_at"
@@ -162,12 +162,12 @@ class JobStore:
     @staticmethod
     def _get(conn: psycopg.Connection[Any], job_id: str) -> JobRecord | None:
         with conn.cursor(row_factory=class_row(JobRecord)) as cur:
-            cur.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
+            cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s", (job_id,))
             return cur.fetchone()
 
     def find(self, owner: str, job_id: str | None = None, did: str | None = None) -> list[JobRecord]:
         """Jobs of ``owner`` (case-insensitive), optionally one job or one dataset, oldest first."""
-        query = f"SELECT {_COLUMNS} FROM jobs WHERE lower(owner) = lower(%s)"
+        query = f"SELECT {JOB_COLUMNS} FROM jobs WHERE lower(owner) = lower(%s)"
         params: list[Any] = [owner]
         if job_id:
             query += " AND job_id = %s"
@@ -181,7 +181,7 @@ class JobStore:
             return cur.fetchall()
 
     def unfinished(self, engine: str | None = None) -> list[JobRecord]:
-        query = f"SELECT {_COLUMNS} FROM jobs WHERE date_finished IS NULL"
+        query = f"SELECT {JOB_COLUMNS} FROM jobs WHERE date_finished IS NULL"
         params: list[Any] = []
         if engine:
             query += " AND engine = %s"

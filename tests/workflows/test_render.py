@@ -42,7 +42,7 @@ def validator() -> jsonschema.protocols.Validator:
     return cls({**schema, "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.Workflow"})
 
 
-def _render(pipeline: tuple[str, ...], volume: str = "pvc") -> dict[str, Any]:
+def _render(pipeline: tuple[str, ...], volume: str = "pvc", results: str = "local") -> dict[str, Any]:
     spec = job_spec(
         "print('hello')",
         ["https://example.com/data.csv"],
@@ -50,21 +50,22 @@ def _render(pipeline: tuple[str, ...], volume: str = "pvc") -> dict[str, Any]:
         checksum="sha256:" + "ab" * 32,
     )
     env = make_environment(pipeline=pipeline)
-    options = BuildOptions(results_host_dir=f"/var/lib/c2d/store/{JOB_ID}", volume=volume)
+    options = BuildOptions(results_host_dir=f"/var/lib/c2d/store/{JOB_ID}", volume=volume, results_target=results)
     return build_workflow(spec, env, default_registry(), options).to_dict()
 
 
 CASES = {
-    "default": (("input-fetch", "algorithm", "output-publish"), "pvc"),
-    "with-filter": (("input-fetch", "algorithm", "result-filter", "output-publish"), "pvc"),
-    "kwok-emptydir": (("input-fetch", "algorithm", "output-publish"), "emptyDir"),
+    "default": (("input-fetch", "algorithm", "output-publish"), "pvc", "local"),
+    "with-filter": (("input-fetch", "algorithm", "result-filter", "output-publish"), "pvc", "local"),
+    # what the argo engine submits to the kwok test cluster: emptyDir data, results on the shared claim
+    "kwok-emptydir": (("input-fetch", "algorithm", "output-publish"), "emptyDir", "pvc"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden_rendering_validates(case: str, validator: jsonschema.protocols.Validator) -> None:
-    pipeline, volume = CASES[case]
-    rendered = _render(pipeline, volume)
+    pipeline, volume, results = CASES[case]
+    rendered = _render(pipeline, volume, results)
     errors = sorted(validator.iter_errors(rendered), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
     text = yaml.safe_dump(rendered, sort_keys=False)

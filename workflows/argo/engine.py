@@ -1,0 +1,186 @@
+"""The ``argo`` engine: submits queued jobs' Workflows to a real Argo, sends stops and deletes, reads logs.
+
+It runs as its own process (``c2d engine`` with ``C2D_ENGINE__KIND=argo``; the ``c2d-watcher``
+Deployment) next to the :class:`~workflows.argo.watcher.Watcher`, which mirrors status back.
+Everything it acts on comes from Postgres (:class:`~c2d.db.engine_queue.EngineQueue`), so a
+provider only writes a job row and an engine restart resumes exactly where it stopped.
+
+Submission is idempotent: the Workflow name is the job's (``c2d-<job id>``), so a resubmission
+after a crash meets ``409 AlreadyExists`` and is recorded as submitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from c2d.db.engine_queue import SHUTDOWN_SENT, SUBMITTED, WORKFLOW_DELETED, EngineQueue
+from c2d.db.jobs import JobRecord, JobStore
+from c2d.db.pool import Pool
+from c2d.settings import Settings
+from c2d.status import JobStatus
+from workflows.argo.kube import KubeClient, KubeConfig
+from workflows.argo.objects import owner_reference, prepare
+from workflows.argo.watcher import Watcher
+from workflows.exceptions import EngineError, KubeApiError
+
+log = logging.getLogger(__name__)
+ENGINE = "argo"
+SOURCE = "argo-engine"
+NODE_NAME = "workflows.argoproj.io/node-name"
+WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+
+
+class ArgoEngine:
+    def __init__(self, settings: Settings, pool: Pool, client: KubeClient | None = None) -> None:
+        argo = settings.engine.argo
+        self.settings = settings
+        self.client = client or KubeClient(KubeConfig.load(argo.kubeconfig), settings.engine.namespace)
+        self.store = JobStore(pool)
+        self.queue = EngineQueue(pool, ENGINE)
+        self.watcher = Watcher(settings, pool, self.client)
+        self.closing = threading.Event()
+        self.wakeup = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, watch: bool = True) -> ArgoEngine:
+        self.threads = [threading.Thread(target=self._dispatch_loop, name="c2d-argo-dispatch", daemon=True)]
+        if watch:
+            self.threads.append(
+                threading.Thread(target=self.watcher.run, args=(self.closing,), name="c2d-argo-watch", daemon=True)
+            )
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def close(self) -> None:
+        self.closing.set()
+        self.wakeup.set()
+        for thread in self.threads:
+            thread.join(timeout=self.settings.engine.argo.watch_timeout + 5)
+        self.client.close()
+
+    def __enter__(self) -> ArgoEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def stop(self, job_id: str) -> bool:
+        """The request is in ``jobs.stopreq`` already: look at it now rather than at the next poll."""
+        log.debug("job %s: stop requested", job_id)
+        self.wakeup.set()
+        return True
+
+    # -- dispatching --------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self.closing.is_set():
+            try:
+                self.dispatch_once()
+            except (KubeApiError, psycopg.Error) as exc:
+                log.warning("argo dispatcher: %s; retrying", exc)
+            self.wakeup.wait(self.settings.engine.argo.poll_seconds)
+            self.wakeup.clear()
+
+    def dispatch_once(self) -> int:
+        """Claim and submit queued jobs, send stop requests, delete removed jobs' Workflows."""
+        batch = self.settings.engine.argo.submit_batch
+        self.store.claim_queued(ENGINE, batch, SOURCE)
+        submitted = 0
+        for record in self.queue.to_submit(batch):
+            submitted += self.submit(record)
+        for job_id, name in self.queue.to_stop():
+            self._shutdown(job_id, name)
+        for job_id, name in self.queue.to_delete():
+            self._delete(job_id, name)
+        return submitted
+
+    def submit(self, record: JobRecord) -> bool:
+        """Create the job's fetch Secret and Workflow; a refusal by the cluster fails the job."""
+        namespace = self.client.namespace
+        try:
+            submission = prepare(record.workflow or {}, namespace)
+        except (EngineError, KeyError) as exc:
+            self._fail(record.job_id, f"the workflow cannot be submitted: {exc}")
+            return False
+        try:
+            if submission.secret is not None:
+                _create(self.client.create_secret, submission.secret)
+            created = _create(self.client.create_workflow, submission.workflow)
+            if created is None:
+                created = self.client.get_workflow(str(submission.workflow["metadata"]["name"]))
+            if submission.secret is not None:
+                owners = {"metadata": {"ownerReferences": [owner_reference(created)]}}
+                self.client.patch_secret(str(submission.secret["metadata"]["name"]), owners)
+        except KubeApiError as exc:
+            if exc.transient:
+                log.warning("job %s: submission failed (%s); will retry", record.job_id, exc)
+                return False
+            self._fail(record.job_id, f"the cluster refused the workflow: {exc}")
+            return False
+        name = str(created["metadata"]["name"])
+        argo = {"namespace": namespace, "workflow": name, "uid": created["metadata"].get("uid")}
+        ui = self.settings.engine.argo.ui_url or self.settings.engine.argo.server_url
+        if ui:
+            argo["ui"] = f"{ui.rstrip('/')}/workflows/{namespace}/{name}"
+        self.queue.mark(record.job_id, SUBMITTED, {"argo": argo})
+        return True
+
+    def _shutdown(self, job_id: str, name: str) -> None:
+        try:
+            self.client.patch_workflow(name, {"spec": {"shutdown": "Stop"}})
+        except KubeApiError as exc:
+            if exc.code != 404:
+                raise
+        self.queue.mark(job_id, SHUTDOWN_SENT)
+
+    def _delete(self, job_id: str, name: str) -> None:
+        try:
+            self.client.delete_workflow(name)
+        except KubeApiError as exc:
+            if exc.code != 404:
+                raise
+        self.queue.mark(job_id, WORKFLOW_DELETED)
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        code = JobStatus.DATA_PROVISIONING_FAILED
+        log.error("job %s: %s", job_id, reason)
+        self.store.transition(job_id, code, source=SOURCE, text=f"{code.text}: {reason}", finished=True, results=[])
+
+    # -- operator access ------------------------------------------------------------------------
+    def step_logs(self, job_id: str, step: str, container: str = "main") -> Iterator[str]:
+        """A step's container log (the last attempt's pod), streamed line by line from the cluster."""
+        job = self.store.get(job_id)
+        if job is None or not job.workflow_name:
+            raise EngineError(f"job {job_id} has no workflow")
+        name = job.workflow_name
+        pods = self.client.list_pods(f"{WORKFLOW_LABEL}={name}")
+        wanted = f"{name}.{step}"
+        candidates = [p for p in pods if _node_name(p) == wanted or _node_name(p).startswith(f"{wanted}(")]
+        if not candidates:
+            raise EngineError(f"job {job_id}: no pod for step {step!r} (not started, or already garbage-collected)")
+        latest = max(candidates, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+        return self.client.pod_log_lines(str(latest["metadata"]["name"]), container)
+
+
+def _node_name(pod: dict[str, Any]) -> str:
+    return str((pod["metadata"].get("annotations") or {}).get(NODE_NAME, ""))
+
+
+def _create(create: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Create an object; None when it exists already (a resubmission after a crash)."""
+    try:
+        result: dict[str, Any] = create(body)
+        return result
+    except KubeApiError as exc:
+        if exc.code == 409:
+            return None
+        raise

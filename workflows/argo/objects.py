@@ -1,0 +1,209 @@
+"""The Argo engine's view of Workflow objects: what is submitted, and what a Workflow's status means.
+
+Submission (:func:`prepare`): the job's rendered Workflow (the same object the local engine runs)
+with the decrypted fetch spec moved out of the Workflow into a Secret that only input-fetch reads
+as an env var, and a finalizer so the object cannot vanish (TTL, ``kubectl delete``) before the
+watcher has recorded its final state.
+
+Reading (:func:`read`): nodes (``status.nodes``, or gzip+base64 ``status.compressedNodes``),
+one :class:`StepState` per pipeline task in DAG order, the Ocean status through the shared
+mapping, the result list from output-publish's ``results`` output parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from c2d.status import STOPREQ_DEADLINE, JobStatus
+from workflows import labels
+from workflows.builder import PUBLISH
+from workflows.exceptions import EngineError, OffloadedNodesError
+from workflows.status_map import OceanStatus, StepState, ocean_status
+
+FINALIZER = f"{labels.PREFIX}/mirror"
+FETCH_PARAMETER = "fetch-spec"
+FETCH_REFERENCE = "{{workflow.parameters.fetch-spec}}"
+SECRET_KEY = "fetch-spec"
+FINISHED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    workflow: dict[str, Any]
+    secret: dict[str, Any] | None
+
+
+def secret_name(workflow_name: str) -> str:
+    return f"{workflow_name}-fetch"
+
+
+def prepare(workflow: dict[str, Any], namespace: str) -> Submission:
+    """The objects to create for a job's Workflow (the input is not modified)."""
+    body = copy.deepcopy(workflow)
+    meta = body.setdefault("metadata", {})
+    meta["namespace"] = namespace
+    meta["finalizers"] = sorted({*meta.get("finalizers", []), FINALIZER})
+    name = str(meta["name"])
+    spec = body.setdefault("spec", {})
+    parameters = (spec.get("arguments") or {}).get("parameters") or []
+    fetch = [p for p in parameters if p.get("name") == FETCH_PARAMETER]
+    if not fetch:
+        return Submission(body, None)
+    spec["arguments"]["parameters"] = [p for p in parameters if p.get("name") != FETCH_PARAMETER]
+    reference = {"secretKeyRef": {"name": secret_name(name), "key": SECRET_KEY}}
+    for template in spec.get("templates") or []:
+        for env in (template.get("container") or {}).get("env") or []:
+            if env.get("value") == FETCH_REFERENCE:
+                env.pop("value")
+                env["valueFrom"] = copy.deepcopy(reference)
+    if FETCH_REFERENCE in json.dumps(body):
+        raise EngineError("the fetch spec is referenced outside a container env var; refusing to submit it in clear")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": secret_name(name), "namespace": namespace, "labels": dict(meta.get("labels") or {})},
+        "stringData": {SECRET_KEY: str(fetch[0].get("value", ""))},
+    }
+    return Submission(body, secret)
+
+
+def owner_reference(workflow: dict[str, Any]) -> dict[str, Any]:
+    meta = workflow["metadata"]
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": meta["name"], "uid": meta["uid"]}
+
+
+# -- reading a Workflow's status ------------------------------------------------------------------
+def nodes_of(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    status = workflow.get("status") or {}
+    nodes: dict[str, dict[str, Any]] | None = status.get("nodes")
+    if nodes:
+        return nodes
+    if status.get("compressedNodes"):
+        raw = gzip.decompress(base64.b64decode(status["compressedNodes"]))
+        decoded: dict[str, dict[str, Any]] = json.loads(raw)
+        return decoded
+    if status.get("offloadNodeStatusVersion"):
+        raise OffloadedNodesError(str(workflow["metadata"]["name"]))
+    return {}
+
+
+def pipeline(workflow: dict[str, Any]) -> list[tuple[str, str]]:
+    """(task, stage) of each pipeline task, in DAG order."""
+    spec = workflow.get("spec") or {}
+    templates = {t["name"]: t for t in spec.get("templates") or []}
+    entry = templates.get(spec.get("entrypoint", ""), {})
+    steps = []
+    for task in (entry.get("dag") or {}).get("tasks") or []:
+        template = templates.get(task.get("template", ""), {})
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        steps.append((str(task["name"]), str(annotations.get(labels.STAGE, "algorithm"))))
+    return steps
+
+
+def _exit_code(node: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> int | None:
+    code = (node.get("outputs") or {}).get("exitCode")
+    if code is None and node.get("type") == "Retry" and node.get("children"):
+        return _exit_code(nodes.get(node["children"][-1], {}), nodes)
+    try:
+        return int(code) if code is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    name: str
+    job_id: str | None
+    phase: str
+    message: str
+    finished: bool
+    steps: list[StepState]
+    step_details: dict[str, dict[str, Any]]
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def deadline_hit(self) -> bool:
+        texts = [self.message] + [s.message or "" for s in self.steps if s.stage == "algorithm"]
+        return any("deadline" in text.lower() for text in texts)
+
+    def ocean_status(self, stopreq: int) -> OceanStatus:
+        if self.deadline_hit and not stopreq:
+            stopreq = STOPREQ_DEADLINE
+        status = ocean_status(self.steps, workflow_done=self.finished, stopreq=stopreq)
+        if self.finished and self.phase != "Succeeded" and status.status == JobStatus.JOB_FINISHED and not stopreq:
+            # The workflow failed outside any step (invalid spec, pod creation refused, ...).
+            code = JobStatus.DATA_PROVISIONING_FAILED
+            return OceanStatus(code, f"{code.text}: {self.message or self.phase}", True)
+        return status
+
+
+NodesLoader = Callable[[str], dict[str, dict[str, Any]]]
+
+
+def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> WorkflowView:
+    """What a Workflow object says about its job. ``nodes_loader`` hydrates offloaded nodes."""
+    meta = workflow.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    status = workflow.get("status") or {}
+    try:
+        nodes = nodes_of(workflow)
+    except OffloadedNodesError:
+        if nodes_loader is None:
+            raise
+        nodes = nodes_loader(name)
+    by_name = {str(node.get("name")): node for node in nodes.values()}
+    steps: list[StepState] = []
+    details: dict[str, dict[str, Any]] = {}
+    results: list[dict[str, Any]] = []
+    for task, stage in pipeline(workflow):
+        node = by_name.get(f"{name}.{task}")
+        if node is None:
+            steps.append(StepState(task, stage))
+            continue
+        code = _exit_code(node, nodes)
+        message = node.get("message") or None
+        steps.append(StepState(task, stage, node.get("phase"), code, message))
+        details[task] = {
+            key: value
+            for key, value in (
+                ("phase", node.get("phase")),
+                ("exitCode", code),
+                ("message", message),
+                ("startedAt", node.get("startedAt")),
+                ("finishedAt", node.get("finishedAt")),
+            )
+            if value is not None
+        }
+        if task == PUBLISH:
+            results = _results(node)
+    phase = str(status.get("phase") or "Pending")
+    return WorkflowView(
+        name=name,
+        job_id=(meta.get("labels") or {}).get(labels.JOB_ID),
+        phase=phase,
+        message=str(status.get("message") or ""),
+        finished=phase in FINISHED_PHASES,
+        steps=steps,
+        step_details=details,
+        results=results,
+    )
+
+
+def _results(node: dict[str, Any]) -> list[dict[str, Any]]:
+    for parameter in (node.get("outputs") or {}).get("parameters") or []:
+        if parameter.get("name") != "results":
+            continue
+        try:
+            value = json.loads(parameter.get("value") or "[]")
+        except ValueError:
+            return []
+        if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+            return value
+    return []

@@ -1,0 +1,201 @@
+"""Mirror Argo Workflow status into Postgres: list + watch, through the shared status mapping.
+
+* List every job Workflow (label ``job-id``), mirror each, then watch from the list's
+  resourceVersion (bookmarks keep it fresh). A ``410 Gone``, a failed event or a broken stream
+  leads to a new list: the list is the truth, so nothing that happened meanwhile is lost.
+* Mirroring is idempotent: :meth:`JobStore.transition` ignores a status the job already has and
+  never changes a finished job, and details are written only when they differ.
+* Final states cannot be lost: every job Workflow carries the ``mirror`` finalizer, which the
+  watcher removes only after the final state is committed. A TTL or ``kubectl delete`` therefore
+  waits for the watcher, even one that was down at the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+
+from c2d.db.jobs import JobRecord, JobStore
+from c2d.db.pool import Pool
+from c2d.settings import Settings
+from c2d.status import JobStatus
+from workflows import labels
+from workflows.argo.kube import KubeClient
+from workflows.argo.objects import FINALIZER, NodesLoader, WorkflowView, read, secret_name
+from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
+
+log = logging.getLogger(__name__)
+SOURCE = "argo-watcher"
+SELECTOR = labels.JOB_ID  # every Workflow of a job carries it
+MISSING_GRACE = timedelta(seconds=30)
+
+
+def failure_code(status: int) -> JobStatus:
+    """How a job that ended abnormally at ``status`` fails: before the algorithm ran, or after."""
+    if status >= JobStatus.RUNNING_ALGORITHM:
+        return JobStatus.ALGORITHM_FAILED
+    return JobStatus.DATA_PROVISIONING_FAILED
+
+
+class Watcher:
+    def __init__(self, settings: Settings, pool: Pool, client: KubeClient) -> None:
+        self.settings = settings
+        self.store = JobStore(pool)
+        self.client = client
+        self.resource_version = ""
+        self.events_seen = 0
+        self.resyncs = 0
+
+    # -- loop -------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                if not self.resource_version:
+                    self.resync()
+                self.watch_once(stop)
+                backoff = 0.5
+            except KubeGoneError:
+                log.info("watch: resourceVersion %s expired (410); listing again", self.resource_version)
+                self.resource_version = ""
+            except (KubeApiError, EngineError, psycopg.Error) as exc:
+                log.warning("watcher: %s; listing again in %.1fs", exc, backoff)
+                self.resource_version = ""
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def resync(self) -> None:
+        """List every job Workflow, mirror each; settle jobs whose Workflow is gone."""
+        started = datetime.now(UTC)
+        items, version = self.client.list_workflows(SELECTOR)
+        seen = set()
+        for item in items:
+            self.handle(item)
+            seen.add(str(item["metadata"]["name"]))
+        self._settle_missing(seen, started)
+        self.resource_version = version
+        self.resyncs += 1
+        log.info("watcher: listed %d workflows at resourceVersion %s", len(items), version)
+
+    def watch_once(self, stop: threading.Event) -> None:
+        timeout = self.settings.engine.argo.watch_timeout
+        for event in self.client.watch_workflows(SELECTOR, self.resource_version, timeout):
+            obj = event.get("object") or {}
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            kind = event.get("type")
+            if kind in ("ADDED", "MODIFIED"):
+                self.handle(obj)
+            elif kind == "DELETED":
+                self.handle(obj, deleted=True)
+            self.events_seen += 1
+            if version:
+                self.resource_version = str(version)
+            if stop.is_set():
+                return
+
+    # -- one Workflow -------------------------------------------------------------------------------
+    def handle(self, workflow: dict[str, Any], deleted: bool = False) -> None:
+        view = read(workflow, self._nodes_loader())
+        job = self.store.get(view.job_id) if view.job_id else None
+        meta = workflow.get("metadata") or {}
+        deleting = deleted or bool(meta.get("deletionTimestamp"))
+        if job is not None and not job.finished:
+            self._mirror(job, view, deleting)
+            job = self.store.get(job.job_id)
+        done = job is None or job.finished
+        if done and not deleted:
+            self._release(workflow)
+
+    def _mirror(self, job: JobRecord, view: WorkflowView, deleting: bool) -> None:
+        status = view.ocean_status(job.stopreq)
+        finished = status.finished
+        code, text = status.status, status.text
+        if deleting and not finished:
+            finished = True
+            code = failure_code(code)
+            text = f"{code.text}: the workflow was deleted on the cluster before it finished"
+        details = {"steps": view.step_details, "argoPhase": view.phase}
+        if any(job.details.get(key) != value for key, value in details.items()):
+            self.store.update_details(job.job_id, details)
+        stopreq = 2 if view.deadline_hit and not job.stopreq and finished else None
+        self.store.transition(
+            job.job_id,
+            code,
+            source=SOURCE,
+            text=text,
+            finished=finished,
+            results=view.results if finished else None,
+            stopreq=stopreq,
+            detail={"phase": view.phase},
+        )
+
+    def _release(self, workflow: dict[str, Any]) -> None:
+        """The job's final state is committed: let the Workflow (and its fetch Secret) go."""
+        meta = workflow["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return
+        self._delete_secret(str(meta["name"]))
+        patch = {
+            "metadata": {
+                "finalizers": [f for f in finalizers if f != FINALIZER],
+                "resourceVersion": meta["resourceVersion"],
+            }
+        }
+        try:
+            self.client.patch_workflow(str(meta["name"]), patch)
+        except KubeApiError as exc:
+            if exc.code == 409:  # changed meanwhile: the next event for it releases it
+                return
+            if exc.code != 404:
+                raise
+
+    def _delete_secret(self, name: str) -> None:
+        try:
+            self.client.delete_secret(secret_name(name))
+        except KubeApiError as exc:
+            if exc.code != 404:
+                raise
+
+    def _settle_missing(self, seen: set[str], started: datetime) -> None:
+        """Submitted, unfinished jobs whose Workflow is not on the cluster any more end as failed."""
+        for job in self.store.unfinished("argo"):
+            if job.workflow_name in seen or "submittedAt" not in job.details:
+                continue
+            if job.updated_at > started - MISSING_GRACE:
+                continue  # submitted or changed while we listed: the watch will show it
+            try:
+                self.handle(self.client.get_workflow(str(job.workflow_name)))
+                continue
+            except KubeApiError as exc:
+                if exc.code != 404:
+                    raise
+            code = failure_code(job.status)
+            self.store.transition(
+                job.job_id,
+                code,
+                source=SOURCE,
+                text=f"{code.text}: the workflow disappeared from the cluster",
+                finished=True,
+                results=[],
+            )
+
+    def _nodes_loader(self) -> NodesLoader | None:
+        url = self.settings.engine.argo.server_url
+        if not url:
+            return None
+        namespace = self.client.namespace
+
+        def load(name: str) -> dict[str, dict[str, Any]]:
+            response = httpx.get(f"{url.rstrip('/')}/api/v1/workflows/{namespace}/{name}", timeout=30)
+            if response.status_code >= 400:
+                raise KubeApiError(response.status_code, f"Argo Server GET workflow {name}: {response.text[:300]}")
+            nodes: dict[str, dict[str, Any]] = (response.json().get("status") or {}).get("nodes") or {}
+            return nodes
+
+        return load
