@@ -32,9 +32,10 @@ KWOK_PORT="${KWOK_PORT:-20247}"
 ARGO_HEALTHZ_PORT="${ARGO_HEALTHZ_PORT:-16060}"
 ARGO_METRICS_PORT="${ARGO_METRICS_PORT:-19090}"
 ARGO_SERVER_PORT="${ARGO_SERVER_PORT:-2746}"
+EXECSIM_PORT="${EXECSIM_PORT:-16061}"
 
 # ---- knobs -------------------------------------------------------------------------------------
-KWOK_NODES="${KWOK_NODES:-1}"                 # number of fake nodes (each: 1k cpu, 1Ti, 1M pods)
+KWOK_NODES="${KWOK_NODES:-1}"                 # number of fake nodes (each: 1k cpu, 1Ti memory, 1Pi ephemeral storage, 1M pods)
 ARGO_NAMESPACE="${ARGO_NAMESPACE:-argo}"
 ARGO_CRDS="${ARGO_CRDS:-minimal}"              # minimal | full (full is applied server-side)
 ARGO_NAMESPACED="${ARGO_NAMESPACED:-0}"        # 1: controller/server watch only $ARGO_NAMESPACE
@@ -48,7 +49,7 @@ LOGS="$CLUSTER_DIR/logs"
 PKI="$CLUSTER_DIR/pki"
 KUBECONFIG_FILE="$CLUSTER_DIR/admin.kubeconfig"
 ARGO_SERVER_URL="http://127.0.0.1:$ARGO_SERVER_PORT"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok workflow-controller argo-server)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok workflow-controller executor-sim argo-server)
 
 say()  { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 fail() { printf '[cluster %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
@@ -58,6 +59,7 @@ kc() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 binary_of() {
   case "$1" in
     argo-server) echo "$BIN_DIR/argo" ;;
+    executor-sim) echo "$HERE/executor_sim.py" ;;
     *) echo "$BIN_DIR/$1" ;;
   esac
 }
@@ -90,6 +92,7 @@ probe() {
     kwok) curl -sfk -m 3 "https://127.0.0.1:$KWOK_PORT/healthz" | grep -qx ok ;;
     workflow-controller) curl -sf -m 3 -o /dev/null "http://127.0.0.1:$ARGO_HEALTHZ_PORT/healthz" ;;
     argo-server) curl -sf -m 3 "$ARGO_SERVER_URL/api/v1/version" | grep -q '"version"' ;;
+    executor-sim) curl -sf -m 3 "http://127.0.0.1:$EXECSIM_PORT/" | grep -qx ok ;;
   esac
 }
 
@@ -105,7 +108,7 @@ start_component() {
     if probe "$name"; then say "$name: already running (pid $pid)"; return 0; fi
     say "$name: running (pid $pid) but not healthy yet; waiting"
   else
-    [[ -x "$1" ]] || fail "$name: binary $1 missing; run cluster/build.sh"
+    command -v "$1" >/dev/null || fail "$name: binary $1 missing; run cluster/build.sh"
     if port_in_use "$port"; then
       fail "$name: port 127.0.0.1:$port is already in use by another process (set the port env var, see cluster/README.md)"
     fi
@@ -219,6 +222,7 @@ export KUBE_APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
 export KUBE_TOKEN_FILE=$TOKEN_FILE
 export KUBE_CA_FILE=$PKI/ca.crt
 export CLUSTER_DIR=$CLUSTER_DIR
+export KWOK_POD_LOG_LINE="$POD_LOG_LINE"
 export PATH=$BIN_DIR:\$PATH
 EOF
 }
@@ -260,26 +264,26 @@ bootstrap_argo() {
   kc wait --for=condition=Established --timeout=60s crd --all >/dev/null \
     || fail "argo CRDs not Established; log: $LOGS/kube-apiserver.log"
   say "argo: CRDs ($ARGO_CRDS, $(cat "$CRD_DIR/.version" 2>/dev/null)) established, namespace $ARGO_NAMESPACE"
-  cat <<EOF | kc apply -f - >/dev/null
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: workflow-controller-configmap
-  namespace: $ARGO_NAMESPACE
-data:
-  metricsConfig: |
-    enabled: true
-    port: $ARGO_METRICS_PORT
-    secure: false
-  telemetryConfig: |
-    enabled: false
-EOF
+  # the node's controller settings (manifests/argo), plus this machine's metrics port
+  kc -n "$ARGO_NAMESPACE" apply -k "$REPO/manifests/argo" >/dev/null
+  kc -n "$ARGO_NAMESPACE" patch configmap workflow-controller-configmap --type merge \
+    -p "{\"data\":{\"metricsConfig\":\"enabled: true\\nport: $ARGO_METRICS_PORT\\nsecure: false\\n\",\"telemetryConfig\":\"enabled: false\\n\"}}" >/dev/null
   # the pods' ServiceAccount is created by kube-controller-manager; wait for it
   local t0=$SECONDS
   until kc -n "$ARGO_NAMESPACE" get serviceaccount default >/dev/null 2>&1; do
     (( SECONDS - t0 > 60 )) && fail "serviceaccount $ARGO_NAMESPACE/default never appeared; log: $LOGS/kube-controller-manager.log"
     sleep 0.5
   done
+}
+
+# kwok config = the stages + a ClusterLogs object: every pod's "main" container log is served (through
+# the apiserver's pods/log) from one CRI-format file, so log reading is testable without a kubelet.
+POD_LOG_LINE="c2d-kwok: simulated output of the main container"
+kwok_config() {
+  local config="$CLUSTER_DIR/kwok.yaml" log="$CLUSTER_DIR/pod-main.log"
+  printf '%s stdout F %s\n' "2026-01-01T00:00:00.000000000Z" "$POD_LOG_LINE" > "$log"
+  { cat "$STAGES_FILE"; printf -- '---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\nmetadata:\n  name: main-container-logs\nspec:\n  selector: {}\n  logs:\n  - containers: [main]\n    logsFile: %s\n' "$log"; } > "$config"
+  echo "$config"
 }
 
 # ---- up / down / status ----------------------------------------------------------------------
@@ -339,7 +343,7 @@ EOF
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --v "$LOG_LEVEL"
 
   start_component kwok "$KWOK_PORT" -- "$BIN_DIR/kwok" \
-    --kubeconfig "$KUBECONFIG_FILE" --config "$STAGES_FILE" \
+    --kubeconfig "$KUBECONFIG_FILE" --config "$(kwok_config)" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --node-port "$KWOK_PORT" --cidr "$POD_CIDR" \
     --server-address "127.0.0.1:$KWOK_PORT" \
@@ -362,6 +366,11 @@ EOF
     --configmap workflow-controller-configmap "${nsflags[@]}" \
     --qps 200 --burst 400 --workflow-workers 16 --pod-cleanup-workers 8 \
     --loglevel info --log-format text
+
+  # kwok pods run nothing: this stands in for argoexec's output reporting (see executor_sim.py)
+  start_component executor-sim "$EXECSIM_PORT" KUBE_APISERVER_URL="https://127.0.0.1:$APISERVER_PORT" \
+      KUBE_TOKEN_FILE="$TOKEN_FILE" KUBE_CA_FILE="$PKI/ca.crt" EXECSIM_PORT="$EXECSIM_PORT" -- \
+    python3 "$HERE/executor_sim.py"
 
   start_component argo-server "$ARGO_SERVER_PORT" ARGO_BIND_ADDRESS=127.0.0.1 -- \
     "$BIN_DIR/argo" server --kubeconfig "$KUBECONFIG_FILE" --namespace "$ARGO_NAMESPACE" \

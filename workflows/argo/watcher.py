@@ -136,24 +136,31 @@ class Watcher:
 
     def _release(self, workflow: dict[str, Any]) -> None:
         """The job's final state is committed: let the Workflow (and its fetch Secret) go."""
-        meta = workflow["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER not in finalizers:
+        name = str(workflow["metadata"]["name"])
+        if FINALIZER not in (workflow["metadata"].get("finalizers") or []):
             return
-        self._delete_secret(str(meta["name"]))
-        patch = {
-            "metadata": {
-                "finalizers": [f for f in finalizers if f != FINALIZER],
-                "resourceVersion": meta["resourceVersion"],
-            }
-        }
-        try:
-            self.client.patch_workflow(str(meta["name"]), patch)
-        except KubeApiError as exc:
-            if exc.code == 409:  # changed meanwhile: the next event for it releases it
+        self._delete_secret(name)
+        for _ in range(5):  # optimistic concurrency: Argo may update the object meanwhile
+            meta = workflow["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if FINALIZER not in finalizers:
                 return
-            if exc.code != 404:
-                raise
+            patch = {
+                "metadata": {
+                    "finalizers": [f for f in finalizers if f != FINALIZER],
+                    "resourceVersion": meta["resourceVersion"],
+                }
+            }
+            try:
+                self.client.patch_workflow(name, patch)
+                return
+            except KubeApiError as exc:
+                if exc.code == 404:
+                    return
+                if exc.code != 409:
+                    raise
+            workflow = self.client.get_workflow(name)
+        log.warning("workflow %s: finalizer not removed (kept changing); the next event or resync will", name)
 
     def _delete_secret(self, name: str) -> None:
         try:

@@ -1,0 +1,64 @@
+"""The argo engine and watcher against the real Argo controller (pods simulated by kwok)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from c2d.status import JobStatus
+from tests.workflows.jobs import job_spec, make_environment
+from workflows.argo.engine import ArgoEngine
+from workflows.argo.objects import FINALIZER, secret_name
+from workflows.exceptions import EngineError, KubeApiError
+from workflows import labels
+
+from .conftest import DURATION, EXIT_CODE, RESULTS, ArgoJobs, Cluster
+
+pytestmark = pytest.mark.e2e
+ENV = make_environment()
+
+
+def _spec() -> object:
+    return job_spec("print('hi')", ["https://example.com/data.csv"])
+
+
+def test_a_job_runs_as_an_argo_workflow_and_every_phase_is_mirrored(
+    argo_engine: ArgoEngine, argo_jobs: ArgoJobs, cluster: Cluster
+) -> None:
+    spec = _spec()
+    results = [{"filename": "out.txt", "filesize": 3, "type": "output", "index": 0}]
+    job_id = argo_jobs.submit(spec, ENV, inject={"output-publish": {RESULTS: json.dumps(results)}})
+    job = argo_jobs.wait(job_id)
+    assert job.status == JobStatus.JOB_FINISHED, job.status_text
+    assert job.results == results  # output-publish's `results` output parameter
+    statuses = argo_jobs.statuses(job_id)
+    # claimed, fetch running, algorithm running, publishing, finished: in this order
+    for earlier, later in zip([10, 20, 40, 60, 70], [20, 40, 60, 70], strict=False):
+        assert statuses.index(earlier) < statuses.index(later), statuses
+    argo = job.details["argo"]
+    assert argo["ui"] == f"{cluster.argo_server}/workflows/c2d/c2d-{job_id}"
+    steps = job.details["steps"]
+    assert [steps[s]["phase"] for s in ("input-fetch", "algorithm", "output-publish")] == ["Succeeded"] * 3
+    assert steps["input-fetch"]["finishedAt"] <= steps["algorithm"]["startedAt"]
+    assert steps["algorithm"]["finishedAt"] <= steps["output-publish"]["startedAt"]
+
+    # the Workflow (kept an hour by its TTL) is labelled and, its final state mirrored, released
+    workflow = argo_jobs.wait_workflow(job_id, lambda w: FINALIZER not in w["metadata"].get("finalizers", []))
+    meta = workflow["metadata"]
+    assert meta["labels"][labels.JOB_ID] == job_id
+    assert meta["labels"][labels.OWNER] == spec.owner.lower()
+    assert meta["annotations"][labels.INPUT_DIDS] == spec.input_dids[0]
+    with pytest.raises(KubeApiError) as gone:  # the decrypted fetch spec does not outlive the job
+        argo_jobs.kube._call("GET", argo_jobs.kube._secrets(secret_name(f"c2d-{job_id}")))
+    assert gone.value.code == 404
+
+
+def test_step_logs_are_read_from_the_running_pod(argo_engine: ArgoEngine, argo_jobs: ArgoJobs, cluster: Cluster) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "6000"}})
+    argo_jobs.wait(job_id, lambda job: job.status == JobStatus.RUNNING_ALGORITHM)
+    lines = list(argo_engine.step_logs(job_id, "algorithm"))
+    assert lines and cluster.pod_log_line in lines[-1]  # kwok serves every main container this line
+    with pytest.raises(EngineError, match="no pod for step 'result-filter'"):
+        argo_engine.step_logs(job_id, "result-filter")
+    assert argo_jobs.wait(job_id).status == JobStatus.JOB_FINISHED
