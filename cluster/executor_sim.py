@@ -39,7 +39,7 @@ def call(method: str, path: str, body: dict[str, Any] | None = None, timeout: fl
     request = urllib.request.Request(API + path, data=data, method=method)
     request.add_header("Authorization", f"Bearer {TOKEN}")
     request.add_header("Content-Type", "application/json")
-    return urllib.request.urlopen(request, context=CONTEXT, timeout=timeout)  # noqa: S310
+    return urllib.request.urlopen(request, context=CONTEXT, timeout=timeout)
 
 
 def outputs(pod: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def run() -> None:
 
 
 class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"ok")

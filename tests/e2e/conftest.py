@@ -134,9 +134,17 @@ class ArgoJobs:
     store: JobStore
     kube: KubeClient
 
-    def submit(self, spec: JobSpec, env: ComputeEnvironment, inject: dict[str, dict[str, str]] | None = None) -> str:
+    def submit(
+        self,
+        spec: JobSpec,
+        env: ComputeEnvironment,
+        inject: dict[str, dict[str, str]] | None = None,
+        workflow_labels: dict[str, str] | None = None,
+    ) -> str:
+        """``inject``: template name -> extra pod annotations (the fake-pod knobs)."""
         options = BuildOptions.for_engine(self.settings.engine, str(self.settings.store_dir / spec.job_id))
         workflow = build_workflow(spec, env, default_registry(), options).to_dict()
+        workflow["metadata"]["labels"].update(workflow_labels or {})
         for template in workflow["spec"]["templates"]:
             extra = (inject or {}).get(template["name"])
             if extra:
@@ -194,4 +202,3 @@ class ArgoJobs:
 @pytest.fixture
 def argo_jobs(argo_settings: Settings, pool: Pool, kube: KubeClient) -> ArgoJobs:
     return ArgoJobs(argo_settings, JobStore(pool), kube)
-

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from c2d.status import JobStatus
+from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from tests.workflows.jobs import job_spec, make_environment
+from workflows import labels
 from workflows.argo.engine import ArgoEngine
 from workflows.argo.objects import FINALIZER, secret_name
 from workflows.exceptions import EngineError, KubeApiError
-from workflows import labels
 
 from .conftest import DURATION, EXIT_CODE, RESULTS, ArgoJobs, Cluster
 
@@ -54,7 +54,9 @@ def test_a_job_runs_as_an_argo_workflow_and_every_phase_is_mirrored(
     assert gone.value.code == 404
 
 
-def test_step_logs_are_read_from_the_running_pod(argo_engine: ArgoEngine, argo_jobs: ArgoJobs, cluster: Cluster) -> None:
+def test_step_logs_are_read_from_the_running_pod(
+    argo_engine: ArgoEngine, argo_jobs: ArgoJobs, cluster: Cluster
+) -> None:
     job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "6000"}})
     argo_jobs.wait(job_id, lambda job: job.status == JobStatus.RUNNING_ALGORITHM)
     lines = list(argo_engine.step_logs(job_id, "algorithm"))
@@ -62,3 +64,61 @@ def test_step_logs_are_read_from_the_running_pod(argo_engine: ArgoEngine, argo_j
     with pytest.raises(EngineError, match="no pod for step 'result-filter'"):
         argo_engine.step_logs(job_id, "result-filter")
     assert argo_jobs.wait(job_id).status == JobStatus.JOB_FINISHED
+
+
+@pytest.mark.parametrize(
+    ("step", "code", "status", "text"),
+    [
+        ("algorithm", "3", JobStatus.ALGORITHM_FAILED, "exit code 3"),
+        ("input-fetch", "32", JobStatus.ALGORITHM_PROVISIONING_FAILED, "exit code 32"),
+        ("input-fetch", "31", JobStatus.DATA_PROVISIONING_FAILED, "exit code 31"),
+        ("output-publish", "62", JobStatus.RESULTS_UPLOAD_FAILED, "exit code 62"),
+    ],
+)
+def test_an_injected_step_failure_becomes_its_ocean_code(
+    argo_engine: ArgoEngine, argo_jobs: ArgoJobs, step: str, code: str, status: JobStatus, text: str
+) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV, inject={step: {EXIT_CODE: code}})
+    job = argo_jobs.wait(job_id)
+    assert job.status == status, job.status_text
+    assert text in job.status_text
+    assert job.details["steps"][step]["exitCode"] == int(code)
+    if step != "output-publish":  # logs are still published after a failed step (DAG depends)
+        assert job.details["steps"]["output-publish"]["phase"] == "Succeeded"
+
+
+def test_stop_terminates_the_workflow(argo_engine: ArgoEngine, argo_jobs: ArgoJobs) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "120000"}})
+    argo_jobs.wait(job_id, lambda job: job.status == JobStatus.RUNNING_ALGORITHM)
+    assert argo_jobs.store.request_stop(job_id, STOPREQ_API)
+    argo_engine.stop(job_id)
+    job = argo_jobs.wait(job_id, timeout=30)
+    assert (job.status, job.stopreq) == (JobStatus.JOB_FINISHED, STOPREQ_API), job.status_text
+    workflow = argo_jobs.wait_workflow(job_id, lambda w: w.get("status", {}).get("phase") == "Failed")
+    assert workflow["spec"]["shutdown"] == "Stop"
+    assert "Stopped with strategy 'Stop'" in workflow["status"]["message"]
+
+
+def test_the_algorithm_deadline_is_reported_as_stopreq_2(argo_jobs: ArgoJobs, argo_engine: ArgoEngine) -> None:
+    env = make_environment(max_job_duration=2)
+    job_id = argo_jobs.submit(_spec(), env, inject={"algorithm": {DURATION: "60000"}})
+    job = argo_jobs.wait(job_id, timeout=60)
+    assert (job.status, job.stopreq) == (JobStatus.JOB_FINISHED, STOPREQ_DEADLINE), job.status_text
+    assert "deadline" in job.details["steps"]["algorithm"]["message"]
+
+
+def test_a_workflow_the_apiserver_refuses_fails_the_job_with_its_reason(
+    argo_jobs: ArgoJobs, argo_engine: ArgoEngine
+) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV, workflow_labels={"c2d.test/bad": "not a valid label value!"})
+    job = argo_jobs.wait(job_id, timeout=30)
+    assert job.status == JobStatus.DATA_PROVISIONING_FAILED
+    assert "the cluster refused the workflow" in job.status_text and "HTTP 422" in job.status_text
+    assert argo_jobs.workflow(job_id) is None
+
+
+def test_a_pod_the_cluster_refuses_fails_the_step_with_its_reason(argo_jobs: ArgoJobs, argo_engine: ArgoEngine) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {"bad annotation key!": "x"}})
+    job = argo_jobs.wait(job_id, timeout=60)
+    assert job.status == JobStatus.ALGORITHM_FAILED
+    assert "bad annotation key!" in job.status_text  # the apiserver's reason, as Argo recorded it

@@ -31,6 +31,7 @@ FETCH_PARAMETER = "fetch-spec"
 FETCH_REFERENCE = "{{workflow.parameters.fetch-spec}}"
 SECRET_KEY = "fetch-spec"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+STOPPED = "Stopped with strategy"  # Argo's message on nodes it failed because of spec.shutdown
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,27 @@ def pipeline(workflow: dict[str, Any]) -> list[tuple[str, str]]:
     return steps
 
 
-def _exit_code(node: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> int | None:
+def _attempt(node: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The node that says what happened: a Retry node's last attempt, else the node itself."""
+    if node.get("type") == "Retry" and node.get("children"):
+        return nodes.get(node["children"][-1], node)
+    return node
+
+
+def _exit_code(node: dict[str, Any]) -> int | None:
     code = (node.get("outputs") or {}).get("exitCode")
-    if code is None and node.get("type") == "Retry" and node.get("children"):
-        return _exit_code(nodes.get(node["children"][-1], {}), nodes)
     try:
         return int(code) if code is not None else None
     except ValueError:
         return None
+
+
+def _phase(node: dict[str, Any], shutdown: bool) -> str | None:
+    """A node failed by a stop request (``spec.shutdown``) did not fail on its own: it was omitted."""
+    phase = node.get("phase")
+    if shutdown and phase in ("Failed", "Error") and str(node.get("message", "")).startswith(STOPPED):
+        return "Omitted"
+    return phase
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,7 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
             raise
         nodes = nodes_loader(name)
     by_name = {str(node.get("name")): node for node in nodes.values()}
+    shutdown = bool((workflow.get("spec") or {}).get("shutdown"))
     steps: list[StepState] = []
     details: dict[str, dict[str, Any]] = {}
     results: list[dict[str, Any]] = []
@@ -167,13 +182,15 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
         if node is None:
             steps.append(StepState(task, stage))
             continue
-        code = _exit_code(node, nodes)
-        message = node.get("message") or None
-        steps.append(StepState(task, stage, node.get("phase"), code, message))
+        attempt = _attempt(node, nodes)
+        code = _exit_code(node) if _exit_code(node) is not None else _exit_code(attempt)
+        message = attempt.get("message") or node.get("message") or None
+        phase = _phase(node, shutdown)
+        steps.append(StepState(task, stage, phase, code, message))
         details[task] = {
             key: value
             for key, value in (
-                ("phase", node.get("phase")),
+                ("phase", phase),
                 ("exitCode", code),
                 ("message", message),
                 ("startedAt", node.get("startedAt")),
