@@ -171,9 +171,13 @@ def engine(ctx: typer.Context) -> None:
             else:
                 _echo(f"argo engine + watcher running on namespace {settings.engine.namespace}; Ctrl-C stops it")
             with contextlib.suppress(KeyboardInterrupt):
-                done.wait()
+                while not done.wait(1.0) and getattr(runner, "failure", None) is None:
+                    pass
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None
+    failure = getattr(runner, "failure", None)
+    if failure is not None:
+        raise _fail(f"{kind} engine failed: {failure!r} (see the log above)")
     _echo(f"{kind} engine stopped")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -46,24 +46,35 @@ class ArgoEngine:
         self.closing = threading.Event()
         self.wakeup = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.failure: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, watch: bool = True) -> ArgoEngine:
-        self.threads = [threading.Thread(target=self._dispatch_loop, name="c2d-argo-dispatch", daemon=True)]
+        loops = [("c2d-argo-dispatch", self._dispatch_loop)]
         if watch:
-            self.threads.append(
-                threading.Thread(target=self.watcher.run, args=(self.closing,), name="c2d-argo-watch", daemon=True)
-            )
+            loops.append(("c2d-argo-watch", lambda: self.watcher.run(self.closing)))
+        self.threads = [threading.Thread(target=self._guard, args=(f,), name=n, daemon=True) for n, f in loops]
         for thread in self.threads:
             thread.start()
         return self
 
+    def _guard(self, loop: Callable[[], None]) -> None:
+        """An unexpected error ends the whole engine (``failure``) instead of one thread silently."""
+        try:
+            loop()
+        except BaseException as exc:
+            log.exception("argo engine: %s died", threading.current_thread().name)
+            self.failure = exc
+            self.closing.set()
+            self.wakeup.set()
+            raise
+
     def close(self) -> None:
         self.closing.set()
         self.wakeup.set()
+        self.client.close()  # ends a watch blocked on the stream
         for thread in self.threads:
-            thread.join(timeout=self.settings.engine.argo.watch_timeout + 5)
-        self.client.close()
+            thread.join(timeout=30)
 
     def __enter__(self) -> ArgoEngine:
         return self.start()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +119,19 @@ class KubeClient:
         if config.token:
             headers["Authorization"] = f"Bearer {config.token}"
         self.http = httpx.Client(base_url=config.server, headers=headers, verify=config.ssl_context(), timeout=timeout)
+        self._lock = threading.Lock()
+        self._streams: set[httpx.Response] = set()
 
     def close(self) -> None:
+        """Close the connections; a watch blocked in another thread ends at once (KubeApiError)."""
+        with self._lock:
+            streams = list(self._streams)
+        for response in streams:  # a blocked recv() returns only when its socket is shut down
+            network = response.extensions.get("network_stream")
+            sock = network.get_extra_info("socket") if network is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self.http.close()
 
     # -- paths ----------------------------------------------------------------------------------
@@ -210,15 +223,22 @@ class KubeClient:
             with self.http.stream("GET", path, params=params, timeout=timeout) as r:
                 if r.status_code >= 400:
                     raise _api_error("GET", path, r.status_code, r.read().decode(errors="replace"))
-                for line in r.iter_lines():
-                    if not line:
-                        continue
-                    event: dict[str, Any] = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        status = event.get("object") or {}
-                        raise _api_error("WATCH", path, int(status.get("code") or 500), str(status.get("message")))
-                    yield event
-        except httpx.HTTPError as exc:
+                with self._lock:
+                    self._streams.add(r)
+                try:
+                    for line in r.iter_lines():
+                        if not line:
+                            continue
+                        event: dict[str, Any] = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            status = event.get("object") or {}
+                            code = int(status.get("code") or 500)
+                            raise _api_error("WATCH", path, code, str(status.get("message")))
+                        yield event
+                finally:
+                    with self._lock:
+                        self._streams.discard(r)
+        except (httpx.HTTPError, httpx.StreamError) as exc:
             raise KubeApiError(0, f"WATCH {path}: {exc}") from exc
 
 

@@ -64,6 +64,8 @@ class Watcher:
                 log.info("watch: resourceVersion %s expired (410); listing again", self.resource_version)
                 self.resource_version = ""
             except (KubeApiError, EngineError, psycopg.Error) as exc:
+                if stop.is_set():
+                    return
                 log.warning("watcher: %s; listing again in %.1fs", exc, backoff)
                 self.resource_version = ""
                 stop.wait(backoff)
