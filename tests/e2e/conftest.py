@@ -140,11 +140,14 @@ class ArgoJobs:
         env: ComputeEnvironment,
         inject: dict[str, dict[str, str]] | None = None,
         workflow_labels: dict[str, str] | None = None,
+        ttl_seconds: int | None = None,
     ) -> str:
         """``inject``: template name -> extra pod annotations (the fake-pod knobs)."""
         options = BuildOptions.for_engine(self.settings.engine, str(self.settings.store_dir / spec.job_id))
         workflow = build_workflow(spec, env, default_registry(), options).to_dict()
         workflow["metadata"]["labels"].update(workflow_labels or {})
+        if ttl_seconds is not None:
+            workflow["spec"]["ttlStrategy"] = {"secondsAfterCompletion": ttl_seconds}
         for template in workflow["spec"]["templates"]:
             extra = (inject or {}).get(template["name"])
             if extra:
@@ -183,11 +186,10 @@ class ArgoJobs:
     ) -> dict[str, Any]:
         end = time.monotonic() + timeout
         while True:
-            workflow = self.workflow(job_id)
-            assert workflow is not None, f"workflow of job {job_id} is gone"
-            if until(workflow):
+            workflow = self.workflow(job_id)  # None: not submitted yet, or gone
+            if workflow is not None and until(workflow):
                 return workflow
-            assert time.monotonic() < end, f"workflow of job {job_id}: condition not met: {workflow.get('status')}"
+            assert time.monotonic() < end, f"workflow of job {job_id}: condition not met: {workflow}"
             time.sleep(0.1)
 
     def workflow(self, job_id: str) -> dict[str, Any] | None:
@@ -202,3 +204,39 @@ class ArgoJobs:
 @pytest.fixture
 def argo_jobs(argo_settings: Settings, pool: Pool, kube: KubeClient) -> ArgoJobs:
     return ArgoJobs(argo_settings, JobStore(pool), kube)
+
+
+class EngineProcess:
+    """``c2d engine`` (argo) as its own process, the way the c2d-watcher Deployment runs it."""
+
+    def __init__(self, settings: Settings, dsn: str, log: Path) -> None:
+        argo = settings.engine.argo
+        self.env = {
+            **os.environ,
+            "C2D_DATA_DIR": str(settings.data_dir),
+            "C2D_POSTGRES__DSN": dsn,
+            "C2D_ENGINE__KIND": "argo",
+            "C2D_ENGINE__NAMESPACE": settings.engine.namespace,
+            "C2D_ENGINE__ARGO__KUBECONFIG": str(argo.kubeconfig),
+            "C2D_ENGINE__ARGO__SERVER_URL": str(argo.server_url),
+            "C2D_ENGINE__ARGO__VOLUME": argo.volume,
+            "C2D_ENGINE__ARGO__POLL_SECONDS": "0.2",
+        }
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(REPO / ".venv" / "bin" / "c2d"), "engine"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        return self.process.wait(timeout=30)

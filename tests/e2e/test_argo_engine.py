@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
+from c2d.db.pool import Pool
+from c2d.settings import Settings
+from c2d.stack.postgres import database_dsn
+from c2d.stack.stack import Stack
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from tests.workflows.jobs import job_spec, make_environment
 from workflows import labels
 from workflows.argo.engine import ArgoEngine
+from workflows.argo.kube import KubeClient
 from workflows.argo.objects import FINALIZER, secret_name
-from workflows.exceptions import EngineError, KubeApiError
+from workflows.argo.watcher import SELECTOR, Watcher
+from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
 
-from .conftest import DURATION, EXIT_CODE, RESULTS, ArgoJobs, Cluster
+from .conftest import DURATION, EXIT_CODE, RESULTS, ArgoJobs, Cluster, EngineProcess
 
 pytestmark = pytest.mark.e2e
 ENV = make_environment()
@@ -122,3 +131,77 @@ def test_a_pod_the_cluster_refuses_fails_the_step_with_its_reason(argo_jobs: Arg
     job = argo_jobs.wait(job_id, timeout=60)
     assert job.status == JobStatus.ALGORITHM_FAILED
     assert "bad annotation key!" in job.status_text  # the apiserver's reason, as Argo recorded it
+
+
+def test_killing_and_restarting_the_watcher_mid_run_loses_nothing(
+    argo_settings: Settings, argo_jobs: ArgoJobs, stack: Stack, tmp_path: Path
+) -> None:
+    engine = EngineProcess(argo_settings, database_dsn(stack.settings), tmp_path / "engine.log")
+    engine.start()
+    try:
+        # TTL 1 s: Argo deletes the Workflow while the watcher is down; the finalizer keeps it
+        job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "4000"}}, ttl_seconds=1)
+        argo_jobs.wait(job_id, lambda job: job.status == JobStatus.RUNNING_ALGORITHM, timeout=60)
+        engine.kill()
+        argo_jobs.wait_workflow(
+            job_id, lambda w: bool(w["metadata"].get("deletionTimestamp")), timeout=60
+        )  # finished, and deleted by its TTL
+        assert argo_jobs.store.get(job_id).status == JobStatus.RUNNING_ALGORITHM  # nobody mirrored it
+        engine.start()
+        job = argo_jobs.wait(job_id, timeout=60)
+        assert job.status == JobStatus.JOB_FINISHED, job.status_text
+        assert argo_jobs.statuses(job_id)[-1] == JobStatus.JOB_FINISHED
+        end = time.monotonic() + 30
+        while argo_jobs.workflow(job_id) is not None:  # released: the TTL deletion completes
+            assert time.monotonic() < end, "the watcher did not release the workflow"
+            time.sleep(0.2)
+        assert engine.terminate() == 0
+    finally:
+        if engine.process is not None and engine.process.poll() is None:
+            engine.kill()
+    assert "argo engine + watcher running" in (tmp_path / "engine.log").read_text()
+
+
+def test_an_expired_resource_version_leads_to_a_new_list(
+    argo_settings: Settings, argo_jobs: ArgoJobs, pool: Pool, kube: KubeClient
+) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV)
+    dispatcher = ArgoEngine(argo_settings, pool, kube).start(watch=False)  # submits, does not mirror
+    try:
+        argo_jobs.wait_workflow(job_id, lambda w: w.get("status", {}).get("phase") == "Succeeded", timeout=60)
+    finally:
+        dispatcher.closing.set()
+    watcher = Watcher(argo_settings, pool, kube)
+    watcher.resource_version = "1"  # long compacted out of the apiserver's watch cache
+    stop = threading.Event()
+    with pytest.raises(KubeGoneError):
+        next(iter(kube.watch_workflows(SELECTOR, "1", 5)))
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        job = argo_jobs.wait(job_id, timeout=30)
+    finally:
+        stop.set()
+    assert job.status == JobStatus.JOB_FINISHED and watcher.resyncs >= 1
+
+
+def test_replaying_an_event_changes_nothing(
+    argo_settings: Settings, argo_jobs: ArgoJobs, pool: Pool, kube: KubeClient, argo_engine: ArgoEngine
+) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "3000"}})
+    argo_jobs.wait(job_id, lambda job: job.status == JobStatus.RUNNING_ALGORITHM)
+    running = argo_jobs.workflow(job_id)
+    argo_jobs.wait(job_id)
+    final = argo_jobs.store.get(job_id)
+    events = argo_jobs.store.events(job_id)
+    watcher = Watcher(argo_settings, pool, kube)
+    for replay in (running, running):  # an old event, twice: the final state stays final
+        watcher.handle(replay)
+    after = argo_jobs.store.get(job_id)
+    assert (after.status, after.status_text, after.results, after.details) == (
+        final.status,
+        final.status_text,
+        final.results,
+        final.details,
+    )
+    assert argo_jobs.store.events(job_id) == events
