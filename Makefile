@@ -8,12 +8,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint e2e bench clean
+.PHONY: help setup demo test lint e2e cluster-build cluster-up cluster-down bench-argo clean
 
 help:
 	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
 	@echo "make test   - set everything up and run the test suite (what CI runs)"
 	@echo "make lint   - ruff + mypy (strict) on our packages"
+	@echo "make e2e    - build (cached) and start the kwok + real Argo control plane, run the e2e tests"
+	@echo "make cluster-up / cluster-down - start / stop that control plane (127.0.0.1 only)"
+	@echo "make bench-argo - 1,000 concurrent workflows through the argo engine (needs cluster-up)"
 	@echo "make clean  - remove the virtualenv, node_modules and the local data dir"
 
 # --- setup -----------------------------------------------------------------------------------------
@@ -47,6 +50,23 @@ lint: setup
 	$(VENV)/bin/ruff check c2d provider workflows steps tests bench
 	$(VENV)/bin/ruff format --check c2d provider workflows steps tests bench
 	$(VENV)/bin/mypy
+
+# --- the Go-built control plane (heavy tier; binaries cached in .cache/cluster) ---------------------
+cluster-build:
+	@command -v go >/dev/null || { echo "error: Go >= 1.24 is needed to build the control plane (cluster/README.md)" >&2; exit 1; }
+	@cluster/build.sh
+
+cluster-up: cluster-build
+	@cluster/cluster.sh up
+
+cluster-down:
+	@cluster/cluster.sh down
+
+e2e: setup cluster-up
+	@tools/run_pytest.sh $(PY) -m e2e $(PYTEST_ARGS)
+
+bench-argo: setup
+	@$(PY) bench/argo_scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .c2d
