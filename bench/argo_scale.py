@@ -13,9 +13,9 @@ and the engine process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +37,7 @@ from tests.workflows.jobs import job_spec, make_environment  # noqa: E402
 from workflows.argo.kube import KubeClient, KubeConfig  # noqa: E402
 from workflows.argo.watcher import SELECTOR  # noqa: E402
 from workflows.builder import build_workflow  # noqa: E402
+from workflows.exceptions import KubeApiError  # noqa: E402
 from workflows.registry import BuildOptions, default_registry  # noqa: E402
 
 CLUSTER = REPO / ".cache" / "cluster" / "run"
@@ -53,7 +54,7 @@ def free_port() -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 class Observer:
@@ -74,7 +75,7 @@ class Observer:
                     self._see(event.get("object") or {})
                     if self.stop.is_set():
                         return
-            except Exception:  # noqa: BLE001 - a benchmark observer relists on any watch failure
+            except KubeApiError:  # relist, as the watcher does
                 continue
 
     def _see(self, workflow: dict[str, Any]) -> None:
@@ -162,7 +163,8 @@ def main() -> int:
                         "SELECT count(*) FILTER (WHERE date_finished IS NOT NULL), "
                         "count(*) FILTER (WHERE details ? 'submittedAt') FROM jobs"
                     ).fetchone()  # type: ignore[misc]
-                line = f"  {time.time() - started:6.1f}s submitted {submitted}/{args.jobs} finished {done} rss {rss // 1024} MiB"
+                elapsed = time.time() - started
+                line = f"  {elapsed:6.1f}s submitted {submitted}/{args.jobs} finished {done} rss {rss // 1024} MiB"
                 if line.split("rss")[0] != last:
                     print(line, flush=True)
                     last = line.split("rss")[0]
@@ -177,7 +179,9 @@ def main() -> int:
             rows = conn.execute(
                 "SELECT job_id, status, date_finished, details->>'submittedAt' FROM jobs ORDER BY date_created"
             ).fetchall()
-            history = conn.execute("SELECT job_id, array_agg(status ORDER BY id) FROM job_events GROUP BY job_id").fetchall()
+            history = conn.execute(
+                "SELECT job_id, array_agg(status ORDER BY id) FROM job_events GROUP BY job_id"
+            ).fetchall()
         submit_times = sorted(datetime.fromisoformat(r[3]).timestamp() for r in rows if r[3])
         lags = []
         lost = 0
@@ -191,18 +195,18 @@ def main() -> int:
         span = (submit_times[-1] - submit_times[0]) if len(submit_times) > 1 else float("nan")
         print()
         print(f"jobs                       {args.jobs}")
-        print(f"submitted                  {len(submit_times)} in {span:.1f} s = {len(submit_times) / span:.1f} workflows/s")
+        rate = len(submit_times) / span
+        print(f"submitted                  {len(submit_times)} in {span:.1f} s = {rate:.1f} workflows/s")
         print(f"all finished after         {time.time() - started:.1f} s")
-        print(f"final-state mirror lag     p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms ({len(lags)} jobs)")
+        p50, p99 = percentile(lags, 0.5) * 1000, percentile(lags, 0.99) * 1000
+        print(f"final-state mirror lag     p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(lags)} jobs)")
         print(f"lost transitions           {lost}  (workflow finished, final status not in Postgres)")
         print(f"out-of-order histories     {disorder}")
         print(f"engine peak RSS            {peak / 1024:.0f} MiB")
         print("cleaning up the workflows ...", flush=True)
         for job_id in names:
-            try:
+            with contextlib.suppress(KubeApiError):
                 client.delete_workflow(f"c2d-{job_id}")
-            except Exception:  # noqa: BLE001 - best-effort cleanup of the benchmark's objects
-                pass
     client.close()
     return 1 if lost else 0
 

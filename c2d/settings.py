@@ -139,6 +139,7 @@ class ArgoSettings(BaseModel):
     storage_class: str | None = None
     ttl_seconds: int = Field(default=3600, ge=0, description="Workflow objects are deleted this long after the end.")
     submit_batch: int = Field(default=50, ge=1, description="Jobs submitted per dispatcher round.")
+    submit_workers: int = Field(default=4, ge=1, le=32, description="Submissions in flight at once.")
     poll_seconds: float = Field(default=0.5, gt=0, description="Dispatcher period (queued jobs, stops, deletes).")
     watch_timeout: int = Field(default=300, ge=10, description="Seconds before a watch is renewed.")
 

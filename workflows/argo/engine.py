@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -47,6 +48,8 @@ class ArgoEngine:
         self.wakeup = threading.Event()
         self.threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
+        # submissions are latency-bound (three API calls each): a few run at once
+        self.submitters = ThreadPoolExecutor(argo.submit_workers, thread_name_prefix="c2d-argo-submit")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, watch: bool = True) -> ArgoEngine:
@@ -75,6 +78,7 @@ class ArgoEngine:
         self.client.close()  # ends a watch blocked on the stream
         for thread in self.threads:
             thread.join(timeout=30)
+        self.submitters.shutdown(wait=True)
 
     def __enter__(self) -> ArgoEngine:
         return self.start()
@@ -105,9 +109,7 @@ class ArgoEngine:
         """Claim and submit queued jobs, send stop requests, delete removed jobs' Workflows."""
         batch = self.settings.engine.argo.submit_batch
         self.store.claim_queued(ENGINE, batch, SOURCE)
-        submitted = 0
-        for record in self.queue.to_submit(batch):
-            submitted += self.submit(record)
+        submitted = sum(self.submitters.map(self.submit, self.queue.to_submit(batch)))
         for job_id, name in self.queue.to_stop():
             self._shutdown(job_id, name)
         for job_id, name in self.queue.to_delete():
