@@ -28,12 +28,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from c2d.db.jobs import JobStore, NewJob  # noqa: E402
+from c2d.db.jobs import JobStore  # noqa: E402
 from c2d.db.pool import open_pool  # noqa: E402
 from c2d.settings import ChainSettings, PostgresSettings, load_settings  # noqa: E402
 from c2d.stack.postgres import database_dsn  # noqa: E402
 from c2d.stack.stack import Stack  # noqa: E402
-from tests.workflows.jobs import job_spec, make_environment  # noqa: E402
+from tests.workflows.jobs import job_spec, make_environment, new_job  # noqa: E402
 from workflows.argo.kube import KubeClient, KubeConfig  # noqa: E402
 from workflows.argo.watcher import SELECTOR  # noqa: E402
 from workflows.builder import build_workflow  # noqa: E402
@@ -123,19 +123,7 @@ def main() -> int:
         for _ in range(args.jobs):
             spec = job_spec("print(1)", ["https://example.com/a.csv"], job_id=secrets.token_hex(16))
             workflow = build_workflow(spec, env, default_registry(), options).to_dict()
-            store.create(
-                NewJob(
-                    job_id=spec.job_id,
-                    owner=spec.owner,
-                    environment=env.id,
-                    engine="argo",
-                    did=spec.input_dids[0],
-                    input_dids=spec.input_dids,
-                    algo_did="raw",
-                    workflow_name=spec.workflow_name,
-                    workflow=workflow,
-                )
-            )
+            store.create(new_job(spec, env, workflow, "argo"))
             names.append(spec.job_id)
         observer = Observer(client)
         threading.Thread(target=observer.run, daemon=True).start()

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from c2d.db.jobs import JobRecord, JobStore, NewJob
+from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.environments import ComputeEnvironment
 from c2d.settings import ArgoSettings, Settings
 from c2d.stack.stack import Stack
 from provider.app import create_app
+from tests.workflows.jobs import new_job
 from workflows.argo.engine import ArgoEngine
 from workflows.argo.kube import KubeClient, KubeConfig
 from workflows.builder import build_workflow
@@ -152,19 +153,7 @@ class ArgoJobs:
             extra = (inject or {}).get(template["name"])
             if extra:
                 template.setdefault("metadata", {}).setdefault("annotations", {}).update(extra)
-        self.store.create(
-            NewJob(
-                job_id=spec.job_id,
-                owner=spec.owner,
-                environment=env.id,
-                engine="argo",
-                did=spec.input_dids[0],
-                input_dids=spec.input_dids,
-                algo_did="raw",
-                workflow_name=spec.workflow_name,
-                workflow=workflow,
-            )
-        )
+        self.store.create(new_job(spec, env, workflow, "argo"))
         return spec.job_id
 
     def wait(self, job_id: str, until: Callable[[JobRecord], bool] | None = None, timeout: float = 90) -> JobRecord:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
@@ -11,7 +10,7 @@ from eth_account.signers.local import LocalAccount
 from c2d.status import JobStatus
 from tests.provider.conftest import market  # noqa: F401 (fixture; its `client` is this tier's)
 from tests.provider.market import Market
-from tests.provider.test_start import ALGORITHM, DATA, _trust
+from tests.provider.test_start import ALGORITHM, DATA
 
 from .conftest import ArgoJobs
 
@@ -23,13 +22,7 @@ def test_a_job_started_through_the_provider_runs_on_argo(
     consumer: LocalAccount,
     argo_jobs: ArgoJobs,
 ) -> None:
-    algorithm = market.publish("algorithm", ALGORITHM)
-    checksum = hashlib.sha256(ALGORITHM).hexdigest()
-    dataset = market.publish("dataset", DATA, **_trust(algorithm.did, filesChecksum=checksum))
-    data_tx, algo_tx = market.buy(consumer, dataset, algorithm)
-    response = market.client.post(
-        "/api/services/compute", json=market.start_body(consumer, dataset, data_tx, algorithm, algo_tx)
-    )
+    response = market.start_trusted(consumer, ALGORITHM, DATA).response
     assert response.status_code == 200, response.text
     job_id = response.json()[0]["jobId"]
 

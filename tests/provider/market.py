@@ -3,6 +3,7 @@ order them the way ocean.py does (initializeCompute, then startOrder), and start
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
@@ -120,3 +121,30 @@ class Market:
             "signature": sign_message(signer.key.hex(), f"{consumer.address}{dataset.did}{nonce}"),
             "additionalInputs": [],
         }
+
+    def start_trusted(self, consumer: LocalAccount, algorithm_code: bytes, data: bytes) -> Started:
+        """Publish an algorithm and a dataset trusting it (DID + files checksum), buy both, start a job."""
+        algorithm = self.publish("algorithm", algorithm_code)
+        checksum = hashlib.sha256(algorithm_code).hexdigest()
+        trust = {"did": algorithm.did, "filesChecksum": checksum}
+        dataset = self.publish(
+            "dataset",
+            data,
+            compute={
+                "allowRawAlgorithm": False,
+                "publisherTrustedAlgorithms": [trust],
+                "publisherTrustedAlgorithmPublishers": [],
+            },
+        )
+        data_tx, algo_tx = self.buy(consumer, dataset, algorithm)
+        body = self.start_body(consumer, dataset, data_tx, algorithm, algo_tx)
+        return Started(self.client.post("/api/services/compute", json=body), dataset, algorithm, data_tx, algo_tx)
+
+
+@dataclass(frozen=True)
+class Started:
+    response: Any
+    dataset: DataAsset
+    algorithm: DataAsset
+    data_tx: str
+    algo_tx: str | None

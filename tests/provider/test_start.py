@@ -3,7 +3,6 @@ starts anything."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
@@ -41,14 +40,8 @@ def _job_count(pool: Pool, consumer: LocalAccount) -> int:
 
 
 def test_order_and_run_a_job_end_to_end(market: Market, consumer: LocalAccount, jobs: Jobs) -> None:
-    algorithm = market.publish("algorithm", ALGORITHM)
-    checksum = hashlib.sha256(ALGORITHM).hexdigest()
-    dataset = market.publish("dataset", DATA, **_trust(algorithm.did, filesChecksum=checksum))
-    data_tx, algo_tx = market.buy(consumer, dataset, algorithm)
-
-    response = market.client.post(
-        "/api/services/compute", json=market.start_body(consumer, dataset, data_tx, algorithm, algo_tx)
-    )
+    started = market.start_trusted(consumer, ALGORITHM, DATA)
+    response, dataset, algorithm, data_tx = started.response, started.dataset, started.algorithm, started.data_tx
     assert response.status_code == 200, response.text
     (status,) = response.json()
     assert (status["owner"], status["agreementId"], status["inputDID"]) == (consumer.address, data_tx, [dataset.did])

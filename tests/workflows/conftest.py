@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from c2d.db.jobs import JobRecord, JobStore, NewJob
+from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.environments import ComputeEnvironment
 from c2d.settings import Settings
@@ -18,7 +18,7 @@ from tests.fileserver import FileServer
 from workflows.local.engine import LocalEngine
 from workflows.spec import JobSpec
 
-from .jobs import render
+from .jobs import new_job, render
 
 __all__ = ["FileServer", "Jobs"]
 
@@ -33,19 +33,7 @@ class Jobs:
 
     def submit(self, spec: JobSpec, env: ComputeEnvironment) -> str:
         workflow = render(spec, env, self.settings.store_dir)
-        self.store.create(
-            NewJob(
-                job_id=spec.job_id,
-                owner=spec.owner,
-                environment=env.id,
-                engine="local",
-                did=spec.input_dids[0],
-                input_dids=spec.input_dids,
-                algo_did=spec.fetch.algorithm.did or "raw",
-                workflow_name=spec.workflow_name,
-                workflow=workflow,
-            )
-        )
+        self.store.create(new_job(spec, env, workflow, "local"))
         if self.engine is not None:
             self.engine.wake()
         return spec.job_id

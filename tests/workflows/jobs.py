@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
+from c2d.db.jobs import NewJob
 from c2d.environments import ComputeEnvironment
 from workflows.builder import build_workflow
 from workflows.registry import BuildOptions, default_registry
@@ -65,3 +67,18 @@ def make_environment(**overrides: object) -> ComputeEnvironment:
 def render(spec: JobSpec, env: ComputeEnvironment, store_dir: Path, volume: str = "pvc") -> dict[str, object]:
     options = BuildOptions(results_host_dir=str(store_dir / spec.job_id), volume=volume)
     return build_workflow(spec, env, default_registry(), options).to_dict()
+
+
+def new_job(spec: JobSpec, env: ComputeEnvironment, workflow: dict[str, Any], engine: str) -> NewJob:
+    """The job row the provider writes for ``spec`` (raw algorithm, no orders)."""
+    return NewJob(
+        job_id=spec.job_id,
+        owner=spec.owner,
+        environment=env.id,
+        engine=engine,
+        did=spec.input_dids[0],
+        input_dids=spec.input_dids,
+        algo_did=spec.fetch.algorithm.did or "raw",
+        workflow_name=spec.workflow_name,
+        workflow=workflow,
+    )
