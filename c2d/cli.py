@@ -196,7 +196,7 @@ def demo(ctx: typer.Context) -> None:
 
 @app.command()
 def provider(ctx: typer.Context) -> None:
-    """Serve the provider API (with the indexer and the local engine) against a running stack."""
+    """Serve the provider API (with the indexer, and the local engine when it is the configured one)."""
     from provider.node import Node
     from workflows.exceptions import WorkflowError
 

@@ -23,7 +23,7 @@ import psycopg
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
-from c2d.status import JobStatus
+from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
 from workflows.argo.kube import KubeClient
 from workflows.argo.objects import FINALIZER, NodesLoader, WorkflowView, read, secret_name
@@ -124,7 +124,7 @@ class Watcher:
         details = {"steps": view.step_details, "argoPhase": view.phase}
         if any(job.details.get(key) != value for key, value in details.items()):
             self.store.update_details(job.job_id, details)
-        stopreq = 2 if view.deadline_hit and not job.stopreq and finished else None
+        stopreq = STOPREQ_DEADLINE if view.deadline_hit and not job.stopreq and finished else None
         self.store.transition(
             job.job_id,
             code,
