@@ -27,6 +27,7 @@ from c2d.status import JobStatus
 from workflows.argo.kube import KubeClient, KubeConfig
 from workflows.argo.objects import owner_reference, prepare
 from workflows.argo.watcher import Watcher
+from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, KubeApiError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ NODE_NAME = "workflows.argoproj.io/node-name"
 WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 
 
-class ArgoEngine:
+class ArgoEngine(BackgroundEngine):
     def __init__(self, settings: Settings, pool: Pool, client: KubeClient | None = None) -> None:
+        super().__init__()
         argo = settings.engine.argo
         self.settings = settings
         self.client = client or KubeClient(KubeConfig.load(argo.kubeconfig), settings.engine.namespace)
@@ -45,7 +47,6 @@ class ArgoEngine:
         self.queue = EngineQueue(pool, ENGINE)
         self.watcher = Watcher(settings, pool, self.client)
         self.closing = threading.Event()
-        self.wakeup = threading.Event()
         self.threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
         # submissions are latency-bound (three API calls each): a few run at once
@@ -79,15 +80,6 @@ class ArgoEngine:
         for thread in self.threads:
             thread.join(timeout=30)
         self.submitters.shutdown(wait=True)
-
-    def __enter__(self) -> ArgoEngine:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def wake(self) -> None:
-        self.wakeup.set()
 
     def stop(self, job_id: str) -> bool:
         """The request is in ``jobs.stopreq`` already: look at it now rather than at the next poll."""

@@ -23,6 +23,7 @@ from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
+from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, UnsupportedWorkflowError
 from workflows.local.interpret import Plan, interpret
 from workflows.local.job import JobRun
@@ -36,14 +37,14 @@ LOCK_KEY = 0x6332_6C6F  # "c2lo": one local engine per database
 POLL_SECONDS = 0.2
 
 
-class LocalEngine:
+class LocalEngine(BackgroundEngine):
     def __init__(self, settings: Settings, pool: Pool, dsn: str) -> None:
+        super().__init__()
         self.settings = settings
         self.store = JobStore(pool)
         self.dsn = dsn
         self.running: dict[str, JobRun] = {}
         self.lock = threading.Lock()
-        self.wakeup = threading.Event()
         self.closing = threading.Event()
         self.executor = ThreadPoolExecutor(settings.engine.max_parallel_jobs, thread_name_prefix="c2d-job")
         self.dispatcher: threading.Thread | None = None
@@ -78,16 +79,6 @@ class LocalEngine:
         self.executor.shutdown(wait=True)
         if self.lock_conn is not None:
             self.lock_conn.close()
-
-    def __enter__(self) -> LocalEngine:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def wake(self) -> None:
-        """A job was queued: look for it now rather than at the next poll."""
-        self.wakeup.set()
 
     def stop(self, job_id: str) -> bool:
         """Deliver a stop request (already stored in ``jobs.stopreq``) to a running job at once."""
