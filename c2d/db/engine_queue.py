@@ -38,22 +38,19 @@ class EngineQueue:
 
     def to_stop(self) -> list[tuple[str, str]]:
         """(job id, workflow name) of submitted, unfinished jobs with a stop request not yet sent."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT job_id, workflow_name FROM jobs WHERE engine = %s AND stopreq <> 0 "
-                f"AND date_finished IS NULL AND details ? '{SUBMITTED}' AND NOT details ? '{SHUTDOWN_SENT}'",
-                (self.engine,),
-            ).fetchall()
-        return [(str(job_id), str(name)) for job_id, name in rows]
+        return self._workflows(
+            f"stopreq <> 0 AND date_finished IS NULL AND details ? '{SUBMITTED}' AND NOT details ? '{SHUTDOWN_SENT}'"
+        )
 
     def to_delete(self) -> list[tuple[str, str]]:
         """(job id, workflow name) of removed jobs whose Workflow object may still exist."""
+        return self._workflows(f"removed = 1 AND details ? '{SUBMITTED}' AND NOT details ? '{WORKFLOW_DELETED}'")
+
+    def _workflows(self, condition: str) -> list[tuple[str, str]]:
+        """Jobs of this engine matching ``condition`` (a constant of this module, never input)."""
         with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT job_id, workflow_name FROM jobs WHERE engine = %s AND removed = 1 "
-                f"AND details ? '{SUBMITTED}' AND NOT details ? '{WORKFLOW_DELETED}'",
-                (self.engine,),
-            ).fetchall()
+            query = f"SELECT job_id, workflow_name FROM jobs WHERE engine = %s AND {condition}"
+            rows = conn.execute(query.encode(), (self.engine,)).fetchall()
         return [(str(job_id), str(name)) for job_id, name in rows]
 
     def mark(self, job_id: str, key: str, extra: dict[str, object] | None = None) -> None:

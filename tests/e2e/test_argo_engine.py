@@ -205,3 +205,16 @@ def test_replaying_an_event_changes_nothing(
         final.details,
     )
     assert argo_jobs.store.events(job_id) == events
+
+
+def test_deleting_a_job_deletes_its_workflow(argo_engine: ArgoEngine, argo_jobs: ArgoJobs) -> None:
+    job_id = argo_jobs.submit(_spec(), ENV)
+    argo_jobs.wait(job_id)
+    argo_jobs.wait_workflow(job_id, lambda w: FINALIZER not in w["metadata"].get("finalizers", []))
+    assert argo_jobs.store.mark_removed(job_id)  # what DELETE /api/services/compute does
+    argo_engine.wake()
+    end = time.monotonic() + 30
+    while argo_jobs.workflow(job_id) is not None:
+        assert time.monotonic() < end, "the removed job's workflow was not deleted"
+        time.sleep(0.1)
+    assert "workflowDeletedAt" in argo_jobs.wait(job_id, lambda job: "workflowDeletedAt" in job.details).details
