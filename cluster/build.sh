@@ -74,7 +74,7 @@ build_etcd() {
   ( cd "$w" && go mod tidy && \
     go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
       -o "$BIN_DIR/etcd" . )
-  "$BIN_DIR/etcd" --version | head -1
+  "$BIN_DIR/etcd" --version | sed -n 1p
   stamp_write etcd "$key"
 }
 
@@ -98,7 +98,7 @@ build_k8s() {
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   ( cd "$w" && log "  resolving modules (go get)" && go get "${pkgs[@]/%/@$K8S_VERSION}" && \
     log "  compiling" && go build -trimpath -ldflags "$ld" -o "$BIN_DIR/" "${pkgs[@]}" )
-  for b in "${bins[@]}"; do echo "  $b: $("$BIN_DIR/$b" --version 2>/dev/null || "$BIN_DIR/$b" version --client 2>/dev/null | head -1)"; done
+  for b in "${bins[@]}"; do echo "  $b: $("$BIN_DIR/$b" --version 2>/dev/null || "$BIN_DIR/$b" version --client 2>/dev/null | sed -n 1p)"; done
   stamp_write k8s "$key"
 }
 
@@ -109,7 +109,7 @@ build_kwok() {
   log "kwok $KWOK_VERSION: go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" \
       go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" )
-  echo "  kwok: $("$BIN_DIR/kwok" --version 2>&1 | head -1)"
+  echo "  kwok: $("$BIN_DIR/kwok" --version 2>&1 | sed -n 1p)"
   stamp_write kwok "$key"
 }
 
@@ -170,7 +170,7 @@ build_argo() {
   ld+=" -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitCommit=module-proxy-$ARGO_VERSION"
   log "argo $ARGO_VERSION: compiling workflow-controller and argo"
   ( cd "$w" && go build -trimpath -ldflags "$ld" -o "$BIN_DIR/" ./cmd/workflow-controller ./cmd/argo )
-  echo "  argo: $("$BIN_DIR/argo" version --short 2>&1 | head -1)"
+  echo "  argo: $("$BIN_DIR/argo" version --short 2>&1 | sed -n 1p)"
   stamp_write argo "$key"
 }
 

@@ -95,4 +95,4 @@ build_kubo() {
 
 build_minio
 build_kubo
-log "done: $("$GOBIN/minio" --version 2>/dev/null | head -1); ipfs $("$GOBIN/ipfs" version --number 2>/dev/null)"
+log "done: $("$GOBIN/minio" --version 2>/dev/null | sed -n 1p); ipfs $("$GOBIN/ipfs" version --number 2>/dev/null)"
