@@ -111,3 +111,27 @@ def test_graceful_shutdown_leaves_jobs_for_recovery(
         job = jobs.wait(job_id, timeout=60)
     assert (job.status, job.stopreq) == (41, 0)
     assert job.status_text == "Failed to run algorithm: interrupted by an engine restart"
+
+
+def test_job_recorded_as_published_finishes_with_its_results(
+    offline_jobs: Jobs, stack: Stack, pool: Pool, file_server: FileServer
+) -> None:
+    """An engine that died after publishing (folder removed) but before the final status: nothing is lost."""
+    from c2d.stack.postgres import database_dsn
+    from workflows.local.engine import LocalEngine
+
+    jobs = offline_jobs
+    job_id = jobs.submit(job_spec("print('x')", [f"{file_server.url}/published.csv"]), ENV)
+    results = [{"filename": "out.txt", "filesize": 3, "type": "output", "path": "outputs/out.txt"}]
+    steps = {
+        "input-fetch": {"phase": "Succeeded", "exitCode": 0},
+        "algorithm": {"phase": "Succeeded", "exitCode": 0},
+        "output-publish": {"phase": "Succeeded", "exitCode": 0, "results": results},
+    }
+    jobs.store.transition(job_id, 60, source="test")
+    jobs.store.update_details(job_id, {"steps": steps})
+    assert not (stack.settings.jobs_dir / job_id).exists()
+    with LocalEngine(stack.settings, pool, database_dsn(stack.settings)):
+        job = jobs.wait(job_id, timeout=30)
+    assert (job.status, job.results) == (70, results)
+    assert file_server.hits.get("/published.csv") is None  # nothing ran again

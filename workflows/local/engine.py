@@ -135,9 +135,11 @@ class LocalEngine(BackgroundEngine):
             if run.abandoned:
                 log.warning("job %s: left for recovery (engine shutting down)", run.job_id)
                 return
-            self._finish(run, results)
+            # The folder goes first: once the job is final nothing of it is left on disk (a crash in
+            # between is recovered from the recorded step states, which hold the result list).
             if not self.settings.engine.keep_job_dirs:
                 run.cleanup()
+            self._finish(run, results)
         except Exception:  # a job thread must never leave its job running forever
             log.exception("job %s: engine error", run.job_id)
             self._finish_error(run.job_id, "internal engine error (see the engine log)")

@@ -159,7 +159,6 @@ class JobRun:
         self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.job_dir, 0o700)
         deadline = time.monotonic() + self.plan.deadline if self.plan.deadline else None
-        results: list[dict[str, Any]] | None = None
         for step in self.plan.steps:
             if self.abandoned:
                 return None
@@ -176,6 +175,9 @@ class JobRun:
                 return None
             if outcome.reason == "deadline" and step.stage == "algorithm":
                 self.stopreq = 2
+            # The result list is part of the step's recorded state: a job resumed after publishing
+            # (its folder already gone) still finishes with its results.
+            results = self._read_results(step) if outcome.phase == "Succeeded" and "results" in step.outputs else None
             self._set(
                 step.task,
                 phase=outcome.phase,
@@ -183,10 +185,17 @@ class JobRun:
                 message=outcome.message,
                 reason=outcome.reason,
                 finishedAt=_now(),
+                results=results,
             )
-            if outcome.phase == "Succeeded" and "results" in step.outputs:
-                results = self._read_results(step)
-        return results
+        return self.results()
+
+    def results(self) -> list[dict[str, Any]] | None:
+        """The result list recorded by the step that declares a ``results`` output (None if none ran)."""
+        for step in self.plan.steps:
+            recorded = self.states.get(step.task, {}).get("results")
+            if "results" in step.outputs and isinstance(recorded, list):
+                return recorded
+        return None
 
     def _read_results(self, step: Step) -> list[dict[str, Any]] | None:
         path = self.host_path(step, step.outputs["results"])

@@ -28,6 +28,9 @@ def prepare_resume(run: JobRun, record: JobRecord) -> str | None:
         shutil.rmtree(run.job_dir, ignore_errors=True)
         run.states = {}
         return None
+    if all(states.get(step.task, {}).get("phase") in DONE_PHASES for step in run.plan.steps):
+        run.states = states  # every step ran (results included): only the final status is missing
+        return None
     if not run.job_dir.is_dir():
         return f"the job's data was lost when the engine restarted during step {sorted(started)[-1]!r}"
     for step in run.plan.steps:
