@@ -19,6 +19,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from eth_account import Account
 
@@ -55,81 +56,85 @@ def _serve(folder: Path, host: str) -> Iterator[str]:
 
 
 def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
-    from provider.assets import container_checksum
-    from provider.client import ProviderClient
     from provider.node import Node
-    from provider.publishing import publish_asset
 
     if not settings.chain.embedded:
         raise C2DError("the demo uses anvil's development accounts: run it on the embedded chain")
     data = resources.files("c2d") / "demo_data"
-    with (
-        Stack(settings, echo),
-        resources.as_file(data) as folder,
-        _serve(folder, settings.host) as files_url,
-        Node(settings),
-    ):
-        echo(f"provider API on {settings.provider_url} (docs: {settings.provider_url}/api/docs)")
-        chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
-        addresses = read_address_file(settings.address_file)
-        assert addresses is not None
-        client = ProviderClient(settings.provider_url)
-        provider = Account.from_key(settings.provider.private_key.get_secret_value()).address
-        publisher, consumer = Account.from_key(ANVIL_KEYS[2]), Account.from_key(ANVIL_KEYS[3])
-        env = client.environments(chain.chain_id)[0]
+    with Stack(settings, echo), resources.as_file(data) as folder, _serve(folder, settings.host) as files_url:
+        # The data owner's server is on loopback, which the node refuses to fetch from unless allowed.
+        allow = [*settings.fetch.allow_hosts, urlsplit(files_url).netloc]
+        settings = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"allow_hosts": allow})})
+        with Node(settings):
+            _story(settings, folder, files_url, echo, timeout)
 
-        publish = functools.partial(publish_asset, chain, addresses, client, publisher, settings.provider_url, provider)
-        algorithm = publish(
-            "weather summary", [f"{files_url}/summary.py"], kind="algorithm", service_type="access", container=CONTAINER
-        )
-        echo(f"published algorithm {algorithm.did[:24]}… (indexed by the node)")
-        trusted = {
-            "did": algorithm.did,
-            "filesChecksum": hashlib.sha256((folder / "summary.py").read_bytes()).hexdigest(),
-            "containerSectionChecksum": container_checksum(CONTAINER),
-        }
-        compute = {
-            "allowRawAlgorithm": False,
-            "publisherTrustedAlgorithms": [trusted],
-            "publisherTrustedAlgorithmPublishers": [],
-        }
-        dataset = publish("city weather", [f"{files_url}/weather.csv"], compute=compute)
-        echo(f"published dataset {dataset.did[:24]}… trusting only that algorithm")
 
-        answer = client.initialize_compute(
-            consumer.address,
-            env["id"],
-            int(time.time()) + 3600,
-            [{"documentId": dataset.did, "serviceId": "svc-0"}],
-            {"documentId": algorithm.did, "serviceId": "svc-0"},
-        )
-        txs = []
-        for asset, item in ((dataset, answer["datasets"][0]), (algorithm, answer["algorithm"])):
-            mint_datatokens(chain, publisher, asset.datatoken, consumer.address, ONE_TOKEN)
-            tx, _ = start_order(
-                chain, consumer, asset.datatoken, env["consumerAddress"], 0, ProviderFee.from_wire(item["providerFee"])
-            )
-            txs.append(tx)
-        echo(f"consumer ordered both (provider fees signed by the node): {txs[0][:18]}…, {txs[1][:18]}…")
+def _story(settings: Settings, folder: Path, files_url: str, echo: Echo, timeout: float) -> None:
+    from provider.assets import container_checksum
+    from provider.client import ProviderClient
+    from provider.publishing import publish_asset
 
-        job = client.start_compute(
-            consumer,
-            env["id"],
-            {"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": txs[0]},
-            {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": txs[1]},
+    echo(f"provider API on {settings.provider_url} (docs: {settings.provider_url}/api/docs)")
+    chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
+    addresses = read_address_file(settings.address_file)
+    assert addresses is not None
+    client = ProviderClient(settings.provider_url)
+    provider = Account.from_key(settings.provider.private_key.get_secret_value()).address
+    publisher, consumer = Account.from_key(ANVIL_KEYS[2]), Account.from_key(ANVIL_KEYS[3])
+    env = client.environments(chain.chain_id)[0]
+
+    publish = functools.partial(publish_asset, chain, addresses, client, publisher, settings.provider_url, provider)
+    algorithm = publish(
+        "weather summary", [f"{files_url}/summary.py"], kind="algorithm", service_type="access", container=CONTAINER
+    )
+    echo(f"published algorithm {algorithm.did[:24]}… (indexed by the node)")
+    trusted = {
+        "did": algorithm.did,
+        "filesChecksum": hashlib.sha256((folder / "summary.py").read_bytes()).hexdigest(),
+        "containerSectionChecksum": container_checksum(CONTAINER),
+    }
+    compute = {
+        "allowRawAlgorithm": False,
+        "publisherTrustedAlgorithms": [trusted],
+        "publisherTrustedAlgorithmPublishers": [],
+    }
+    dataset = publish("city weather", [f"{files_url}/weather.csv"], compute=compute)
+    echo(f"published dataset {dataset.did[:24]}… trusting only that algorithm")
+
+    answer = client.initialize_compute(
+        consumer.address,
+        env["id"],
+        int(time.time()) + 3600,
+        [{"documentId": dataset.did, "serviceId": "svc-0"}],
+        {"documentId": algorithm.did, "serviceId": "svc-0"},
+    )
+    txs = []
+    for asset, item in ((dataset, answer["datasets"][0]), (algorithm, answer["algorithm"])):
+        mint_datatokens(chain, publisher, asset.datatoken, consumer.address, ONE_TOKEN)
+        tx, _ = start_order(
+            chain, consumer, asset.datatoken, env["consumerAddress"], 0, ProviderFee.from_wire(item["providerFee"])
         )
-        echo(f"job {job['jobId']} started through the API")
-        status = _follow(client, consumer.address, job["jobId"], echo, timeout)
-        with tempfile.TemporaryDirectory() as tmp:
-            for index, result in enumerate(status["results"]):
-                dest = Path(tmp) / f"{index}-{Path(result['filename']).name}"
-                size = client.download_result(consumer, job["jobId"], index, dest)
-                echo(f"  downloaded result {index}: {result['filename']} ({result['type']}, {size} bytes)")
-                if result["filename"] == "summary.json":
-                    echo("result summary.json:")
-                    for line in dest.read_text().splitlines():
-                        echo(f"  {line}")
-        client.close()
+        txs.append(tx)
+    echo(f"consumer ordered both (provider fees signed by the node): {txs[0][:18]}…, {txs[1][:18]}…")
+
+    job = client.start_compute(
+        consumer,
+        env["id"],
+        {"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": txs[0]},
+        {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": txs[1]},
+    )
+    echo(f"job {job['jobId']} started through the API")
+    status = _follow(client, consumer.address, job["jobId"], echo, timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, result in enumerate(status["results"]):
+            dest = Path(tmp) / f"{index}-{Path(result['filename']).name}"
+            size = client.download_result(consumer, job["jobId"], index, dest)
+            echo(f"  downloaded result {index}: {result['filename']} ({result['type']}, {size} bytes)")
+            if result["filename"] == "summary.json":
+                echo("result summary.json:")
+                for line in dest.read_text().splitlines():
+                    echo(f"  {line}")
+    client.close()
 
 
 def _follow(client: ProviderClient, consumer: str, job_id: str, echo: Echo, timeout: float) -> dict[str, Any]:

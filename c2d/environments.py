@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 DEFAULT_PIPELINE = ("input-fetch", "algorithm", "output-publish")
@@ -24,6 +26,9 @@ class ComputeEnvironment(BaseModel):
     price_min: float = Field(default=0.0, ge=0, description="Provider fee per minute, in fee tokens.")
     fee_token: str | None = Field(default=None, description="Fee token address; default the Ocean token.")
     consumer_address: str | None = Field(default=None, description="Address that orders inputs for jobs.")
+    storage: Literal["local", "s3", "ipfs"] | None = Field(
+        default=None, description="Where this environment's results go; default the node's storage backend."
+    )
     pipeline: tuple[str, ...] = Field(
         default=DEFAULT_PIPELINE, description="Step templates in order, from the workflows step registry."
     )

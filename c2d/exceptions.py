@@ -35,3 +35,23 @@ class NonceError(C2DError):
 
 class OrderAlreadyUsedError(C2DError):
     """An order transaction was already used to start a job."""
+
+
+class StorageError(C2DError):
+    """An object store, IPFS node or URL could not serve or take data."""
+
+
+class TransientStorageError(StorageError):
+    """A storage operation failed in a way that may work later (connection lost, 5xx, timeout)."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The object, key, bucket or CID does not exist."""
+
+
+class StorageAccessError(StorageError):
+    """The store refused our credentials or the request (wrong keys, access denied)."""
+
+
+class BlockedAddressError(StorageError):
+    """A URL resolves to a loopback, private, link-local or metadata address that is not allow-listed."""

@@ -94,11 +94,65 @@ class ProviderSettings(BaseModel):
     )
 
 
+class S3Settings(BaseModel):
+    """An S3-compatible object store (MinIO, AWS S3): dataset inputs from allow-listed buckets, results."""
+
+    endpoint: str | None = Field(
+        default=None, description="Endpoint URL, e.g. http://127.0.0.1:9000 or https://s3.amazonaws.com; unset: no S3."
+    )
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    region: str | None = None
+    results_bucket: str = Field(default="c2d-results", description="Bucket of job results (one prefix per job).")
+    input_buckets: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Buckets datasets may be read from, each with the publishers (NFT owners) allowed to use it; "
+        '"*" allows any publisher. The results bucket is never readable as an input.',
+    )
+    presign_results: bool = Field(
+        default=False, description="computeResult redirects to a presigned URL instead of streaming through the node."
+    )
+    presign_seconds: int = Field(default=300, ge=10, le=7 * 86400, description="Lifetime of a presigned URL.")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoint and self.access_key and self.secret_key)
+
+
+class IpfsSettings(BaseModel):
+    """A Kubo (IPFS) node reached through its HTTP RPC API: ipfs:// inputs, results."""
+
+    api_url: str | None = Field(default=None, description="Kubo RPC API, e.g. http://127.0.0.1:5001; unset: no IPFS.")
+    timeout: float = Field(default=60.0, gt=0, description="Seconds a Kubo call may wait for data.")
+
+
 class StorageSettings(BaseModel):
-    """Where results go."""
+    """Where results go (per environment: ``storage``; default ``backend``) and the stores inputs come from."""
 
     backend: Literal["local", "s3", "ipfs"] = "local"
     local_dir: Path | None = Field(default=None, description="Local results store; default <data_dir>/store.")
+    s3: S3Settings = S3Settings()
+    ipfs: IpfsSettings = IpfsSettings()
+    secret_name: str = Field(
+        default="c2d-storage",
+        description="Kubernetes Secret (keys s3-access-key, s3-secret-key) the fetch/publish steps read S3 "
+        "credentials from; the local engine fills it from these settings.",
+    )
+    cleanup_seconds: float = Field(default=60.0, gt=0, description="Period of the expired-results cleanup.")
+    result_asset_owner: Literal["consumer", "provider"] = Field(
+        default="consumer", description="Who owns the data NFT of results published as a new asset."
+    )
+
+
+class FetchSettings(BaseModel):
+    """How the node fetches URLs it is given (dataset and algorithm files, fileinfo)."""
+
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Non-public destinations that may be fetched anyway: IPs or CIDRs (10.0.0.0/8), host names, "
+        "each optionally with :port (127.0.0.1:8000, [::1]:8000, files.internal:443). Every other loopback, "
+        "private, link-local, shared or metadata address is refused, also after a redirect.",
+    )
 
 
 class RuntimeSettings(BaseModel):
@@ -184,6 +238,7 @@ class Settings(BaseSettings):
     chain: ChainSettings = ChainSettings()
     provider: ProviderSettings = ProviderSettings()
     storage: StorageSettings = StorageSettings()
+    fetch: FetchSettings = FetchSettings()
     engine: EngineSettings = EngineSettings()
     environments: list[ComputeEnvironment] = Field(default_factory=default_environments)
 
@@ -203,6 +258,25 @@ class Settings(BaseSettings):
             if secret.get_secret_value().lower() in ANVIL_KEYS:
                 raise ValueError(f"{name} is a public anvil development key; set a real key to use an external chain")
         return self
+
+    @model_validator(mode="after")
+    def _storage_configured(self) -> Settings:
+        for env in self.environments:
+            kind = self.result_storage(env)
+            if kind == "s3" and not self.storage.s3.configured:
+                raise ValueError(
+                    f"environment {env.id!r} stores results in S3: set C2D_STORAGE__S3__ENDPOINT, "
+                    "C2D_STORAGE__S3__ACCESS_KEY and C2D_STORAGE__S3__SECRET_KEY"
+                )
+            if kind == "ipfs" and not self.storage.ipfs.api_url:
+                raise ValueError(f"environment {env.id!r} stores results in IPFS: set C2D_STORAGE__IPFS__API_URL")
+        if self.storage.s3.results_bucket in self.storage.s3.input_buckets:
+            raise ValueError("C2D_STORAGE__S3__INPUT_BUCKETS must not list the results bucket")
+        return self
+
+    def result_storage(self, env: ComputeEnvironment) -> str:
+        """Where ``env``'s results go: its own ``storage`` or the node's backend."""
+        return env.storage or self.storage.backend
 
     # Derived locations (one place, so every component agrees on the layout of the data dir).
     @property

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 INPUTS = "inputs"
 TRANSFORMATIONS = "transformations"
@@ -15,6 +17,8 @@ OUTPUTS = "outputs"
 LOGS = "logs"  # writable by the algorithm: algorithm.log, filter.log
 ADMINLOGS = "adminlogs"  # never mounted into the algorithm: configure.log, publish.log
 LAYOUT = (INPUTS, TRANSFORMATIONS, DDOS, OUTPUTS, LOGS, ADMINLOGS)
+ATTEMPTS = 3
+T = TypeVar("T")
 
 
 def setup_logging(name: str, log_file: Path | None) -> logging.Logger:
@@ -50,3 +54,16 @@ def walk_entries(folder: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
         for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             path = Path(root, name)
             yield path, path.relative_to(folder).as_posix(), os.lstat(path)
+
+
+def retrying(action: Callable[[], T], transient: type[Exception], log: logging.Logger, label: str) -> T:
+    """``action()``, tried up to ``ATTEMPTS`` times while it raises ``transient`` (1 s, 2 s backoff)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return action()
+        except transient as exc:
+            if attempt == ATTEMPTS:
+                raise
+            log.warning(f"  {label}: attempt {attempt} failed: {exc}; retrying")
+            time.sleep(2 ** (attempt - 1))
+    raise AssertionError("unreachable")

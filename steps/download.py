@@ -1,4 +1,4 @@
-"""Stream one file from a URL to disk with constant memory, a byte cap and a checksum check.
+"""Stream one file from its source to disk with constant memory, a byte cap and a checksum check.
 
 Messages never contain the URL: dataset URLs are the publisher's secret and logs go to the consumer.
 """
@@ -8,19 +8,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import requests
-
+from c2d.exceptions import StorageError, TransientStorageError
+from c2d.storage.locations import LocationError
+from c2d.storage.sources import SourceConfig, Sources
+from steps.common import retrying
 from steps.exceptions import FetchError, TransientFetchError
-from workflows.spec import InputFile
+from workflows.spec import InputFile, StoreAccess
 
-CHUNK = 1024 * 1024
-ATTEMPTS = 3
-TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
+S3_ACCESS_KEY_ENV = "C2D_S3_ACCESS_KEY"
+S3_SECRET_KEY_ENV = "C2D_S3_SECRET_KEY"
+
+
+def sources_for(access: StoreAccess | None) -> Sources:
+    """The fetch step's sources: endpoints from the spec, S3 keys from the environment (the node's Secret)."""
+    access = access or StoreAccess()
+    access_key, secret_key = os.environ.get(S3_ACCESS_KEY_ENV), os.environ.get(S3_SECRET_KEY_ENV)
+    s3 = None
+    if access.s3_endpoint and access_key and secret_key:
+        from c2d.storage.s3 import S3Config
+
+        s3 = S3Config(access.s3_endpoint, access_key, secret_key, access.s3_region)
+    return Sources(SourceConfig(tuple(access.allow_hosts), s3, access.ipfs_api, access.ipfs_timeout))
 
 
 @dataclass(frozen=True)
@@ -29,64 +42,46 @@ class Fetched:
     sha256: str
 
 
-def _attempt(session: requests.Session, file: InputFile, dest: Path, budget: int) -> Fetched:
-    scheme = urlsplit(file.url).scheme.lower()
-    if scheme not in ("http", "https"):
-        raise FetchError(f"unsupported URL scheme {scheme!r} (supported: http, https)")
+def _attempt(sources: Sources, file: InputFile, dest: Path, budget: int) -> Fetched:
+    digest = hashlib.sha256()
+    size = 0
+    tmp = dest.with_name(f".{dest.name}.part")
     try:
-        response = session.request(
-            file.method, file.url, headers=file.headers, stream=True, timeout=TIMEOUT, allow_redirects=True
-        )
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientFetchError(f"connection failed ({type(exc).__name__})") from None
-    except requests.RequestException as exc:
-        raise FetchError(f"request failed ({type(exc).__name__})") from None
-    with response:
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransientFetchError(f"server answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise FetchError(f"server answered HTTP {response.status_code}")
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > budget:
-            raise FetchError(f"file is {declared} bytes, over the {budget} bytes left for inputs")
-        digest = hashlib.sha256()
-        size = 0
-        tmp = dest.with_name(f".{dest.name}.part")
-        try:
+        with _translated(), sources.open(file.url, budget, file.method, file.headers) as opened:
+            if opened.size is not None and opened.size > budget:
+                raise FetchError(f"file is {opened.size} bytes, over the {budget} bytes left for inputs")
             with open(tmp, "wb") as out:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in opened.chunks:
                     size += len(chunk)
                     if size > budget:
                         raise FetchError(f"file exceeds the {budget} bytes left for inputs")
                     digest.update(chunk)
                     out.write(chunk)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransientFetchError(f"transfer interrupted after {size} bytes ({type(exc).__name__})") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    result = Fetched(size, digest.hexdigest())
-    try:
         if file.size is not None and file.size != size:
             raise FetchError(f"got {size} bytes, the publisher declared {file.size}")
-        if file.checksum is not None and file.checksum != result.sha256:
-            raise FetchError(f"sha256 {result.sha256} does not match the declared checksum {file.checksum}")
-    except FetchError:
+        if file.checksum is not None and file.checksum != digest.hexdigest():
+            raise FetchError(f"sha256 {digest.hexdigest()} does not match the declared checksum {file.checksum}")
+    except TransientFetchError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TransientFetchError(f"{exc} after {size} bytes" if size else str(exc)) from None
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, dest)
-    return result
+    return Fetched(size, digest.hexdigest())
 
 
-def fetch_file(session: requests.Session, file: InputFile, dest: Path, budget: int, log: logging.Logger) -> Fetched:
-    """Fetch with up to ``ATTEMPTS`` tries on transient errors (1 s, 2 s backoff)."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return _attempt(session, file, dest, budget)
-        except TransientFetchError as exc:
-            if attempt == ATTEMPTS:
-                raise
-            log.warning(f"  attempt {attempt} failed: {exc}; retrying")
-            time.sleep(2 ** (attempt - 1))
-    raise AssertionError("unreachable")
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Storage errors as fetch errors (transient ones are retried)."""
+    try:
+        yield
+    except TransientStorageError as exc:
+        raise TransientFetchError(str(exc)) from None
+    except (StorageError, LocationError) as exc:
+        raise FetchError(str(exc)) from None
+
+
+def fetch_file(sources: Sources, file: InputFile, dest: Path, budget: int, log: logging.Logger) -> Fetched:
+    """Fetch, retrying transient errors."""
+    return retrying(lambda: _attempt(sources, file, dest, budget), TransientFetchError, log, "fetch")

@@ -33,3 +33,9 @@ class SpecError(StepError):
     """The step was started with missing or malformed instructions."""
 
     exit_code = 2
+
+
+class TransientPublishError(PublishError):
+    """Storing failed in a way that may work later (store unreachable, connection lost, 5xx)."""
+
+    exit_code = EXIT_TEMPFAIL

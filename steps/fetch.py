@@ -14,14 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-import requests
 from pydantic import ValidationError
 
 from steps.common import ADMINLOGS, DDOS, INPUTS, LAYOUT, TRANSFORMATIONS, human_bytes, setup_logging
-from steps.download import fetch_file
+from steps.download import fetch_file, sources_for
 from steps.exceptions import AlgorithmFetchError, FetchError, SpecError, StepError, TransientFetchError
-from workflows.spec import FetchSpec, InputFile
-from workflows.templates import did_folder
+from workflows.spec import FetchSpec, InputFile, did_folder
 
 SPEC_ENV = "C2D_FETCH_SPEC"
 
@@ -32,10 +30,10 @@ class Fetcher:
         self.spec = spec
         self.log = log
         self.budget = spec.max_bytes
-        self.session = requests.Session()
+        self.sources = sources_for(spec.access)
 
     def _get(self, file: InputFile, dest: Path, label: str) -> None:
-        fetched = fetch_file(self.session, file, dest, self.budget, self.log)
+        fetched = fetch_file(self.sources, file, dest, self.budget, self.log)
         self.budget -= fetched.size
         check = " (size and sha256 verified)" if file.checksum else ""
         self.log.info(f"  {label}: {human_bytes(fetched.size)} sha256 {fetched.sha256}{check}")

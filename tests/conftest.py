@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from c2d.db.pool import Pool, open_pool
 from c2d.settings import (
     ANVIL_KEYS,
     ChainSettings,
+    FetchSettings,
     PostgresSettings,
     ProviderSettings,
     Settings,
@@ -24,7 +25,7 @@ from c2d.settings import (
 )
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
-from tests.fileserver import file_server  # noqa: F401 (fixture)
+from tests.fileserver import FileServer, file_server  # noqa: F401 (fixture)
 
 
 def free_port() -> int:
@@ -34,19 +35,21 @@ def free_port() -> int:
         return port
 
 
-def make_settings(data_dir: Path) -> Settings:
-    """Settings for an isolated stack: own data dir, free ports (never the developer's stack)."""
+def make_settings(data_dir: Path, allow_hosts: Sequence[str] = ()) -> Settings:
+    """Settings for an isolated stack: own data dir, free ports (never the developer's stack).
+    ``allow_hosts``: the loopback servers of the tests that the SSRF guard lets the node fetch from."""
     return load_settings(
         data_dir=data_dir,
         postgres=PostgresSettings(port=free_port()),
         chain=ChainSettings(port=free_port()),
         provider=ProviderSettings(port=free_port()),
+        fetch=FetchSettings(allow_hosts=list(allow_hosts)),
     )
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("stack"))
+def settings(tmp_path_factory: pytest.TempPathFactory, file_server: FileServer) -> Settings:  # noqa: F811
+    return make_settings(tmp_path_factory.mktemp("stack"), [file_server.host])
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,19 @@ import pytest
 
 @dataclass
 class FileServer:
-    """Serves ``files[path] = body``; ``failures[path] = n`` answers 503 to the first n requests."""
+    """Serves ``files[path] = body``; ``failures[path] = n`` answers 503 to the first n requests;
+    ``redirects[path] = url`` answers 302 to ``url``."""
 
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:<port>``: the allow-list entry that lets the node fetch from this server only."""
+        return self.url.removeprefix("http://")
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +37,12 @@ def file_server() -> Iterator[FileServer]:
             if state.failures.get(self.path, 0) > 0:
                 state.failures[self.path] -= 1
                 self.send_error(503)
+                return
+            if self.path in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             body = state.files.get(self.path)
             if body is None:

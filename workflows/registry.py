@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from hera.workflows import Container
 
 from c2d.environments import ComputeEnvironment
-from c2d.settings import EngineSettings
+from c2d.settings import Settings
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.labels import STAGES
 from workflows.spec import JobSpec
@@ -36,25 +36,41 @@ class BuildOptions:
     volume: str = "pvc"  # per-job data volume: "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
     storage_class: str | None = None
     # where output-publish stores results: "local" (hostPath: the local engine), "pvc" (the shared
-    # results claim, one sub-folder per job: Argo) or a URL
+    # results claim, one sub-folder per job: Argo), "s3" (a prefix per job in results_bucket) or "ipfs"
     results_target: str = "local"
     results_claim: str = "c2d-results"
     results_host_dir: str | None = None  # host folder of the local results store (target "local")
+    results_bucket: str = "c2d-results"
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    ipfs_api: str | None = None
+    # Secret holding the S3 keys (s3-access-key, s3-secret-key) for fetch/publish; None: no S3
+    storage_secret: str | None = None
     service_account: str = "c2d-job"
     executor_service_account: str = "c2d-executor"  # only Argo's executor containers get its token
     ttl_seconds: int = 3600
 
     @classmethod
-    def for_engine(cls, engine: EngineSettings, results_host_dir: str) -> BuildOptions:
-        """The options the configured engine needs (the Argo settings shape the job pods)."""
-        argo = engine.argo
+    def for_job(cls, settings: Settings, environment: ComputeEnvironment, job_id: str) -> BuildOptions:
+        """The options of one job: the configured engine (Argo settings shape the job pods) and the
+        environment's results storage."""
+        engine, storage = settings.engine, settings.storage
+        argo, s3 = engine.argo, storage.s3
+        target = settings.result_storage(environment)
+        if target == "local":
+            target = "pvc" if engine.kind == "argo" else "local"
         return cls(
             namespace=engine.namespace,
             step_image=engine.step_image,
-            results_host_dir=results_host_dir,
+            results_host_dir=str(settings.store_dir / job_id),
             volume=argo.volume if engine.kind == "argo" else "pvc",
-            results_target="pvc" if engine.kind == "argo" else "local",
+            results_target=target,
             results_claim=argo.results_claim,
+            results_bucket=s3.results_bucket,
+            s3_endpoint=s3.endpoint if s3.configured else None,
+            s3_region=s3.region,
+            ipfs_api=storage.ipfs.api_url,
+            storage_secret=storage.secret_name if s3.configured else None,
             storage_class=argo.storage_class,
             service_account=argo.service_account,
             executor_service_account=argo.executor_service_account,

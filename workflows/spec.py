@@ -16,8 +16,14 @@ DID_PATTERN = r"^did:op:[0-9a-f]{64}$"
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
+def did_folder(did: str) -> str:
+    """Ocean's folder name for a DID under /data/inputs and /data/ddos: the hex part."""
+    return did.removeprefix("did:op:")
+
+
 class InputFile(BaseModel):
-    """One file to fetch. ``checksum`` is ``sha256:<hex>`` (or bare hex) when the publisher gave one."""
+    """One file to fetch: an ``http(s)://``, ``s3://<bucket>/<key>`` or ``ipfs://<cid>`` URL.
+    ``checksum`` is ``sha256:<hex>`` (or bare hex) when the publisher gave one."""
 
     url: str = Field(min_length=1, max_length=8192)
     method: str = Field(default="GET", pattern=r"^(GET|POST)$")
@@ -52,12 +58,24 @@ class AlgorithmInput(BaseModel):
     custom_data: dict[str, Any] | None = None
 
 
+class StoreAccess(BaseModel):
+    """How input-fetch reaches the stores: operator endpoints (never secrets: S3 keys come from the
+    environment variables ``C2D_S3_ACCESS_KEY``/``C2D_S3_SECRET_KEY``) and the non-public hosts it may fetch."""
+
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    ipfs_api: str | None = None
+    ipfs_timeout: float = Field(default=60.0, gt=0)
+    allow_hosts: list[str] = Field(default_factory=list, description="SSRF allow-list (C2D_FETCH__ALLOW_HOSTS).")
+
+
 class FetchSpec(BaseModel):
     """Instructions for the input-fetch step."""
 
     datasets: list[DatasetInput] = Field(min_length=1)
     algorithm: AlgorithmInput
     max_bytes: int = Field(ge=1, description="Total bytes all inputs may take.")
+    access: StoreAccess | None = Field(default=None, description="None: public http(s) URLs only.")
 
 
 class AlgorithmContainer(BaseModel):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 
-from hera.workflows import Container, Env, Parameter, Resources, RetryStrategy, models
+from hera.workflows import Container, Env, Parameter, Resources, RetryStrategy, SecretEnv, models
 
 from workflows import labels
-from workflows.registry import StepContext, StepRegistry
+from workflows.exceptions import WorkflowError
+from workflows.registry import BuildOptions, StepContext, StepRegistry
+from workflows.spec import did_folder
 
 DATA = "/data"
 NOBODY = 65534
@@ -24,11 +26,6 @@ TRANSIENT_RETRY = RetryStrategy(
     expression=f"asInt(lastRetry.exitCode) == {labels.EXIT_TEMPFAIL}",
     backoff=models.Backoff(duration="2s", factor=2, max_duration="1m"),
 )
-
-
-def did_folder(did: str) -> str:
-    """Ocean's folder name for a DID under /data/inputs and /data/ddos: the hex part."""
-    return did.removeprefix("did:op:")
 
 
 def _mount(path: str, sub_path: str | None = None, read_only: bool = False) -> models.VolumeMount:
@@ -87,13 +84,23 @@ def _step_resources() -> Resources:
     return Resources(cpu_request=0.25, cpu_limit=1, memory_request="128Mi", memory_limit="512Mi")
 
 
+def _s3_credentials(options: BuildOptions) -> list[Env | SecretEnv]:
+    """The S3 keys, read from the node's storage Secret (never written into the Workflow)."""
+    if not options.storage_secret:
+        return []
+    return [
+        SecretEnv(name=name, secret_name=options.storage_secret, secret_key=key)
+        for name, key in (("C2D_S3_ACCESS_KEY", "s3-access-key"), ("C2D_S3_SECRET_KEY", "s3-secret-key"))
+    ]
+
+
 def input_fetch(ctx: StepContext) -> Container:
     return Container(
         name="input-fetch",
         image=ctx.options.step_image,
         command=["python", "-m", "steps.fetch"],
         args=["--data", DATA],
-        env=[Env(name="C2D_FETCH_SPEC", value="{{workflow.parameters.fetch-spec}}")],
+        env=[Env(name="C2D_FETCH_SPEC", value="{{workflow.parameters.fetch-spec}}"), *_s3_credentials(ctx.options)],
         volume_mounts=[_mount(DATA), _tmp_volume()],
         resources=_step_resources(),
         security_context=_security(),
@@ -162,13 +169,29 @@ def result_filter(ctx: StepContext) -> Container:
     )
 
 
+def _results_target(ctx: StepContext) -> tuple[str, list[models.VolumeMount], list[Env | SecretEnv]]:
+    """output-publish's ``--target``, the mounts and the env it needs for the job's results storage."""
+    options = ctx.options
+    if options.results_target == "local":
+        return "/results", [models.VolumeMount(name="results", mount_path="/results")], []
+    if options.results_target == "pvc":  # the shared results store; this job's folder only
+        return "/results", [models.VolumeMount(name="results", mount_path="/results", sub_path=ctx.job.job_id)], []
+    if options.results_target == "s3":
+        if not options.s3_endpoint:
+            raise WorkflowError("results go to S3 but no S3 endpoint is configured")
+        env: list[Env | SecretEnv] = [Env(name="C2D_S3_ENDPOINT", value=options.s3_endpoint)]
+        if options.s3_region:
+            env.append(Env(name="C2D_S3_REGION", value=options.s3_region))
+        return f"s3://{options.results_bucket}/{ctx.job.job_id}", [], [*env, *_s3_credentials(options)]
+    if options.results_target == "ipfs":
+        if not options.ipfs_api:
+            raise WorkflowError("results go to IPFS but no IPFS API is configured")
+        return "ipfs", [], [Env(name="C2D_IPFS_API", value=options.ipfs_api)]
+    raise WorkflowError(f"unknown results target {options.results_target!r}")
+
+
 def output_publish(ctx: StepContext) -> Container:
-    mounts = [_mount(DATA), _tmp_volume()]
-    stored = ctx.options.results_target in ("local", "pvc")
-    if ctx.options.results_target == "local":
-        mounts.append(models.VolumeMount(name="results", mount_path="/results"))
-    elif ctx.options.results_target == "pvc":  # the shared results store; this job's folder only
-        mounts.append(models.VolumeMount(name="results", mount_path="/results", sub_path=ctx.job.job_id))
+    target, mounts, env = _results_target(ctx)
     return Container(
         name="output-publish",
         image=ctx.options.step_image,
@@ -179,11 +202,12 @@ def output_publish(ctx: StepContext) -> Container:
             "--job-id",
             ctx.job.job_id,
             "--target",
-            "/results" if stored else ctx.options.results_target,
+            target,
             "--max-files",
             str(ctx.environment.max_output_files),
         ],
-        volume_mounts=mounts,
+        env=env or None,
+        volume_mounts=[_mount(DATA), _tmp_volume(), *mounts],
         resources=_step_resources(),
         security_context=_security(),
         active_deadline_seconds=ctx.environment.step_timeout,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.fileserver import FileServer
-from workflows.spec import AlgorithmInput, DatasetInput, FetchSpec, InputFile
+from workflows.spec import AlgorithmInput, DatasetInput, FetchSpec, InputFile, StoreAccess
 
 DID = "did:op:" + "cd" * 32
 
@@ -26,14 +26,18 @@ def _publish(data: Path, target: Path, *extra: str) -> subprocess.CompletedProce
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
+def _spec(url: str, max_bytes: int = 4096, allow: list[str] | None = None) -> FetchSpec:
+    return FetchSpec(
+        datasets=[DatasetInput(did=DID, files=[InputFile(url=url)])],
+        algorithm=AlgorithmInput(raw_code="pass"),
+        max_bytes=max_bytes,
+        access=StoreAccess(allow_hosts=allow or []),
+    )
+
+
 def test_fetch_refuses_oversized_inputs_and_leaves_no_partial_file(tmp_path: Path, file_server: FileServer) -> None:
     file_server.files["/big.bin"] = b"z" * 10_000
-    spec = FetchSpec(
-        datasets=[DatasetInput(did=DID, files=[InputFile(url=f"{file_server.url}/big.bin")])],
-        algorithm=AlgorithmInput(raw_code="pass"),
-        max_bytes=4096,
-    )
-    done = _fetch(tmp_path, spec)
+    done = _fetch(tmp_path, _spec(f"{file_server.url}/big.bin", allow=[file_server.host]))
     assert done.returncode == 31, done.stderr
     assert "over the 4096 bytes left for inputs" in (tmp_path / "adminlogs" / "configure.log").read_text()
     assert os.listdir(tmp_path / "inputs" / DID.removeprefix("did:op:")) == []
@@ -45,13 +49,34 @@ def test_fetch_refuses_bad_instructions_and_schemes(tmp_path: Path) -> None:
         [sys.executable, "-m", "steps.fetch", "--data", str(tmp_path)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 2 and "not a valid fetch spec" in done.stderr
-    spec = FetchSpec(
-        datasets=[DatasetInput(did=DID, files=[InputFile(url="file:///etc/passwd")])],
-        algorithm=AlgorithmInput(raw_code="pass"),
-        max_bytes=4096,
-    )
-    done = _fetch(tmp_path, spec)
+    done = _fetch(tmp_path, _spec("file:///etc/passwd"))
     assert done.returncode == 31 and "unsupported URL scheme 'file'" in done.stderr
+
+
+def test_fetch_refuses_non_public_addresses_unless_allowed(tmp_path: Path, file_server: FileServer) -> None:
+    """SSRF: loopback, private and metadata addresses are refused, also behind a redirect or a name."""
+    file_server.files["/inside.csv"] = b"secret"
+    port = file_server.host.rsplit(":", 1)[1]
+    for url in (
+        f"{file_server.url}/inside.csv",
+        f"http://localhost:{port}/inside.csv",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/x",
+        "http://[::ffff:127.0.0.1]/x",
+    ):
+        done = _fetch(tmp_path / "a", _spec(url))
+        assert done.returncode == 31, (url, done.stderr)
+        assert "refused to connect to a non-public address" in done.stderr, url
+        assert url not in done.stderr  # URLs are the publisher's secret
+    assert file_server.hits.get("/inside.csv") is None
+    # An allow-listed server redirecting to a non-allowed one: the redirect is checked again.
+    file_server.redirects["/hop"] = "http://127.0.0.2:9/inside.csv"
+    done = _fetch(tmp_path / "b", _spec(f"{file_server.url}/hop", allow=[file_server.host]))
+    assert done.returncode == 31 and "non-public address (loopback)" in done.stderr
+    # The same file from the allow-listed host:port is fetched.
+    done = _fetch(tmp_path / "c", _spec(f"{file_server.url}/inside.csv", allow=[file_server.host]))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c" / "inputs" / DID.removeprefix("did:op:") / "0").read_bytes() == b"secret"
 
 
 def _outputs(data: Path, count: int) -> None:

@@ -5,18 +5,33 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from c2d.db.jobs import NewJob
 from c2d.environments import ComputeEnvironment
 from workflows.builder import build_workflow
 from workflows.registry import BuildOptions, default_registry
-from workflows.spec import AlgorithmContainer, AlgorithmInput, DatasetInput, FetchSpec, InputFile, JobSpec
+from workflows.spec import (
+    AlgorithmContainer,
+    AlgorithmInput,
+    DatasetInput,
+    FetchSpec,
+    InputFile,
+    JobSpec,
+    StoreAccess,
+)
 
 OWNER = "0x" + "ab" * 20
 
 
 def did(seed: str) -> str:
     return "did:op:" + seed.encode().hex().ljust(64, "0")[:64]
+
+
+def _loopback_access(urls: list[str]) -> StoreAccess | None:
+    """Let the fetch step reach the tests' own loopback servers (the SSRF guard refuses them otherwise)."""
+    hosts = sorted({urlsplit(url).netloc for url in urls if urlsplit(url).hostname == "127.0.0.1"})
+    return StoreAccess(allow_hosts=hosts) if hosts else None
 
 
 def job_spec(
@@ -44,6 +59,7 @@ def job_spec(
             datasets=[DatasetInput(did=dataset, files=files, ddo={"id": dataset, "version": "4.1.0"})],
             algorithm=algorithm,
             max_bytes=64 * 1024**2,
+            access=_loopback_access(urls),
         ),
         container=AlgorithmContainer(image="python", tag="3.11-slim", entrypoint="python $ALGO"),
     )

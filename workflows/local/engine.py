@@ -49,6 +49,7 @@ class LocalEngine(BackgroundEngine):
         self.executor = ThreadPoolExecutor(settings.engine.max_parallel_jobs, thread_name_prefix="c2d-job")
         self.dispatcher: threading.Thread | None = None
         self.lock_conn: psycopg.Connection[Any] | None = None
+        self.secrets = storage_secrets(settings)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> LocalEngine:
@@ -105,7 +106,7 @@ class LocalEngine(BackgroundEngine):
 
     def _launch(self, record: JobRecord, *, resume: bool) -> None:
         try:
-            plan = interpret(record.workflow or {})
+            plan = interpret(record.workflow or {}, self.secrets)
         except UnsupportedWorkflowError as exc:
             self._finish_error(record.job_id, f"the local engine cannot run this workflow: {exc}")
             return
@@ -198,6 +199,15 @@ class LocalEngine(BackgroundEngine):
                 continue  # still queued: the dispatcher claims it
             log.warning("job %s: found unfinished after an engine restart (status %s)", record.job_id, record.status)
             self._launch(record, resume=True)
+
+
+def storage_secrets(settings: Settings) -> dict[str, dict[str, str]]:
+    """What the Kubernetes Secret of the steps holds on a cluster, from the node's own settings."""
+    s3 = settings.storage.s3
+    if not (s3.configured and s3.access_key and s3.secret_key):
+        return {}
+    keys = {"s3-access-key": s3.access_key.get_secret_value(), "s3-secret-key": s3.secret_key.get_secret_value()}
+    return {settings.storage.secret_name: keys}
 
 
 def _state(task: str, stage: str, states: dict[str, dict[str, Any]]) -> StepState:

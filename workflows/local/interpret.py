@@ -2,7 +2,8 @@
 
 Supported: one DAG entrypoint of container templates; ``depends`` made of ``task[.Phase]`` terms
 joined by ``&&``/``||`` (no parentheses) or ``dependencies``; ``{{workflow.parameters.*}}``,
-``{{workflow.name}}`` and ``{{inputs.parameters.*}}``; command/args/env/workingDir; volumes
+``{{workflow.name}}`` and ``{{inputs.parameters.*}}``; command/args/workingDir; env values and
+``secretKeyRef`` (from the secrets the engine holds); volumes
 (volumeClaimTemplates and emptyDir as per-job folders, hostPath) and volumeMounts with subPath and
 readOnly; resource limits; activeDeadlineSeconds (workflow and template); retryStrategy with
 ``asInt(lastRetry.exitCode) == N``; output parameters ``valueFrom.path``. Anything else is refused
@@ -12,6 +13,7 @@ with :class:`UnsupportedWorkflowError` naming it, before the job starts.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ _SUFFIX = {
     "Gi": 2**30,
     "Ti": 2**40,
 }
+Secrets = Mapping[str, Mapping[str, str]]
 _PHASES = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned")
 
 
@@ -156,7 +159,21 @@ def _volumes(spec: dict[str, Any]) -> dict[str, Volume]:
     return volumes
 
 
-def _step(task: dict[str, Any], template: dict[str, Any], scope: dict[str, str]) -> Step:
+def _secret_value(item: dict[str, Any], secrets: Secrets, where: str) -> str | None:
+    """An env var from ``valueFrom.secretKeyRef``, out of the secrets the engine holds (its settings)."""
+    ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+    if not ref:
+        raise UnsupportedWorkflowError(f"{where}: env {item['name']!r} must have a value or a secretKeyRef")
+    value = (secrets.get(str(ref.get("name"))) or {}).get(str(ref.get("key")))
+    if value is None and not ref.get("optional"):
+        raise UnsupportedWorkflowError(
+            f"{where}: env {item['name']!r} needs key {ref.get('key')!r} of secret {ref.get('name')!r}, "
+            "which this node does not have"
+        )
+    return value
+
+
+def _step(task: dict[str, Any], template: dict[str, Any], scope: dict[str, str], secrets: Secrets) -> Step:
     name = template["name"]
     where = f"template {name!r}"
     container = template.get("container")
@@ -173,9 +190,12 @@ def _step(task: dict[str, Any], template: dict[str, Any], scope: dict[str, str])
         )
     env = {}
     for item in container.get("env") or []:
-        if "value" not in item:
-            raise UnsupportedWorkflowError(f"{where}: env {item['name']!r} must have a literal value")
-        env[item["name"]] = _substitute(str(item["value"]), local, where)
+        if "value" in item:
+            env[item["name"]] = _substitute(str(item["value"]), local, where)
+            continue
+        value = _secret_value(item, secrets, where)
+        if value is not None:
+            env[item["name"]] = value
     mounts = [
         Mount(m["name"], m["mountPath"], m.get("subPath"), bool(m.get("readOnly", False)))
         for m in container.get("volumeMounts") or []
@@ -264,7 +284,8 @@ def depends_met(expression: str | None, phases: dict[str, str]) -> bool:
     return False
 
 
-def interpret(workflow: dict[str, Any]) -> Plan:
+def interpret(workflow: dict[str, Any], secrets: Secrets | None = None) -> Plan:
+    """``secrets``: the Secrets the engine can resolve ``secretKeyRef`` env vars from (name → key → value)."""
     metadata = workflow.get("metadata") or {}
     spec = workflow.get("spec") or {}
     name = metadata.get("name")
@@ -284,7 +305,7 @@ def interpret(workflow: dict[str, Any]) -> Plan:
             raise UnsupportedWorkflowError(f"task {task['name']!r}: only local templates run on the local engine")
         if task["template"] not in templates:
             raise UnsupportedWorkflowError(f"task {task['name']!r}: no template {task['template']!r}")
-        steps.append(_step(task, templates[task["template"]], scope))
+        steps.append(_step(task, templates[task["template"]], scope, secrets or {}))
     volumes = _volumes(spec)
     for step in steps:
         for mount in step.mounts:

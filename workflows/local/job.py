@@ -23,7 +23,7 @@ from workflows.exceptions import SandboxError
 from workflows.local.cgroups import StepCgroup
 from workflows.local.interpret import Plan, Step, depends_met
 from workflows.local.runner import Outcome, Watch, run_step
-from workflows.local.sandbox import Runtime, bwrap_command, resolve_runtime, steps_runtime
+from workflows.local.sandbox import Runtime, bwrap_command, resolve_runtime, step_environment, steps_runtime
 from workflows.status_map import DONE_PHASES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +106,7 @@ class JobRun:
             runtime = self._runtime(step)
             binds = self._binds(step)
             argv = bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)
+            env = step_environment(step, runtime)
         except SandboxError as exc:
             return Outcome("Error", None, str(exc))
         cgroup = StepCgroup.create(
@@ -131,6 +132,7 @@ class JobRun:
             return run_step(
                 step,
                 [*cgroup.prefix(), *rlimits, "--", *argv],
+                env,
                 self.job_dir / "steps" / f"{step.task}.log",
                 cgroup,
                 watch,

@@ -67,6 +67,7 @@ def _usage(folders: tuple[Path, ...], max_files: int | None) -> tuple[int, int]:
 def run_step(
     step: Step,
     argv: list[str],
+    env: dict[str, str],
     log_file: Path,
     cgroup: StepCgroup,
     watch: Watch,
@@ -78,7 +79,7 @@ def run_step(
     with open(log_file, "ab") as log:
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         except OSError as exc:
             return Outcome("Error", None, f"could not start the sandbox: {exc.strerror}")

@@ -1,10 +1,11 @@
 """The bubblewrap command line of one step.
 
 Every step runs in new user, pid, ipc, uts and cgroup namespaces as uid/gid 65534 with all
-capabilities dropped, nested user namespaces disabled, a clean environment, a read-only view of the
-system folders it needs and nothing else of the host. Steps without the ``egress: allowed`` label
-(the algorithm, filters) also get a new, empty network namespace. Writable places are exactly the
-read-write mounts of the template (outputs, logs) and size-capped tmpfs scratch volumes.
+capabilities dropped, nested user namespaces disabled, a clean environment (:func:`step_environment`),
+a read-only view of the system folders it needs and nothing else of the host. Steps without the
+``egress: allowed`` label (the algorithm, filters) also get a new, empty network namespace. Writable
+places are exactly the read-write mounts of the template (outputs, logs) and size-capped tmpfs
+scratch volumes.
 """
 
 from __future__ import annotations
@@ -92,7 +93,6 @@ def bwrap_command(
         "--disable-userns",
         "--hostname",
         "c2d-job",
-        "--clearenv",
     ]
     if step.egress:
         args.append("--share-net")
@@ -115,10 +115,13 @@ def bwrap_command(
         if not host.exists():
             raise SandboxError(f"mount source {host} of {inside} does not exist")
         args += ["--ro-bind" if read_only else "--bind", str(host), inside]
-    env = {"PATH": runtime.path_env, "HOME": "/tmp", "LANG": "C.UTF-8", **dict(runtime.env), **step.env}
-    for key, value in env.items():
-        args += ["--setenv", key, value]
     args += ["--remount-ro", "/"]
     if step.working_dir:
         args += ["--chdir", step.working_dir]
     return [*args, "--", *step.command]
+
+
+def step_environment(step: Step, runtime: Runtime) -> dict[str, str]:
+    """The whole environment of the sandboxed process (passed to it directly, not on a command line where
+    other processes could read secrets from /proc): nothing of the node's own environment."""
+    return {"PATH": runtime.path_env, "HOME": "/tmp", "LANG": "C.UTF-8", **dict(runtime.env), **step.env}

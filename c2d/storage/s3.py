@@ -1,0 +1,137 @@
+"""S3-compatible object stores (MinIO, AWS S3) through the ``minio`` SDK, streamed with constant memory.
+
+Errors become the storage errors of :mod:`c2d.exceptions`: missing bucket/key → ObjectNotFoundError,
+refused credentials → StorageAccessError, connection trouble and 5xx → TransientStorageError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import MinioException, S3Error
+
+from c2d.exceptions import ObjectNotFoundError, StorageAccessError, StorageError, TransientStorageError
+from c2d.storage.locations import S3Location
+
+CHUNK = 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024  # multipart uploads: memory per part in flight
+NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload"})
+DENIED = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
+)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint: str  # http(s)://host:port
+    access_key: str
+    secret_key: str
+    region: str | None = None
+
+
+def _translate(exc: Exception, what: str) -> StorageError:
+    if isinstance(exc, S3Error):
+        if exc.code in NOT_FOUND:
+            return ObjectNotFoundError(f"{what}: {exc.code}")
+        if exc.code in DENIED:
+            return StorageAccessError(f"{what}: the store refused our credentials ({exc.code})")
+        status = exc.response.status if exc.response is not None else 0
+        if status >= 500 or exc.code in ("SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"):
+            return TransientStorageError(f"{what}: {exc.code}")
+        return StorageError(f"{what}: {exc.code}")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return TransientStorageError(f"{what}: connection failed ({type(exc).__name__})")
+    return StorageError(f"{what}: {type(exc).__name__}")
+
+
+class S3Store:
+    """One endpoint with one set of credentials."""
+
+    def __init__(self, config: S3Config) -> None:
+        parts = urlsplit(config.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise StorageError("the S3 endpoint must be an http(s)://host[:port] URL")
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=10, read=60),
+            retries=urllib3.Retry(total=3, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504)),
+            maxsize=8,
+        )
+        self.client = Minio(
+            parts.netloc,
+            access_key=config.access_key,
+            secret_key=config.secret_key,
+            secure=parts.scheme == "https",
+            region=config.region,
+            http_client=http,
+        )
+
+    def size(self, location: S3Location) -> int:
+        try:
+            stat = self.client.stat_object(location.bucket, location.key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"object {location.key!r} in bucket {location.bucket!r}") from None
+        return int(stat.size or 0)
+
+    def stream(self, location: S3Location, max_bytes: int | None = None) -> Iterator[bytes]:
+        """The object's bytes in chunks; at most ``max_bytes`` + 1 are read (the caller enforces the cap)."""
+        what = f"object {location.key!r} in bucket {location.bucket!r}"
+        try:
+            response = self.client.get_object(
+                location.bucket, location.key, length=max_bytes + 1 if max_bytes is not None else 0
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, what) from None
+        try:
+            yield from response.stream(CHUNK)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientStorageError(f"{what}: transfer interrupted ({type(exc).__name__})") from None
+        finally:
+            response.close()
+            response.release_conn()
+
+    def upload(self, location: S3Location, source: Path) -> int:
+        """Store a file (multipart above PART_SIZE); an interrupted upload leaves no object behind."""
+        size = source.stat().st_size
+        try:
+            with open(source, "rb") as handle:
+                self.client.put_object(
+                    location.bucket, location.key, handle, size, part_size=PART_SIZE, num_parallel_uploads=1
+                )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"upload of {location.key!r} to bucket {location.bucket!r}") from None
+        return size
+
+    def ensure_bucket(self, bucket: str) -> None:
+        try:
+            if not self.client.bucket_exists(bucket):
+                self.client.make_bucket(bucket)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"bucket {bucket!r}") from None
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under ``prefix`` (which must end with "/"); returns how many there were."""
+        if not prefix.endswith("/") or prefix == "/":
+            raise StorageError("refusing to delete objects outside a job's prefix")
+        try:
+            names = [obj.object_name for obj in self.client.list_objects(bucket, prefix=prefix, recursive=True)]
+            errors = list(self.client.remove_objects(bucket, (DeleteObject(str(name)) for name in names if name)))
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"objects under {prefix!r} in bucket {bucket!r}") from None
+        if errors:
+            raise StorageError(f"{len(errors)} object(s) under {prefix!r} could not be deleted: {errors[0].code}")
+        return len(names)
+
+    def presigned_url(self, location: S3Location, seconds: int) -> str:
+        try:
+            return str(
+                self.client.presigned_get_object(location.bucket, location.key, expires=timedelta(seconds=seconds))
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc, f"object {location.key!r}") from None
