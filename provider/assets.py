@@ -7,13 +7,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from hexbytes import HexBytes
 from web3 import Web3
 
 from c2d.chain.documents import DocumentError, decrypt
+from c2d.exceptions import StorageError
+from c2d.storage.locations import LocationError
+from c2d.storage.sources import Sources
 from provider.exceptions import ComputeRequestError, FileUnavailable
 from provider.indexer.store import DdoStore
+from workflows.spec import InputFile
 
 MAX_CHECKSUM_BYTES = 64 * 1024 * 1024
 
@@ -116,46 +119,36 @@ def container_checksum(container: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class FileProbe:
     content_type: str
-    content_length: str | None  # as announced by the server
+    content_length: str | None  # as announced by the source
     size: int | None = None  # bytes read, when checksummed
     sha256: str | None = None
 
 
-def probe_file(session: requests.Session, file: dict[str, Any], *, checksum: bool) -> FileProbe:
-    """Request a ``url`` file object (its URL never leaves this function); stream it through sha256 with
-    a size cap when ``checksum``. Raises FileUnavailable with a reason that names no URL."""
-    if file.get("type", "url") != "url" or not file.get("url"):
-        raise FileUnavailable(f"cannot read {file.get('type')!r} files")
+def probe_file(sources: Sources, file: InputFile, *, checksum: bool) -> FileProbe:
+    """Open a file (its location never leaves this function); stream it through sha256 with a size cap
+    when ``checksum``. Raises FileUnavailable with a reason that names no URL."""
     try:
-        with session.request(
-            str(file.get("method", "GET")), str(file["url"]), headers=file.get("headers") or {}, stream=True, timeout=30
-        ) as response:
-            if response.status_code >= 400:
-                raise FileUnavailable(f"HTTP {response.status_code}")
-            length = response.headers.get("Content-Length")
-            probe = FileProbe(
-                response.headers.get("Content-Type", "application/octet-stream"),
-                length if length and length.isdigit() else None,
-            )
+        with sources.open(file.url, MAX_CHECKSUM_BYTES, file.method, file.headers) as opened:
+            length = str(opened.size) if opened.size is not None else None
             if not checksum:
-                return probe
+                return FileProbe(opened.content_type, length)
             digest, size = hashlib.sha256(), 0
-            for chunk in response.iter_content(1024 * 1024):
+            for chunk in opened.chunks:
                 size += len(chunk)
                 if size > MAX_CHECKSUM_BYTES:
                     raise FileUnavailable(f"file larger than {MAX_CHECKSUM_BYTES} bytes")
                 digest.update(chunk)
-    except requests.RequestException as exc:
-        raise FileUnavailable(type(exc).__name__) from None
-    return FileProbe(probe.content_type, str(size), size, digest.hexdigest())
+    except (StorageError, LocationError) as exc:
+        raise FileUnavailable(str(exc)) from None
+    return FileProbe(opened.content_type, str(size), size, digest.hexdigest())
 
 
-def files_checksum(files: list[dict[str, Any]], session: requests.Session) -> str:
+def files_checksum(files: list[InputFile], sources: Sources) -> str:
     """Ocean's filesChecksum: the sha256 hex of each file's content, concatenated, in order."""
     parts = []
     for file in files:
         try:
-            parts.append(str(probe_file(session, file, checksum=True).sha256))
+            parts.append(str(probe_file(sources, file, checksum=True).sha256))
         except FileUnavailable as exc:
             raise ComputeRequestError("algorithm", "file_unavailable", exc.message) from None
     return "".join(parts).lower()

@@ -12,12 +12,14 @@ from eth_account import Account
 from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
 from c2d.db.pool import Pool, open_pool
-from c2d.exceptions import StackError
+from c2d.exceptions import StackError, StorageError
 from c2d.settings import Settings
 from c2d.stack.postgres import database_dsn
 from provider.app import create_app
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
+from provider.retention import Retention
+from provider.services import Services
 from workflows.local.engine import LocalEngine
 
 
@@ -31,12 +33,21 @@ class Node:
         self.indexer = Indexer(chain, DdoStore(self.pool), account)
         self.engine = LocalEngine(settings, self.pool, self.dsn) if settings.engine.kind == "local" else None
         app = create_app(settings, self.pool, self.engine)
+        services: Services = app.state.services
+        self.results = services.results
+        self.retention = Retention(services.jobs, services.results, settings.storage.cleanup_seconds)
         config = uvicorn.Config(app, host=settings.host, port=settings.provider.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 
     def start_workers(self) -> None:
+        try:
+            self.results.prepare()
+        except StorageError as exc:
+            self.pool.close()
+            raise StackError(f"the results storage is not usable: {exc}") from None
         self.indexer.start()
+        self.retention.start()
         if self.engine is not None:
             self.engine.start()
 
@@ -71,4 +82,5 @@ class Node:
         if self.engine is not None and self.engine.dispatcher is not None:
             self.engine.close()
         self.indexer.stop()
+        self.retention.stop()
         self.pool.close()

@@ -18,6 +18,7 @@ from c2d.db.pool import Pool
 from c2d.settings import Settings
 from provider.fees import default_fee_token
 from provider.indexer.store import DdoStore
+from provider.results import ResultStore
 from workflows.registry import StepRegistry, default_registry
 
 
@@ -40,6 +41,7 @@ class Services:
     ddos: DdoStore
     registry: StepRegistry
     default_fee_token: str
+    results: ResultStore
     engine: Engine | None = None
 
     @classmethod
@@ -57,6 +59,7 @@ class Services:
             DdoStore(pool),
             registry,
             default_fee_token(settings),
+            ResultStore(settings),
             engine,
         )
 

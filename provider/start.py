@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
-
 from c2d.db.jobs import NewJob, UsedOrder
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import OrderAlreadyUsedError
+from c2d.storage.locations import LocationError, scheme_of
 from provider.assets import Asset, files_checksum, resolve, service_files
 from provider.auth import checksum, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
 from provider.fees import fee_amount, fee_token
+from provider.locations import input_file, node_sources, store_access
 from provider.orders import ValidOrder, validate_order
 from provider.services import Services
 from provider.status import status_object
@@ -39,19 +39,6 @@ class _Algorithm:
     spec: AlgorithmInput
     container: AlgorithmContainer
     order: ValidOrder | None
-
-
-def _input_files(files: list[dict[str, Any]], resource: str) -> list[InputFile]:
-    out = []
-    for file in files:
-        if file.get("type", "url") != "url" or not file.get("url"):
-            raise ComputeRequestError(f"{resource}.serviceId", "unsupported_file_type", f"{file.get('type')!r} files")
-        out.append(
-            InputFile(
-                url=str(file["url"]), method=str(file.get("method", "GET")).upper(), headers=file.get("headers") or {}
-            )
-        )
-    return out
 
 
 def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
@@ -78,20 +65,29 @@ def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
     return container
 
 
+def _raw_files(meta: dict[str, Any]) -> list[InputFile]:
+    """A raw algorithm's ``url``: http(s) only (a consumer may not name the node's buckets or IPFS)."""
+    if meta.get("rawcode"):
+        return []
+    url = str(meta["url"])
+    try:
+        if scheme_of(url) not in ("http", "https"):
+            raise ComputeRequestError("algorithm", "unsupported_file_type", "a raw algorithm url must be http(s)")
+        return [InputFile(url=url)]
+    except (LocationError, ValueError) as exc:
+        raise ComputeRequestError("algorithm", "unsupported_file_type", str(exc).splitlines()[0]) from None
+
+
 def _algorithm(
     services: Services, body: dict[str, Any], consumer: str
-) -> tuple[_Algorithm, Asset | None, list[dict[str, Any]]]:
+) -> tuple[_Algorithm, Asset | None, list[InputFile]]:
     algo = body.get("algorithm") or {}
     meta = algo.get("meta")
     custom = algo.get("algocustomdata")
     if meta:
         if not (meta.get("rawcode") or meta.get("url")):
             raise ComputeRequestError("algorithm", "meta_oneof_url_rawcode_remote")
-        spec = AlgorithmInput(
-            raw_code=meta.get("rawcode") or None,
-            files=[] if meta.get("rawcode") else [InputFile(url=str(meta["url"]))],
-            custom_data=custom,
-        )
+        spec = AlgorithmInput(raw_code=meta.get("rawcode") or None, files=_raw_files(meta), custom_data=custom)
         return _Algorithm(spec, _container(meta.get("container") or {}, services), None), None, []
     if not algo.get("documentId"):
         raise ComputeRequestError("algorithm", "missing_meta_documentId")
@@ -110,8 +106,9 @@ def _algorithm(
         provider_address=services.address,
         resource="algorithm",
     )
-    files = service_files(asset, service, services.account.key.hex(), "algorithm")
-    spec = AlgorithmInput(did=asset.did, files=_input_files(files, "algorithm"), ddo=asset.ddo, custom_data=custom)
+    raw = service_files(asset, service, services.account.key.hex(), "algorithm")
+    files = [input_file(services.settings, file, asset.owner, "algorithm") for file in raw]
+    spec = AlgorithmInput(did=asset.did, files=files, ddo=asset.ddo, custom_data=custom)
     return _Algorithm(spec, _container(asset.container, services), order), asset, files
 
 
@@ -132,12 +129,11 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
     if not isinstance(extra, list):
         raise ComputeRequestError("additional_input", "invalid")
     algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
-    session = requests.Session()
     checksum_cache: list[str] = []
 
     def algo_checksum() -> str:
         if not checksum_cache:
-            checksum_cache.append(files_checksum(algo_files, session))
+            checksum_cache.append(files_checksum(algo_files, node_sources(services.settings)))
         return checksum_cache[0]
 
     inputs: list[DatasetInput] = []
@@ -150,7 +146,8 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
             raise ComputeRequestError(f"{resource}.serviceId", "main_service_compute")
         if service.type not in ("compute", "access"):
             raise ComputeRequestError(f"{resource}.serviceId", "service_not_access_compute")
-        files = service_files(asset, service, services.account.key.hex(), resource)
+        raw = service_files(asset, service, services.account.key.hex(), resource)
+        files = [input_file(services.settings, file, asset.owner, resource) for file in raw]
         legacy = services.settings.provider.legacy_allow_any_algorithm
         check_algorithm_allowed(service, algo_asset, algo_checksum, resource, legacy)
         order = validate_order(
@@ -164,7 +161,7 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
             environment=env.id,
         )
         orders.append(("dataset", order))
-        inputs.append(DatasetInput(did=asset.did, files=_input_files(files, resource), ddo=asset.ddo))
+        inputs.append(DatasetInput(did=asset.did, files=files, ddo=asset.ddo))
     if algorithm.order is not None:
         orders.append(("algorithm", algorithm.order))
     _check_fees(services, env, [order for _, order in orders])
@@ -194,9 +191,11 @@ def _create_job(
         owner=consumer,
         environment=env.id,
         container=algorithm.container,
-        fetch=FetchSpec(datasets=inputs, algorithm=algorithm.spec, max_bytes=env.disk_bytes),
+        fetch=FetchSpec(
+            datasets=inputs, algorithm=algorithm.spec, max_bytes=env.disk_bytes, access=store_access(settings)
+        ),
     )
-    options = BuildOptions.for_engine(settings.engine, str(settings.store_dir / job_id))
+    options = BuildOptions.for_job(settings, env, job_id)
     workflow = build_workflow(spec, env, services.registry, options)
     chain_id = services.chain.chain_id
     try:

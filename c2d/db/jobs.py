@@ -223,11 +223,14 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET status = %s, status_text = %s, updated_at = clock_timestamp(), "
                 "date_finished = CASE WHEN %s THEN clock_timestamp() ELSE date_finished END, "
+                # results are kept for the environment's storage expiry after the job ends
+                "expiry = CASE WHEN %s THEN clock_timestamp() + (expiry - date_created) ELSE expiry END, "
                 "results = coalesce(%s, results), stopreq = coalesce(%s, stopreq), "
                 "details = details || %s WHERE job_id = %s",
                 (
                     code,
                     status_text,
+                    finished,
                     finished,
                     Jsonb(results) if results is not None else None,
                     stopreq,
@@ -283,15 +286,30 @@ class JobStore:
             )
             return cur.rowcount == 1
 
-    def mark_removed(self, job_id: str) -> bool:
-        """Flag a finished job's results as removed; False when it is unfinished or already removed."""
-        with self.pool.connection() as conn:
-            cur = conn.execute(
+    def mark_removed(self, job_id: str, *, source: str = "provider", reason: str = "deleted") -> bool:
+        """Flag a finished job's results as removed (with an audit event); False when it is unfinished or
+        already removed. The status stays: ``removed`` says the results are gone."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
                 "UPDATE jobs SET removed = 1, updated_at = clock_timestamp() "
-                "WHERE job_id = %s AND date_finished IS NOT NULL AND removed = 0",
+                "WHERE job_id = %s AND date_finished IS NOT NULL AND removed = 0 RETURNING status, status_text",
                 (job_id,),
-            )
-            return cur.rowcount == 1
+            ).fetchone()
+            if row is None:
+                return False
+            status, text = int(str(row[0])), str(row[1])
+            self._event(conn, job_id, status, status, text, source, {"removed": reason})
+        return True
+
+    def expired(self, limit: int = 100) -> list[JobRecord]:
+        """Finished jobs whose results are past their expiry and not removed yet, oldest expiry first."""
+        query = (
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE date_finished IS NOT NULL AND removed = 0 "
+            "AND expiry <= clock_timestamp() ORDER BY expiry LIMIT %s"
+        )
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            cur.execute(query.encode(), (limit,))
+            return cur.fetchall()
 
     def running_count(self, environment: str) -> int:
         with self.pool.connection() as conn:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from c2d.db.jobs import JobRecord
+from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
 from provider.auth import checksum, verify_request
-from provider.exceptions import NotFound, RequestValidationFailed
+from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
 from provider.fees import fee_token
+from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
 from provider.status import status_object
 
@@ -78,8 +80,12 @@ def delete(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
     for job in query.jobs(services):
         if not job.finished:
             _stop(services, job)
-        elif services.jobs.mark_removed(job.job_id):
-            shutil.rmtree(services.settings.store_dir / job.job_id, ignore_errors=True)
+        elif not job.removed:
+            try:
+                services.results.delete(job)  # first: a job is marked removed only once its data is gone
+            except StorageError as exc:
+                raise ServiceUnavailable(f"the results of job {job.job_id} could not be deleted now: {exc}") from None
+            services.jobs.mark_removed(job.job_id, reason="deleted by the consumer")
     return [status_object(job) for job in query.jobs(services)]
 
 
@@ -91,7 +97,7 @@ def result(
     index: Str = None,
     nonce: Str = None,
     signature: Str = None,
-) -> FileResponse:
+) -> Response:
     owner = checksum(consumer_address)
     if not job_id:
         raise RequestValidationFailed({"jobId": ["The jobId field is required."]})
@@ -108,10 +114,23 @@ def result(
     if position < 0 or position >= len(results):
         raise NotFound(f"No such index {position} in this compute job")
     entry = results[position]
-    path = services.settings.store_dir / job_id / str(entry.get("path", ""))
-    if not path.is_file():
+    filename = str(entry["filename"]).rsplit("/", 1)[-1]
+    try:
+        found = services.results.open(job, entry)
+    except ObjectNotFoundError:
+        found = None
+    except StorageError as exc:
+        raise ServiceUnavailable(f"Result {position} of job {job_id} cannot be read now: {exc}") from None
+    if found is None:
         raise NotFound(f"Result {position} of job {job_id} is no longer stored")
-    return FileResponse(path, filename=str(entry["filename"]).rsplit("/", 1)[-1], media_type="application/octet-stream")
+    if isinstance(found, LocalResult):
+        return FileResponse(found.path, filename=filename, media_type="application/octet-stream")
+    if isinstance(found, RedirectResult):
+        return RedirectResponse(found.url, status_code=307)
+    headers = {"Content-Disposition": f'attachment; filename="{quote(filename)}"'}
+    if found.size is not None:
+        headers["Content-Length"] = str(found.size)
+    return StreamingResponse(found.chunks, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/computeEnvironments", summary="Compute environments by chain id")

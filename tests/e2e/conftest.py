@@ -144,7 +144,7 @@ class ArgoJobs:
         ttl_seconds: int | None = None,
     ) -> str:
         """``inject``: template name -> extra pod annotations (the fake-pod knobs)."""
-        options = BuildOptions.for_engine(self.settings.engine, str(self.settings.store_dir / spec.job_id))
+        options = BuildOptions.for_job(self.settings, env, spec.job_id)
         workflow = build_workflow(spec, env, default_registry(), options).to_dict()
         workflow["metadata"]["labels"].update(workflow_labels or {})
         if ttl_seconds is not None:

@@ -39,16 +39,17 @@ class Market:
     env: str = "local-cpu"
     published: dict[str, DataAsset] = field(default_factory=dict)
 
-    def publish(self, kind: str, content: bytes, **ddo_args: Any) -> DataAsset:
+    def publish(
+        self, kind: str, content: bytes, *, file_objects: list[dict[str, Any]] | None = None, **ddo_args: Any
+    ) -> DataAsset:
+        """Publish ``content`` served by the test file server, or the given ``file_objects`` (s3, ipfs...)."""
         n = next(_names)
         asset = create_data_nft(self.chain, self.addresses, self.publisher, f"Asset{n}", f"A{n}")
-        path = f"/asset{n}.{'py' if kind == 'algorithm' else 'csv'}"
-        self.files.files[path] = content
-        files = {
-            "datatokenAddress": asset.datatoken,
-            "nftAddress": asset.nft,
-            "files": [{"type": "url", "url": f"{self.files.url}{path}", "method": "GET"}],
-        }
+        if file_objects is None:
+            path = f"/asset{n}.{'py' if kind == 'algorithm' else 'csv'}"
+            self.files.files[path] = content
+            file_objects = [{"type": "url", "url": f"{self.files.url}{path}", "method": "GET"}]
+        files = {"datatokenAddress": asset.datatoken, "nftAddress": asset.nft, "files": file_objects}
         encrypted = "0x" + encrypt(json.dumps(files).encode(), self.provider_public_key).hex()
         service_type = "access" if kind == "algorithm" else "compute"
         ddo = make_ddo(asset, "http://provider", encrypted, kind=kind, service_type=service_type, **ddo_args)
