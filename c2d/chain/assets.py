@@ -78,6 +78,12 @@ def create_data_nft(
     )
 
 
+def transfer_nft(chain: Chain, owner: LocalAccount, nft: str, to: str) -> TxReceipt:
+    """Hand a data NFT to ``to``: Ocean's template gives the new owner every role and clears the old ones."""
+    contract = chain.contract("ERC721Template", nft)
+    return chain.transact(owner, contract.functions.transferFrom(owner.address, Web3.to_checksum_address(to), 1))
+
+
 def mint_datatokens(chain: Chain, minter: LocalAccount, datatoken: str, to: str, amount: int) -> None:
     token = chain.contract("ERC20Template", datatoken)
     chain.transact(minter, token.functions.mint(Web3.to_checksum_address(to), amount))

@@ -2,7 +2,8 @@
 
 Each event's document is decoded with the provider key (:mod:`c2d.chain.documents`), checked (hash,
 ``id`` = did:op:sha256(checksummed NFT address + chain id), ``chainId``, ``nftAddress``) and enriched
-the way Aquarius does (``nft``, ``datatokens``, ``event``). Events that fail are recorded in
+the way Aquarius does (``nft``, ``datatokens``, ``event``); ``nft.owner`` follows the NFT's
+``Transfer`` events (a result asset is handed to its consumer after it is published). Events that fail are recorded in
 ``indexer_rejects`` with the reason and skipped. Progress is stored with each batch, so a restart
 resumes where it stopped and replaying a batch changes nothing.
 """
@@ -21,11 +22,12 @@ from web3.exceptions import Web3Exception
 from c2d.chain.assets import compute_did
 from c2d.chain.client import Chain
 from c2d.chain.documents import DocumentError, decode_document
-from provider.indexer.store import DdoStore, IndexedDdo
+from provider.indexer.store import DdoStore, IndexedDdo, OwnerChange
 
 log = logging.getLogger(__name__)
 BATCH_BLOCKS = 2000
 EVENTS = ("MetadataCreated", "MetadataUpdated")
+TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
 
 
 def _hex(value: object) -> str:
@@ -64,7 +66,8 @@ class Indexer:
                     tx = Web3.to_hex(entry["transactionHash"])
                     log.warning("metadata event in %s (%s) rejected: %s", tx, entry["address"], exc)
                     rejects.append((tx, int(entry["logIndex"]), str(entry["address"]), str(exc)))
-            self.store.save(chain_id, end, ddos, rejects)
+            nfts = {item.nft_address for item in ddos} | set(self.store.nft_addresses(chain_id))
+            self.store.save(chain_id, end, ddos, rejects, self._transfers(nfts, start, end))
             start = end + 1
         with self.synced:
             self.synced_block = head
@@ -86,7 +89,7 @@ class Indexer:
             raise ValueError(f"DDO nftAddress {ddo.get('nftAddress')!r} is not the emitting NFT {nft_address}")
         tx = Web3.to_hex(entry["transactionHash"])
         block = self.chain.w3.eth.get_block(entry["blockNumber"])
-        ddo["nft"] = self._nft(nft_address, int(args["state"]), int(block["timestamp"]))
+        ddo["nft"] = self._nft(nft_address, int(args["state"]), int(entry["blockNumber"]), int(block["timestamp"]))
         ddo["datatokens"] = self._datatokens(nft_address, ddo)
         ddo["event"] = {
             "tx": tx,
@@ -97,13 +100,37 @@ class Indexer:
         }
         return IndexedDdo(did, nft_address, tx, int(entry["blockNumber"]), int(entry["logIndex"]), ddo)
 
-    def _nft(self, address: str, state: int, timestamp: int) -> dict[str, Any]:
+    def _transfers(self, nfts: set[str], start: int, end: int) -> list[OwnerChange]:
+        """New owners of the indexed data NFTs in [start, end] (ERC721 ``Transfer`` of token 1), in chain order."""
+        if not nfts:
+            return []
+        logs = self.chain.w3.eth.get_logs(
+            {
+                "fromBlock": start,
+                "toBlock": end,
+                "address": [Web3.to_checksum_address(nft) for nft in sorted(nfts)],
+                "topics": [TRANSFER_TOPIC],
+            }
+        )
+        changes = []
+        for entry in logs:
+            topics = entry["topics"]
+            if len(topics) != 4 or int(_hex(topics[3]), 16) != 1:  # ERC20 transfers have 3 topics
+                continue
+            owner = Web3.to_checksum_address("0x" + _hex(topics[2])[-40:])
+            changes.append(
+                OwnerChange(Web3.to_checksum_address(entry["address"]), owner, entry["blockNumber"], entry["logIndex"])
+            )
+        return changes
+
+    def _nft(self, address: str, state: int, block: int, timestamp: int) -> dict[str, Any]:
         nft = self.chain.contract("ERC721Template", address)
         return {
             "address": address,
             "name": nft.functions.name().call(),
             "symbol": nft.functions.symbol().call(),
-            "owner": nft.functions.ownerOf(1).call(),
+            # the owner when the metadata was set: later Transfer events update it (see _transfers)
+            "owner": nft.functions.ownerOf(1).call(block_identifier=block),
             "state": state,
             "created": datetime.fromtimestamp(timestamp, UTC).isoformat(),
             "tokenURI": nft.functions.tokenURI(1).call(),

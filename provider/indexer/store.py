@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,16 @@ class IndexedDdo:
     block: int
     log_index: int
     ddo: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OwnerChange:
+    """An ERC721 Transfer of a data NFT: its new owner, at (block, log index)."""
+
+    nft_address: str
+    owner: str
+    block: int
+    log_index: int
 
 
 class DdoStore:
@@ -46,10 +57,21 @@ class DdoStore:
             row = conn.execute("SELECT last_block FROM indexer_state WHERE chain_id = %s", (chain_id,)).fetchone()
         return int(str(row[0])) if row else None
 
+    def nft_addresses(self, chain_id: int) -> list[str]:
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT nft_address FROM ddos WHERE chain_id = %s", (chain_id,)).fetchall()
+        return [str(row[0]) for row in rows]
+
     def save(
-        self, chain_id: int, to_block: int, ddos: list[IndexedDdo], rejects: list[tuple[str, int, str, str]]
+        self,
+        chain_id: int,
+        to_block: int,
+        ddos: list[IndexedDdo],
+        rejects: list[tuple[str, int, str, str]],
+        owners: Sequence[OwnerChange] = (),
     ) -> None:
-        """Store a batch and the progress atomically; an older event never overwrites a newer one."""
+        """Store a batch and the progress atomically; an older event never overwrites a newer one, and an
+        owner change applies only to a DDO indexed from an earlier event."""
         with self.pool.connection() as conn, conn.transaction():
             for item in ddos:
                 conn.execute(
@@ -59,6 +81,13 @@ class DdoStore:
                     "log_index = EXCLUDED.log_index, updated_at = clock_timestamp() "
                     "WHERE (ddos.block, ddos.log_index) < (EXCLUDED.block, EXCLUDED.log_index)",
                     (item.did, chain_id, item.nft_address, Jsonb(item.ddo), item.tx_hash, item.block, item.log_index),
+                )
+            for change in owners:
+                conn.execute(
+                    "UPDATE ddos SET ddo = jsonb_set(ddo, '{nft,owner}', to_jsonb(%s::text)), "
+                    "updated_at = clock_timestamp() WHERE chain_id = %s AND lower(nft_address) = lower(%s) "
+                    "AND (block, log_index) < (%s, %s)",
+                    (change.owner, chain_id, change.nft_address, change.block, change.log_index),
                 )
             for tx_hash, log_index, nft, reason in rejects:
                 conn.execute(

@@ -9,7 +9,7 @@ import ecies
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from c2d.chain.assets import create_data_nft, publish_ddo
+from c2d.chain.assets import create_data_nft, publish_ddo, transfer_nft
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
 from c2d.chain.documents import encrypt, public_key_hex
@@ -70,6 +70,48 @@ def test_publish_index_update_and_serve(
     assert served["event"]["tx"] == second["transactionHash"].to_0x_hex()
     hits = client.post("/api/aquarius/assets/query", json={"query": {"query_string": {"query": "renamed"}}}).json()
     assert [hit["_source"]["id"] for hit in hits["hits"]["hits"]] == [asset.did]
+
+
+def test_nft_owner_follows_transfers(
+    chain: Chain,
+    addresses: OceanAddresses,
+    publisher: LocalAccount,
+    consumer: LocalAccount,
+    provider_account: LocalAccount,
+    pool: Pool,
+) -> None:
+    store = DdoStore(pool)
+    indexer = Indexer(chain, store, provider_account)
+    indexed = create_data_nft(chain, addresses, publisher, "Moved", "MOV")
+    publish_ddo(
+        chain,
+        publisher,
+        indexed.nft,
+        make_ddo(indexed, PROVIDER_URL, "0x"),
+        PROVIDER_URL,
+        provider_account.address,
+        _to(provider_account),
+    )
+    indexer.run_once()
+    assert (store.get(indexed.did) or {})["nft"]["owner"] == publisher.address
+    transfer_nft(chain, publisher, indexed.nft, consumer.address)  # after the DDO was indexed
+    # and one published and handed over before the indexer saw either event
+    unseen = create_data_nft(chain, addresses, publisher, "Handed", "HND")
+    publish_ddo(
+        chain,
+        publisher,
+        unseen.nft,
+        make_ddo(unseen, PROVIDER_URL, "0x"),
+        PROVIDER_URL,
+        provider_account.address,
+        _to(provider_account),
+    )
+    transfer_nft(chain, publisher, unseen.nft, consumer.address)
+    indexer.run_once()
+    assert (store.get(indexed.did) or {})["nft"]["owner"] == consumer.address
+    assert (store.get(unseen.did) or {})["nft"]["owner"] == consumer.address
+    indexer.run_once()  # replaying changes nothing
+    assert (store.get(unseen.did) or {})["nft"]["owner"] == consumer.address
 
 
 def test_bad_documents_are_rejected_with_a_reason(
