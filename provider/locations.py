@@ -4,8 +4,9 @@ Every path that reads a service's files (``POST /compute``, ``fileinfo``, the al
 ``filesChecksum``) goes through :func:`input_file`, so the same rules hold everywhere:
 
 * S3 objects only from buckets the operator allow-listed for the asset's publisher (NFT owner)
-  (``C2D_STORAGE__S3__INPUT_BUCKETS``); never the results bucket, never with credentials taken
-  from the DDO: anyone can publish a DDO, the bucket keys are the operator's;
+  (``C2D_STORAGE__S3__INPUT_BUCKETS``), never with credentials taken from the DDO: anyone can
+  publish a DDO, the bucket keys are the operator's; of the results bucket, only the prefix of the
+  job an asset was published from by this node (:mod:`provider.result_assets`);
 * ``ipfs://`` only when the node has an IPFS API;
 * http(s) URLs are fetched through the SSRF guard (:mod:`c2d.storage.netguard`).
 """
@@ -25,8 +26,12 @@ ANY_PUBLISHER = "*"
 CREDENTIAL_KEYS = ("s3Access", "accessKeyId", "secretAccessKey", "sessionToken")
 
 
-def input_file(settings: Settings, file: dict[str, Any], publisher: str, resource: str) -> InputFile:
-    """The file object as the fetch step reads it, or the reason it may not be read here."""
+def input_file(
+    settings: Settings, file: dict[str, Any], publisher: str, resource: str, results_of: str | None = None
+) -> InputFile:
+    """The file object as the fetch step reads it, or the reason it may not be read here.
+    ``results_of``: the job whose results this asset was published from (it may read that job's prefix of
+    the results bucket, and nothing else of it)."""
     where = f"{resource}.serviceId"
     if any(key in file for key in CREDENTIAL_KEYS):
         raise ComputeRequestError(
@@ -38,7 +43,9 @@ def input_file(settings: Settings, file: dict[str, Any], publisher: str, resourc
     except LocationError as exc:
         raise ComputeRequestError(where, "unsupported_file_type", str(exc)) from None
     if scheme == "s3":
-        _check_bucket(settings, parse_s3(url).bucket, publisher, where)
+        location = parse_s3(url)
+        own = results_of is not None and location.key.startswith(f"{results_of}/")
+        _check_bucket(settings, location.bucket, publisher, where, own_results=own)
     elif scheme == "ipfs" and not settings.storage.ipfs.api_url:
         raise ComputeRequestError(where, "ipfs_not_enabled", "this node has no IPFS API")
     headers = file.get("headers") or {}
@@ -54,10 +61,12 @@ def input_file(settings: Settings, file: dict[str, Any], publisher: str, resourc
         raise ComputeRequestError(where, "invalid_file", str(exc).splitlines()[0]) from None
 
 
-def _check_bucket(settings: Settings, bucket: str, publisher: str, where: str) -> None:
+def _check_bucket(settings: Settings, bucket: str, publisher: str, where: str, *, own_results: bool) -> None:
     s3 = settings.storage.s3
     if not s3.configured:
         raise ComputeRequestError(where, "s3_not_enabled", "this node has no S3 store")
+    if bucket == s3.results_bucket and own_results:
+        return
     allowed = {entry.lower() for entry in s3.input_buckets.get(bucket, [])}
     if bucket == s3.results_bucket or not (ANY_PUBLISHER in allowed or publisher.lower() in allowed):
         raise ComputeRequestError(

@@ -18,6 +18,7 @@ from c2d.stack.postgres import database_dsn
 from provider.app import create_app
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
+from provider.result_assets import ResultAssets
 from provider.retention import Retention
 from provider.services import Services
 from workflows.local.engine import LocalEngine
@@ -36,6 +37,7 @@ class Node:
         services: Services = app.state.services
         self.results = services.results
         self.retention = Retention(services.jobs, services.results, settings.storage.cleanup_seconds)
+        self.result_assets = ResultAssets(services)
         config = uvicorn.Config(app, host=settings.host, port=settings.provider.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
@@ -48,6 +50,7 @@ class Node:
             raise StackError(f"the results storage is not usable: {exc}") from None
         self.indexer.start()
         self.retention.start()
+        self.result_assets.start()
         if self.engine is not None:
             self.engine.start()
 
@@ -83,4 +86,5 @@ class Node:
             self.engine.close()
         self.indexer.stop()
         self.retention.stop()
+        self.result_assets.stop()
         self.pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -23,15 +24,18 @@ def make_ddo(
     compute: dict[str, Any] | None = None,
     container: dict[str, str] | None = None,
     name: str = "test asset",
+    description: str = "an asset for tests",
+    author: str = "tests",
     timeout: int = 3600,
 ) -> dict[str, Any]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     metadata: dict[str, Any] = {
-        "created": "2026-11-22T00:00:00Z",
-        "updated": "2026-11-22T00:00:00Z",
-        "description": "an asset for tests",
+        "created": now,
+        "updated": now,
+        "description": description,
         "name": name,
         "type": kind,
-        "author": "tests",
+        "author": author,
         "license": "CC0",
     }
     if kind == "algorithm":

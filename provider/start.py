@@ -24,6 +24,7 @@ from provider.exceptions import ComputeRequestError, ProviderError
 from provider.fees import fee_amount, fee_token
 from provider.locations import input_file, node_sources, store_access
 from provider.orders import ValidOrder, validate_order
+from provider.result_assets import output_request
 from provider.services import Services
 from provider.status import status_object
 from provider.trust import check_algorithm_allowed
@@ -107,7 +108,8 @@ def _algorithm(
         resource="algorithm",
     )
     raw = service_files(asset, service, services.account.key.hex(), "algorithm")
-    files = [input_file(services.settings, file, asset.owner, "algorithm") for file in raw]
+    results_of = services.jobs.result_asset_job(asset.did)
+    files = [input_file(services.settings, file, asset.owner, "algorithm", results_of) for file in raw]
     spec = AlgorithmInput(did=asset.did, files=files, ddo=asset.ddo, custom_data=custom)
     return _Algorithm(spec, _container(asset.container, services), order), asset, files
 
@@ -128,6 +130,7 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
     extra = body.get("additionalDatasets") or []
     if not isinstance(extra, list):
         raise ComputeRequestError("additional_input", "invalid")
+    output = _output(services, env, body.get("output"))
     algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
     checksum_cache: list[str] = []
 
@@ -147,7 +150,8 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
         if service.type not in ("compute", "access"):
             raise ComputeRequestError(f"{resource}.serviceId", "service_not_access_compute")
         raw = service_files(asset, service, services.account.key.hex(), resource)
-        files = [input_file(services.settings, file, asset.owner, resource) for file in raw]
+        results_of = services.jobs.result_asset_job(asset.did)
+        files = [input_file(services.settings, file, asset.owner, resource, results_of) for file in raw]
         legacy = services.settings.provider.legacy_allow_any_algorithm
         check_algorithm_allowed(service, algo_asset, algo_checksum, resource, legacy)
         order = validate_order(
@@ -165,7 +169,20 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
     if algorithm.order is not None:
         orders.append(("algorithm", algorithm.order))
     _check_fees(services, env, [order for _, order in orders])
-    return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders))]
+    return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]
+
+
+def _output(services: Services, env: ComputeEnvironment, raw: object) -> dict[str, Any] | None:
+    """``output``: publishing the results as a new asset needs them in S3 or IPFS (not the node's disk)."""
+    try:
+        output = output_request(raw)
+    except ValueError as exc:
+        raise ComputeRequestError("output", "invalid", str(exc)) from None
+    if output and services.settings.result_storage(env) not in ("s3", "ipfs"):
+        raise ComputeRequestError(
+            "output", "publish_output_not_supported", f"environment {env.id!r} does not store results in S3 or IPFS"
+        )
+    return output
 
 
 def _check_fees(services: Services, env: ComputeEnvironment, orders: list[ValidOrder]) -> None:
@@ -183,6 +200,7 @@ def _create_job(
     inputs: list[DatasetInput],
     algorithm: _Algorithm,
     orders: list[tuple[str, ValidOrder]],
+    output: dict[str, Any] | None,
 ) -> Any:
     settings = services.settings
     job_id = secrets.token_hex(16)
@@ -213,6 +231,7 @@ def _create_job(
                 workflow_name=spec.workflow_name,
                 workflow=workflow.to_dict(),
                 expiry=datetime.now(UTC) + timedelta(seconds=env.storage_expiry),
+                details={"output": output} if output else {},
             ),
             [UsedOrder(chain_id, order.tx, role) for role, order in orders],
         )

@@ -38,4 +38,11 @@ def status_object(job: JobRecord) -> dict[str, Any]:
         "did": job.did,
         "environment": job.environment,
         "expireTimestamp": _epoch(job.expiry),
+        **_results_did(job),
     }
+
+
+def _results_did(job: JobRecord) -> dict[str, str]:
+    """``resultsDid`` once the results were published as an asset (``output.publishOutput``)."""
+    did = (job.details.get("resultAsset") or {}).get("did")
+    return {"resultsDid": str(did)} if did else {}

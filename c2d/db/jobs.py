@@ -301,6 +301,28 @@ class JobStore:
             self._event(conn, job_id, status, status, text, source, {"removed": reason})
         return True
 
+    def awaiting_publication(self, max_attempts: int, limit: int = 20) -> list[JobRecord]:
+        """Finished jobs (70) that asked for their results as a new asset, not published yet."""
+        query = (
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE date_finished IS NOT NULL AND status = %s AND removed = 0 "
+            "AND (details->'output'->>'publishOutput')::boolean AND details->'resultAsset'->>'did' IS NULL "
+            "AND coalesce((details->'resultAsset'->>'attempts')::int, 0) < %s ORDER BY date_finished LIMIT %s"
+        )
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            cur.execute(query.encode(), (int(JobStatus.JOB_FINISHED), max_attempts, limit))
+            return cur.fetchall()
+
+    def result_asset_job(self, did: str) -> str | None:
+        """The job whose results the asset ``did`` was published from."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT job_id FROM jobs WHERE details->'resultAsset'->>'did' = %s", (did,)).fetchone()
+        return str(row[0]) if row else None
+
+    def keep_results(self, job_id: str) -> None:
+        """Results that back a published asset never expire (deleting the job still removes them)."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE jobs SET expiry = NULL, updated_at = clock_timestamp() WHERE job_id = %s", (job_id,))
+
     def expired(self, limit: int = 100) -> list[JobRecord]:
         """Finished jobs whose results are past their expiry and not removed yet, oldest expiry first."""
         query = (

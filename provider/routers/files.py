@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
@@ -16,12 +17,20 @@ from provider.services import ServicesDep
 router = APIRouter(prefix="/api/services", tags=["files"])
 
 
-def _info(
-    settings: Settings, sources: Sources, index: int, file: dict[str, Any], publisher: str, with_checksum: bool
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Reader:
+    settings: Settings
+    sources: Sources
+    publisher: str
+    results_of: str | None
+    checksum: bool
+
+
+def _info(reader: _Reader, index: int, file: dict[str, Any]) -> dict[str, Any]:
     info: dict[str, Any] = {"index": index, "type": file.get("type", "url"), "valid": False}
     try:
-        probe = probe_file(sources, input_file(settings, file, publisher, "did"), checksum=with_checksum)
+        location = input_file(reader.settings, file, reader.publisher, "did", reader.results_of)
+        probe = probe_file(reader.sources, location, checksum=reader.checksum)
     except (FileUnavailable, ComputeRequestError):
         return info
     info.update(valid=True, contentType=probe.content_type)
@@ -37,6 +46,11 @@ def fileinfo(services: ServicesDep, body: Annotated[dict[str, Any], Body()]) -> 
     asset = resolve(services.ddos, body.get("did"), "did")
     service = asset.service(body.get("serviceId"), "did")
     files = service_files(asset, service, services.account.key.hex(), "did")
-    settings, sources = services.settings, node_sources(services.settings)
-    checksum = bool(body.get("checksum"))
-    return [_info(settings, sources, index, file, asset.owner, checksum) for index, file in enumerate(files)]
+    reader = _Reader(
+        services.settings,
+        node_sources(services.settings),
+        asset.owner,
+        services.jobs.result_asset_job(asset.did),
+        bool(body.get("checksum")),
+    )
+    return [_info(reader, index, file) for index, file in enumerate(files)]

@@ -30,6 +30,7 @@ from c2d.storage.s3 import S3Config, S3Store
 from provider.app import create_app
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
+from provider.result_assets import ResultAssets
 from provider.results import ResultStore
 from provider.retention import Retention
 from tests.fileserver import FileServer
@@ -113,14 +114,7 @@ def _signed(account: LocalAccount, message: str) -> dict[str, str]:
 
 def _run(market: Market, consumer: LocalAccount, env: str, file_objects: list[dict[str, Any]]) -> Any:
     """Publish a trusted algorithm and a dataset with ``file_objects``, buy both, start: the POST response."""
-    market.env = env
-    algorithm = market.publish("algorithm", ALGORITHM)
-    trust = {"did": algorithm.did, "filesChecksum": hashlib.sha256(ALGORITHM).hexdigest()}
-    compute = {"allowRawAlgorithm": False, "publisherTrustedAlgorithms": [trust]}
-    dataset = market.publish("dataset", b"", file_objects=file_objects, compute=compute)
-    data_tx, algo_tx = market.buy(consumer, dataset, algorithm)
-    body = market.start_body(consumer, dataset, data_tx, algorithm, algo_tx)
-    return market.client.post("/api/services/compute", json=body)
+    return _start(market, consumer, env, file_objects, None)[0]
 
 
 def _wait(store: JobStore, job_id: str) -> JobRecord:
@@ -231,3 +225,61 @@ def test_retention_removes_expired_results(
     assert removed is not None and removed.removed == 1 and _objects(s3, RESULTS, f"{job_id}/") == []
     assert store.events(job_id)[-1].detail == {"removed": "storage expiry passed"}
     assert _result(market.client, consumer, job_id, 0).status_code == 404
+
+
+def _start(market: Market, consumer: LocalAccount, env: str, objects: list[dict[str, Any]], output: object) -> Any:
+    market.env = env
+    algorithm = market.publish("algorithm", ALGORITHM)
+    trust = {"did": algorithm.did, "filesChecksum": hashlib.sha256(ALGORITHM).hexdigest()}
+    compute = {"allowRawAlgorithm": False, "publisherTrustedAlgorithms": [trust]}
+    dataset = market.publish("dataset", b"", file_objects=objects, compute=compute)
+    data_tx, algo_tx = market.buy(consumer, dataset, algorithm)
+    body = market.start_body(consumer, dataset, data_tx, algorithm, algo_tx) | {"output": output}
+    return market.client.post("/api/services/compute", json=body), dataset
+
+
+def test_results_published_as_a_new_asset_owned_by_the_consumer(
+    market: Market, consumer: LocalAccount, s3: S3Store, pool: Pool, tmp_path: Path
+) -> None:
+    source = tmp_path / "rows.txt"
+    source.write_bytes(b"a\nb\n")
+    s3.upload(parse_s3(f"s3://{OPEN_BUCKET}/to-publish.txt"), source)
+    objects = [{"type": "s3", "bucket": OPEN_BUCKET, "objectKey": "to-publish.txt"}]
+    output = '{"publishOutput": 1, "metadata": {"name": "row count"}}'  # ocean.py sends a JSON string
+    response, dataset = _start(market, consumer, "s3-env", objects, output)
+    assert response.status_code == 200, response.text
+    job_id = response.json()[0]["jobId"]
+    store = JobStore(pool)
+    assert _wait(store, job_id).status == 70
+    services = market.client.app.state.services  # type: ignore[attr-defined]
+    assert ResultAssets(services).run_once() == 1
+    assert ResultAssets(services).run_once() == 0  # published once
+    job = store.get(job_id)
+    assert job is not None
+    asset = job.details["resultAsset"]
+    assert asset["owner"] == consumer.address and job.expiry is None  # kept as long as the asset
+    market.indexer.run_once()
+    ddo = market.client.get(f"/api/aquarius/assets/ddo/{asset['did']}").json()
+    assert ddo["metadata"]["name"] == "row count" and ddo["nft"]["owner"] == consumer.address
+    assert ddo["services"][0]["type"] == "compute"
+    trusted = ddo["services"][0]["compute"]["publisherTrustedAlgorithms"]
+    assert trusted == services.ddos.get(dataset.did)["services"][0]["compute"]["publisherTrustedAlgorithms"]
+    (status,) = market.client.get(
+        "/api/services/compute", params={"consumerAddress": consumer.address, "jobId": job_id}
+    ).json()
+    assert status["resultsDid"] == asset["did"]
+    # The new asset reads exactly its job's results from the results bucket (fileinfo proves it).
+    info = market.client.post(
+        "/api/services/fileinfo", json={"did": asset["did"], "serviceId": "svc-0", "checksum": True}
+    ).json()
+    assert info[0]["valid"] is True and info[0]["checksum"] == hashlib.sha256(b"2").hexdigest()
+
+
+def test_publish_output_refusals(market: Market, consumer: LocalAccount, file_server: FileServer) -> None:
+    file_server.files["/publish.csv"] = b"x\n"
+    objects = [{"type": "url", "url": f"{file_server.url}/publish.csv"}]
+    response, _ = _start(market, consumer, "local-cpu", objects, {"publishOutput": True})
+    assert response.status_code == 400
+    assert response.json()["error"] == {"output": "publish_output_not_supported"}
+    response, _ = _start(market, consumer, "s3-env", objects, "{not json")
+    assert response.status_code == 400 and response.json()["error"] == {"output": "invalid"}
