@@ -76,10 +76,11 @@ class ArgoEngine(BackgroundEngine):
     def close(self) -> None:
         self.closing.set()
         self.wakeup.set()
-        self.client.close()  # ends a watch blocked on the stream
+        self.client.interrupt_streams()  # ends a watch blocked on the stream
         for thread in self.threads:
             thread.join(timeout=30)
         self.submitters.shutdown(wait=True)
+        self.client.close()  # last: a thread finishing its event may still need the API
 
     def stop(self, job_id: str) -> bool:
         """The request is in ``jobs.stopreq`` already: look at it now rather than at the next poll."""

@@ -121,10 +121,17 @@ class KubeClient:
         self.http = httpx.Client(base_url=config.server, headers=headers, verify=config.ssl_context(), timeout=timeout)
         self._lock = threading.Lock()
         self._streams: set[httpx.Response] = set()
+        self._interrupted = False
 
     def close(self) -> None:
         """Close the connections; a watch blocked in another thread ends at once (KubeApiError)."""
+        self.interrupt_streams()
+        self.http.close()
+
+    def interrupt_streams(self) -> None:
+        """End every watch blocked in another thread (KubeApiError there); other calls keep working."""
         with self._lock:
+            self._interrupted = True  # and no new watch starts
             streams = list(self._streams)
         for response in streams:  # a blocked recv() returns only when its socket is shut down
             network = response.extensions.get("network_stream")
@@ -132,7 +139,6 @@ class KubeClient:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-        self.http.close()
 
     # -- paths ----------------------------------------------------------------------------------
     def _workflows(self, name: str = "") -> str:
@@ -224,6 +230,8 @@ class KubeClient:
                 if r.status_code >= 400:
                     raise _api_error("GET", path, r.status_code, r.read().decode(errors="replace"))
                 with self._lock:
+                    if self._interrupted:
+                        raise KubeApiError(0, f"WATCH {path}: the client is closing")
                     self._streams.add(r)
                 try:
                     for line in r.iter_lines():
