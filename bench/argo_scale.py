@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, free_port, percentile
 
 from c2d.db.jobs import JobStore  # noqa: E402
 from c2d.db.pool import open_pool  # noqa: E402
@@ -42,19 +41,6 @@ from workflows.registry import BuildOptions, default_registry  # noqa: E402
 
 CLUSTER = REPO / ".cache" / "cluster" / "run"
 NAMESPACE = "c2d"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 class Observer:

@@ -18,15 +18,14 @@ from c2d.storage.locations import LocationError
 from c2d.storage.sources import SourceConfig, Sources
 from steps.common import retrying
 from steps.exceptions import FetchError, TransientFetchError
-from workflows.spec import InputFile, StoreAccess
+from steps.spec import Access, FileToFetch
 
 S3_ACCESS_KEY_ENV = "C2D_S3_ACCESS_KEY"
 S3_SECRET_KEY_ENV = "C2D_S3_SECRET_KEY"
 
 
-def sources_for(access: StoreAccess | None) -> Sources:
+def sources_for(access: Access) -> Sources:
     """The fetch step's sources: endpoints from the spec, S3 keys from the environment (the node's Secret)."""
-    access = access or StoreAccess()
     access_key, secret_key = os.environ.get(S3_ACCESS_KEY_ENV), os.environ.get(S3_SECRET_KEY_ENV)
     s3 = None
     if access.s3_endpoint and access_key and secret_key:
@@ -42,7 +41,7 @@ class Fetched:
     sha256: str
 
 
-def _attempt(sources: Sources, file: InputFile, dest: Path, budget: int) -> Fetched:
+def _attempt(sources: Sources, file: FileToFetch, dest: Path, budget: int) -> Fetched:
     digest = hashlib.sha256()
     size = 0
     tmp = dest.with_name(f".{dest.name}.part")
@@ -82,6 +81,6 @@ def _translated() -> Iterator[None]:
         raise FetchError(str(exc)) from None
 
 
-def fetch_file(sources: Sources, file: InputFile, dest: Path, budget: int, log: logging.Logger) -> Fetched:
+def fetch_file(sources: Sources, file: FileToFetch, dest: Path, budget: int, log: logging.Logger) -> Fetched:
     """Fetch, retrying transient errors."""
     return retrying(lambda: _attempt(sources, file, dest, budget), TransientFetchError, log, "fetch")

@@ -14,25 +14,28 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from steps.common import ADMINLOGS, DDOS, INPUTS, LAYOUT, TRANSFORMATIONS, human_bytes, setup_logging
 from steps.download import fetch_file, sources_for
 from steps.exceptions import AlgorithmFetchError, FetchError, SpecError, StepError, TransientFetchError
-from workflows.spec import FetchSpec, InputFile, did_folder
+from steps.spec import FetchPlan, FileToFetch, parse_fetch_spec
 
 SPEC_ENV = "C2D_FETCH_SPEC"
 
 
+def _did_folder(did: str) -> str:
+    """Ocean's folder name for a DID under /data/inputs and /data/ddos (as workflows.spec.did_folder)."""
+    return did.removeprefix("did:op:")
+
+
 class Fetcher:
-    def __init__(self, data: Path, spec: FetchSpec, log: logging.Logger) -> None:
+    def __init__(self, data: Path, spec: FetchPlan, log: logging.Logger) -> None:
         self.data = data
         self.spec = spec
         self.log = log
         self.budget = spec.max_bytes
         self.sources = sources_for(spec.access)
 
-    def _get(self, file: InputFile, dest: Path, label: str) -> None:
+    def _get(self, file: FileToFetch, dest: Path, label: str) -> None:
         fetched = fetch_file(self.sources, file, dest, self.budget, self.log)
         self.budget -= fetched.size
         check = " (size and sha256 verified)" if file.checksum else ""
@@ -41,7 +44,7 @@ class Fetcher:
     def _write_ddo(self, did: str, ddo: dict[str, object] | None) -> None:
         if ddo is None:
             return
-        target = self.data / DDOS / did_folder(did)
+        target = self.data / DDOS / _did_folder(did)
         alias = target.with_name(target.name + ".json")
         alias.unlink(missing_ok=True)  # a retried fetch starts over
         target.write_text(json.dumps(ddo, indent=2), encoding="utf-8")
@@ -50,7 +53,7 @@ class Fetcher:
     def datasets(self) -> list[StepError]:
         errors: list[StepError] = []
         for dataset in self.spec.datasets:
-            folder = self.data / INPUTS / did_folder(dataset.did)
+            folder = self.data / INPUTS / _did_folder(dataset.did)
             folder.mkdir(exist_ok=True)
             self.log.info(f"dataset {dataset.did}: {len(dataset.files)} file(s)")
             self._write_ddo(dataset.did, dataset.ddo)
@@ -107,13 +110,10 @@ class Fetcher:
         return 0
 
 
-def load_spec(raw: str | None) -> FetchSpec:
+def load_spec(raw: str | None) -> FetchPlan:
     if not raw:
         raise SpecError(f"{SPEC_ENV} is not set")
-    try:
-        return FetchSpec.model_validate_json(raw)
-    except ValidationError as exc:
-        raise SpecError(f"{SPEC_ENV} is not a valid fetch spec: {exc.error_count()} error(s)") from None
+    return parse_fetch_spec(raw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 from c2d.exceptions import StorageError, TransientStorageError
-from c2d.storage.ipfs import Kubo
 from c2d.storage.locations import LocationError, S3Location, check_bucket, check_key, scheme_of
 from steps.exceptions import PublishError, TransientPublishError
 
@@ -104,6 +103,8 @@ class IpfsTarget:
         api = os.environ.get(IPFS_API_ENV)
         if not api:
             raise PublishError(f"IPFS results need {IPFS_API_ENV}")
+        from c2d.storage.ipfs import Kubo  # only jobs that publish to IPFS pay for importing requests
+
         self.kubo = Kubo(api)
 
     def put(self, source: Path, relative: str) -> dict[str, object]:

@@ -1,9 +1,9 @@
-"""SSRF guard: HTTP(S) sessions that never connect to a non-public address unless it is allow-listed.
+"""SSRF guard: which addresses the node may connect to when it fetches a URL it was given.
 
-The check happens when a connection is opened, on the addresses the host name resolves to, and the
-socket connects to the vetted address itself: a redirect, a DNS answer that changes between check
-and use (rebinding) or a second connection of a keep-alive pool cannot get around it. Proxies from
-the environment are ignored (a proxy would make every destination look like the proxy).
+Public addresses are allowed; loopback, private, link-local (cloud metadata), shared, reserved and
+multicast ones only through an operator allow-list. :mod:`c2d.storage.http` applies it when each
+connection opens, on the addresses the host name resolves to, and connects to a vetted address
+itself: a redirect or a DNS answer that changes between check and use (rebinding) cannot get around it.
 """
 
 from __future__ import annotations
@@ -13,18 +13,10 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.util import connection
-
 from c2d.exceptions import BlockedAddressError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-MAX_REDIRECTS = 5
 
 
 def is_public(address: IPAddress) -> bool:
@@ -110,47 +102,3 @@ def _kind(address: IPAddress) -> str:
         if getattr(address, f"is_{name}", False):
             return name.replace("_", "-")
     return "not globally routable"
-
-
-class _GuardedConnection(HTTPConnection):
-    policy: AddressPolicy = AddressPolicy()
-
-    def _new_conn(self) -> socket.socket:
-        host = self._dns_host
-        try:
-            addresses = self.policy.resolve(host, self.port)
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc
-        last: OSError | None = None
-        for address in addresses:
-            try:
-                return connection.create_connection(
-                    (str(address), self.port),
-                    self.timeout,
-                    source_address=self.source_address,
-                    socket_options=self.socket_options,
-                )
-            except TimeoutError as exc:
-                raise ConnectTimeoutError(self, f"connection timed out (connect timeout={self.timeout})") from exc
-            except OSError as exc:
-                last = exc
-        raise NewConnectionError(self, f"failed to establish a new connection: {last}")
-
-
-class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
-    pass
-
-
-def guarded_session(policy: AddressPolicy) -> requests.Session:
-    """A requests session that applies ``policy`` to every connection it opens (redirects included)."""
-    http_conn = type("GuardedHTTPConnection", (_GuardedConnection,), {"policy": policy})
-    https_conn = type("GuardedHTTPSConnection", (_GuardedHTTPSConnection,), {"policy": policy})
-    http_pool = type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn})
-    https_pool = type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn})
-    session = requests.Session()
-    session.trust_env = False  # no proxies (nor .netrc credentials) from the environment
-    session.max_redirects = MAX_REDIRECTS
-    for prefix, adapter in (("http://", HTTPAdapter()), ("https://", HTTPAdapter())):
-        adapter.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
-        session.mount(prefix, adapter)
-    return session

@@ -13,18 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import requests
-
 from c2d.exceptions import StorageError, TransientStorageError
-from c2d.storage.ipfs import Kubo
+from c2d.storage.http import HttpClient
 from c2d.storage.locations import parse_ipfs, parse_s3, scheme_of
-from c2d.storage.netguard import AddressPolicy, guarded_session
+from c2d.storage.netguard import AddressPolicy
 
-if TYPE_CHECKING:  # the minio SDK is imported only by jobs that read S3 (it costs a step ~0.3 s to start)
+if TYPE_CHECKING:  # imported on first use only: the minio SDK and requests cost a step ~0.3 s to start
+    from c2d.storage.ipfs import Kubo
     from c2d.storage.s3 import S3Config, S3Store
 
 CHUNK = 1024 * 1024
-TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
+TIMEOUT = 60.0  # connect, and between bytes
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,15 @@ class Opened:
 
 @dataclass
 class Sources:
-    """Opens files; the store clients are made on first use."""
+    """Opens files; the store clients are made on first use (their libraries imported only then)."""
 
     config: SourceConfig
-    http: requests.Session = field(init=False)
+    http: HttpClient = field(init=False)
     _s3: S3Store | None = field(default=None, init=False)
     _kubo: Kubo | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.http = guarded_session(AddressPolicy.from_entries(self.config.allow_hosts))
+        self.http = HttpClient(AddressPolicy.from_entries(self.config.allow_hosts), TIMEOUT)
 
     @contextmanager
     def open(
@@ -69,28 +68,15 @@ class Sources:
         elif scheme == "ipfs":
             yield Opened(None, self._ipfs().cat(parse_ipfs(url), max_bytes))
         else:
-            with self._open_http(url, method, headers or {}) as opened:
-                yield opened
-
-    @contextmanager
-    def _open_http(self, url: str, method: str, headers: dict[str, str]) -> Iterator[Opened]:
-        try:
-            response = self.http.request(method, url, headers=headers, stream=True, timeout=TIMEOUT)
-        except requests.TooManyRedirects:
-            raise StorageError("too many redirects") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientStorageError(f"connection failed ({type(exc).__name__})") from None
-        except requests.RequestException as exc:
-            raise StorageError(f"request failed ({type(exc).__name__})") from None
-        with response:
-            if response.status_code >= 500 or response.status_code == 429:
-                raise TransientStorageError(f"server answered HTTP {response.status_code}")
-            if response.status_code >= 400:
-                raise StorageError(f"server answered HTTP {response.status_code}")
-            declared = response.headers.get("Content-Length")
-            size = int(declared) if declared and declared.isdigit() else None
-            kind = response.headers.get("Content-Type") or "application/octet-stream"
-            yield Opened(size, _http_chunks(response), kind)
+            response = self.http.open(url, method, headers or {})
+            try:
+                if response.status >= 500 or response.status == 429:
+                    raise TransientStorageError(f"server answered HTTP {response.status}")
+                if response.status >= 400:
+                    raise StorageError(f"server answered HTTP {response.status}")
+                yield Opened(response.length, response.chunks(CHUNK), response.content_type)
+            finally:
+                response.close()
 
     def _s3_store(self) -> S3Store:
         if self.config.s3 is None:
@@ -105,12 +91,7 @@ class Sources:
         if not self.config.ipfs_api:
             raise StorageError("ipfs:// files are not enabled on this node (no IPFS API)")
         if self._kubo is None:
+            from c2d.storage.ipfs import Kubo
+
             self._kubo = Kubo(self.config.ipfs_api, self.config.ipfs_timeout)
         return self._kubo
-
-
-def _http_chunks(response: requests.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_content(CHUNK)
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise TransientStorageError(f"transfer interrupted ({type(exc).__name__})") from None

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from steps.exceptions import SpecError
+from steps.spec import parse_fetch_spec
 from tests.fileserver import FileServer
 from workflows.spec import AlgorithmInput, DatasetInput, FetchSpec, InputFile, StoreAccess
 
@@ -112,3 +116,46 @@ def test_publish_caps_the_number_of_output_files(tmp_path: Path) -> None:
     results = json.loads((data / "results.json").read_text())
     assert sum(1 for r in results if r["type"] == "output") == 5
     assert "more than 5 output files" in done.stderr
+
+
+def test_the_step_reads_every_fetch_spec_the_provider_writes() -> None:
+    """steps.spec (no pydantic, fast start) and workflows.spec (the schema of record) agree."""
+    spec = FetchSpec(
+        datasets=[
+            DatasetInput(
+                did=DID,
+                files=[
+                    InputFile(url="s3://b/k", size=3, checksum="sha256:" + "AB" * 32),
+                    InputFile(url="https://x/y", method="POST", headers={"Authorization": "t"}),
+                ],
+                ddo={"id": DID},
+            )
+        ],
+        algorithm=AlgorithmInput(did=DID, files=[InputFile(url="ipfs://c")], custom_data={"k": 1}),
+        max_bytes=10,
+        access=StoreAccess(s3_endpoint="http://m:9000", ipfs_api="http://k:5001", allow_hosts=["10.0.0.0/8"]),
+    )
+    for raw in (spec.model_dump_json(), spec.model_dump_json(exclude_none=True)):
+        plan = parse_fetch_spec(raw)
+        first = plan.datasets[0].files[0]
+        assert (first.url, first.size, first.checksum) == ("s3://b/k", 3, "ab" * 32)
+        assert plan.datasets[0].files[1].headers == {"Authorization": "t"} and plan.datasets[0].ddo == {"id": DID}
+        assert plan.algorithm.did == DID and plan.algorithm.custom_data == {"k": 1} and plan.max_bytes == 10
+        assert plan.access.allow_hosts == ("10.0.0.0/8",) and plan.access.ipfs_api == "http://k:5001"
+    bad = json.loads(spec.model_dump_json())
+    for path, value in (
+        (("datasets",), []),
+        (("datasets", 0, "did"), "did:op:nope"),
+        (("datasets", 0, "files", 0, "method"), "DELETE"),
+        (("datasets", 0, "files", 0, "checksum"), "md5:1"),
+        (("max_bytes",), 0),
+        (("max_bytes",), True),
+        (("access", "allow_hosts"), [1]),
+    ):
+        doc = json.loads(json.dumps(bad))
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        with pytest.raises(SpecError, match="not a valid fetch spec"):
+            parse_fetch_spec(json.dumps(doc))

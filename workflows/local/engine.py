@@ -26,8 +26,9 @@ from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, UnsupportedWorkflowError
 from workflows.local.interpret import Plan, interpret
-from workflows.local.job import JobRun
+from workflows.local.job import REPO_ROOT, JobRun
 from workflows.local.recovery import prepare_resume
+from workflows.local.sandbox import compile_steps
 from workflows.status_map import StepState, ocean_status
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class LocalEngine(BackgroundEngine):
             conn.close()
             raise EngineError("another local engine is already running on this database; stop it first")
         self.lock_conn = conn
+        if not compile_steps(REPO_ROOT):
+            log.warning("the step programs' bytecode could not be written; each step compiles them at start")
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.settings.store_dir.mkdir(parents=True, exist_ok=True)
         self._recover()

@@ -22,7 +22,7 @@ from c2d.settings import EngineSettings
 from workflows.exceptions import SandboxError
 from workflows.local.cgroups import StepCgroup
 from workflows.local.interpret import Plan, Step, depends_met
-from workflows.local.runner import Outcome, Watch, run_step
+from workflows.local.runner import Outcome, SandboxProcess, Watch, run_step
 from workflows.local.sandbox import Runtime, bwrap_command, resolve_runtime, step_environment, steps_runtime
 from workflows.status_map import DONE_PHASES
 
@@ -128,12 +128,12 @@ class JobRun:
         ends = [d for d in (deadline, step_deadline) if d is not None]
         # Publishing is not interrupted by a stop request: the user's logs and outputs are on their way.
         stop = threading.Event() if step.stage == "publish" else self.stop
+        log_file = self.job_dir / "steps" / f"{step.task}.log"
         try:
             return run_step(
                 step,
-                [*cgroup.prefix(), *rlimits, "--", *argv],
-                env,
-                self.job_dir / "steps" / f"{step.task}.log",
+                lambda: SandboxProcess([*cgroup.prefix(), *rlimits, "--", *argv], env, log_file),
+                log_file,
                 cgroup,
                 watch,
                 stop,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from workflows.local.cgroups import StepCgroup
 from workflows.local.interpret import Step
@@ -64,25 +67,68 @@ def _usage(folders: tuple[Path, ...], max_files: int | None) -> tuple[int, int]:
     return total, count
 
 
+class StepProcess(Protocol):
+    """A started step: a sandboxed process of its own, or a child of the warm step runner."""
+
+    pid: int  # leads its own process group
+
+    def poll(self) -> int | None: ...
+
+    def wait_exit(self, timeout: float) -> None:
+        """Return when the process has exited, or after ``timeout`` seconds."""
+        ...
+
+    def wait(self) -> int: ...
+
+
+class SandboxProcess:
+    """A step run as its own bubblewrap sandbox (``argv``), output appended to ``log_file``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_file: Path) -> None:
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+        self.pid = self.proc.pid
+        try:  # readable when the process exits (Linux >= 5.3): the wait ends at once
+            self.pidfd: int | None = os.pidfd_open(self.pid)
+        except OSError:
+            self.pidfd = None
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait_exit(self, timeout: float) -> None:
+        if self.pidfd is None:
+            time.sleep(timeout)
+            return
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        poller.poll(timeout * 1000)
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        return code
+
+
 def run_step(
     step: Step,
-    argv: list[str],
-    env: dict[str, str],
+    start: Callable[[], StepProcess],
     log_file: Path,
     cgroup: StepCgroup,
     watch: Watch,
     stop: threading.Event,
     deadline: float | None,
 ) -> Outcome:
-    """Start ``argv`` and wait for it, killing it on stop/deadline/cap. ``deadline`` is monotonic."""
+    """Start the step and wait for it, killing it on stop/deadline/cap. ``deadline`` is monotonic."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
-        except OSError as exc:
-            return Outcome("Error", None, f"could not start the sandbox: {exc.strerror}")
+    try:
+        proc = start()
+    except OSError as exc:
+        return Outcome("Error", None, f"could not start the sandbox: {exc.strerror or exc}")
     reason: str | None = None
     next_scan = time.monotonic() + SCAN_EVERY
     try:
@@ -102,7 +148,7 @@ def run_step(
             if reason:
                 _kill(proc, cgroup)
                 break
-            stop.wait(POLL)
+            proc.wait_exit(POLL)
         code = proc.wait()
     finally:
         if proc.poll() is None:
@@ -111,7 +157,7 @@ def run_step(
     return _outcome(step, code, reason, cgroup, watch, log_file)
 
 
-def _kill(proc: subprocess.Popen[bytes], cgroup: StepCgroup) -> None:
+def _kill(proc: StepProcess, cgroup: StepCgroup) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     cgroup.kill()

@@ -1,0 +1,65 @@
+"""Shared by the benchmarks: an isolated embedded stack, a loopback file server, figures."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from c2d.settings import ChainSettings, FetchSettings, PostgresSettings, ProviderSettings, Settings, load_settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def bench_settings(allow_hosts: list[str] | None = None, **overrides: object) -> Settings:
+    """Settings of a throw-away stack: its own data dir and free ports (never the developer's stack)."""
+    return load_settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="c2d-bench-")),
+        postgres=PostgresSettings(port=free_port(), pool_size=20),
+        chain=ChainSettings(port=free_port()),
+        provider=ProviderSettings(port=free_port()),
+        fetch=FetchSettings(allow_hosts=allow_hosts or []),
+        **overrides,
+    )
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def file_server(folder: Path) -> Iterator[str]:
+    """Serves ``folder`` on 127.0.0.1; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
