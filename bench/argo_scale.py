@@ -27,17 +27,17 @@ from typing import Any
 
 from common import REPO, free_port, percentile
 
-from c2d.db.jobs import JobStore  # noqa: E402
-from c2d.db.pool import open_pool  # noqa: E402
-from c2d.settings import ChainSettings, PostgresSettings, load_settings  # noqa: E402
-from c2d.stack.postgres import database_dsn  # noqa: E402
-from c2d.stack.stack import Stack  # noqa: E402
-from tests.workflows.jobs import job_spec, make_environment, new_job  # noqa: E402
-from workflows.argo.kube import KubeClient, KubeConfig  # noqa: E402
-from workflows.argo.watcher import SELECTOR  # noqa: E402
-from workflows.builder import build_workflow  # noqa: E402
-from workflows.exceptions import KubeApiError  # noqa: E402
-from workflows.registry import BuildOptions, default_registry  # noqa: E402
+from c2d.db.jobs import JobStore
+from c2d.db.pool import open_pool
+from c2d.settings import ChainSettings, PostgresSettings, load_settings
+from c2d.stack.postgres import database_dsn
+from c2d.stack.stack import Stack
+from tests.workflows.jobs import job_spec, make_environment, new_job
+from workflows.argo.kube import KubeClient, KubeConfig
+from workflows.argo.watcher import SELECTOR
+from workflows.builder import build_workflow
+from workflows.exceptions import KubeApiError
+from workflows.registry import BuildOptions, default_registry
 
 CLUSTER = REPO / ".cache" / "cluster" / "run"
 NAMESPACE = "c2d"

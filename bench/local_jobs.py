@@ -142,8 +142,9 @@ def main() -> int:
                 latencies = overhead(pool, submitter, args.jobs)
                 p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
                 print(f"floor (3 bare sandboxed starts)   {floor * 1000:7.1f} ms")
-                print(f"per-job overhead p50              {p50 * 1000:7.1f} ms  ({p50 / floor:.1f}x floor; target <= 300)")
-                print(f"per-job overhead p95              {p95 * 1000:7.1f} ms  ({p95 / floor:.1f}x floor; target <= 600)")
+                for name, value, target in (("p50", p50, 300), ("p95", p95, 600)):
+                    ratio = f"{value / floor:.1f}x floor; target <= {target}"
+                    print(f"per-job overhead {name}              {value * 1000:7.1f} ms  ({ratio})")
                 print(f"running {args.seconds:.0f} s of jobs, {args.parallel} at a time ...", flush=True)
                 rate, submitted, ok, failed, lost = throughput(pool, submitter, args.seconds, 2 * args.parallel)
                 print(f"throughput                        {rate:7.1f} jobs/s  (target >= 20)")
