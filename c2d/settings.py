@@ -214,6 +214,11 @@ class EngineSettings(BaseModel):
     )
     namespace: str = Field(default="c2d", description="Kubernetes namespace of the Workflow objects.")
     keep_job_dirs: bool = Field(default=False, description="Keep each job's folder after publish (debugging).")
+    warm_steps: bool = Field(
+        default=True,
+        description="Run the node's own fetch/publish/filter steps as Landlock-confined children of one warm "
+        "sandboxed runner (needs Landlock ABI >= 6; otherwise each step is its own sandbox).",
+    )
     argo: ArgoSettings = ArgoSettings()
 
 

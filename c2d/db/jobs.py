@@ -241,6 +241,23 @@ class JobStore:
             self._event(conn, job_id, int(str(old_status)), code, status_text, source, detail or {})
         return True
 
+    def mirror(self, job_id: str, status: JobStatus | int, text: str, details: dict[str, Any], source: str) -> None:
+        """An engine's view of an unfinished job, in one statement: ``details`` merged in, the status set,
+        and an event written only when the status (or its text) changed. A finished job is left alone."""
+        code = int(status)
+        with self.pool.connection() as conn:
+            conn.execute(
+                "WITH old AS (SELECT status, status_text FROM jobs "
+                "  WHERE job_id = %(id)s AND date_finished IS NULL FOR UPDATE), "
+                "changed AS (UPDATE jobs SET details = jobs.details || %(details)s, status = %(status)s, "
+                "  status_text = %(text)s, updated_at = clock_timestamp() FROM old WHERE jobs.job_id = %(id)s "
+                "  RETURNING old.status AS old_status, old.status_text AS old_text) "
+                "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
+                "SELECT %(id)s, old_status, %(status)s, %(text)s, %(source)s, '{}'::jsonb FROM changed "
+                "WHERE (old_status, old_text) IS DISTINCT FROM (%(status)s, %(text)s)",
+                {"id": job_id, "details": Jsonb(details), "status": code, "text": text, "source": source},
+            )
+
     def claim_queued(self, engine: str, limit: int, source: str) -> list[JobRecord]:
         """Move up to ``limit`` waiting jobs (status 1) of ``engine`` to 10 "Job started", oldest first."""
         if limit <= 0:

@@ -72,6 +72,22 @@ def test_transitions_write_one_event_each_and_replays_change_nothing(pool: Pool)
     assert all(a.at <= b.at for a, b in itertools.pairwise(events))
 
 
+def test_mirror_merges_details_and_writes_an_event_only_on_a_change(pool: Pool) -> None:
+    store = JobStore(pool)
+    job = store.create(new_job())
+    store.mirror(job.job_id, 20, "Configuring volumes", {"steps": {"a": 1}}, "test")
+    store.mirror(job.job_id, 20, "Configuring volumes", {"steps": {"a": 2}}, "test")  # same status: no event
+    store.mirror(job.job_id, 30, "Provisioning success", {"other": True}, "test")
+    record = store.get(job.job_id)
+    assert record is not None and (record.status, record.details) == (30, {"steps": {"a": 2}, "other": True})
+    assert [(e.old_status, e.status) for e in store.events(job.job_id)] == [(None, 1), (1, 20), (20, 30)]
+    store.transition(job.job_id, 70, source="test", finished=True)
+    store.mirror(job.job_id, 40, "Running algorithm ", {"late": True}, "test")  # final is final
+    record = store.get(job.job_id)
+    assert record is not None and record.status == 70 and "late" not in record.details
+    assert len(store.events(job.job_id)) == 4
+
+
 def test_find_is_case_insensitive_on_owner_and_filters_by_job_and_did(pool: Pool) -> None:
     store = JobStore(pool)
     owner = "0xAbCdEf" + secrets.token_hex(17)

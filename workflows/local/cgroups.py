@@ -69,6 +69,11 @@ class StepCgroup:
         files = [str(group / "cgroup.procs") for group in self.groups.values()]
         return ["/bin/sh", "-c", script, "c2d-cgroup", *files, "--"]
 
+    def join(self, pid: int) -> None:
+        """Put a process (not started through :meth:`prefix`) into every group."""
+        for group in self.groups.values():
+            (group / "cgroup.procs").write_text(str(pid))
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for group in self.groups.values():

@@ -29,6 +29,7 @@ from workflows.local.interpret import Plan, interpret
 from workflows.local.job import REPO_ROOT, JobRun
 from workflows.local.recovery import prepare_resume
 from workflows.local.sandbox import compile_steps
+from workflows.local.warm import WarmRunner
 from workflows.status_map import StepState, ocean_status
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class LocalEngine(BackgroundEngine):
         self.dispatcher: threading.Thread | None = None
         self.lock_conn: psycopg.Connection[Any] | None = None
         self.secrets = storage_secrets(settings)
+        self.warm: WarmRunner | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> LocalEngine:
@@ -64,6 +66,15 @@ class LocalEngine(BackgroundEngine):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.settings.store_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.engine.warm_steps:
+            warm = WarmRunner(
+                self.settings.engine,
+                REPO_ROOT,
+                (self.settings.jobs_dir, self.settings.store_dir),
+                (self.settings.data_dir,),
+            )
+            if warm.start(self.settings.log_dir / "stepserver.log"):
+                self.warm = warm
         self._recover()
         self.dispatcher = threading.Thread(target=self._dispatch_loop, name="c2d-dispatcher", daemon=True)
         self.dispatcher.start()
@@ -81,6 +92,8 @@ class LocalEngine(BackgroundEngine):
         if self.dispatcher is not None:
             self.dispatcher.join()
         self.executor.shutdown(wait=True)
+        if self.warm is not None:
+            self.warm.close()
         if self.lock_conn is not None:
             self.lock_conn.close()
 
@@ -121,6 +134,7 @@ class LocalEngine(BackgroundEngine):
             store_dir=self.settings.store_dir,
             hidden=(self.settings.data_dir,),
             on_change=lambda states: self._mirror(record.job_id, plan, states),
+            warm=self.warm,
         )
         if resume:
             message = prepare_resume(run, record)
@@ -164,8 +178,7 @@ class LocalEngine(BackgroundEngine):
         stopreq = self._stopreq(run) if run else 0
         steps = [_state(step.task, step.stage, states) for step in plan.steps]
         status = ocean_status(steps, workflow_done=False, stopreq=stopreq)
-        self.store.update_details(job_id, {"steps": states})
-        self.store.transition(job_id, status.status, source=SOURCE, text=status.text)
+        self.store.mirror(job_id, status.status, status.text, {"steps": states}, SOURCE)
 
     def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
         stopreq = self._stopreq(run)

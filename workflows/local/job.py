@@ -7,6 +7,7 @@ in ``<jobs dir>/<job id>/`` (mode 0700): ``volumes/<name>`` for the job's volume
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,12 +23,12 @@ from c2d.settings import EngineSettings
 from workflows.exceptions import SandboxError
 from workflows.local.cgroups import StepCgroup
 from workflows.local.interpret import Plan, Step, depends_met
-from workflows.local.runner import Outcome, SandboxProcess, Watch, run_step
-from workflows.local.sandbox import Runtime, bwrap_command, resolve_runtime, step_environment, steps_runtime
+from workflows.local.runner import Outcome, SandboxProcess, StepProcess, Watch, run_step
+from workflows.local.sandbox import Bind, Runtime, bwrap_command, resolve_runtime, step_environment, steps_runtime
+from workflows.local.warm import WarmRunner
 from workflows.status_map import DONE_PHASES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-Bind = tuple[Path | None, str, bool, int | None]
 
 
 def _now() -> str:
@@ -50,6 +51,7 @@ class JobRun:
     # engine's recovery sees it as interrupted (never as the user's stop or the algorithm's failure).
     abandoned: bool = False
     limits_missing: list[str] = field(default_factory=list)
+    warm: WarmRunner | None = None  # runs the node's own step programs without a fresh sandbox each
 
     def _set(self, task: str, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
@@ -105,8 +107,6 @@ class JobRun:
         try:
             runtime = self._runtime(step)
             binds = self._binds(step)
-            argv = bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)
-            env = step_environment(step, runtime)
         except SandboxError as exc:
             return Outcome("Error", None, str(exc))
         cgroup = StepCgroup.create(
@@ -117,35 +117,44 @@ class JobRun:
             cpu=step.cpu,
         )
         self.limits_missing = sorted(set(self.limits_missing) | set(cgroup.missing))
-        rlimits = ["prlimit", "--core=0", "--nofile=4096"]
+        rlimits = {"core": 0, "nofile": 4096}
         if step.disk:
-            rlimits.append(f"--fsize={step.disk}")
+            rlimits["fsize"] = step.disk
         if step.memory and "memory" in cgroup.missing:
-            rlimits.append(f"--as={step.memory}")
+            rlimits["as"] = step.memory
+        log_file = self.job_dir / "steps" / f"{step.task}.log"
+        try:
+            if self.warm is not None and self.warm.supports(step):
+                tmp = self.job_dir / "tmp" / f"{step.task}-{attempt}"  # the step's /tmp, on the job's disk
+                tmp.mkdir(parents=True, exist_ok=True)
+                binds = [(host or tmp, inside, ro, size) for host, inside, ro, size in binds]
+                start: Callable[[], StepProcess] = functools.partial(
+                    self.warm.launch, step, binds, tmp, log_file, rlimits, cgroup
+                )
+            else:
+                argv = [*cgroup.prefix(), "prlimit", *(f"--{name}={value}" for name, value in rlimits.items())]
+                argv += ["--", *bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)]
+                env = step_environment(step, runtime)
+                start = functools.partial(SandboxProcess, argv, env, log_file)
+        except SandboxError as exc:
+            cgroup.remove()
+            return Outcome("Error", None, str(exc))
         writable = tuple(host for host, _, ro, _ in binds if host is not None and not ro)
         watch = Watch(writable, step.disk, step.max_files) if (step.disk or step.max_files) else Watch((), None, None)
         step_deadline = time.monotonic() + step.deadline if step.deadline else None
         ends = [d for d in (deadline, step_deadline) if d is not None]
         # Publishing is not interrupted by a stop request: the user's logs and outputs are on their way.
         stop = threading.Event() if step.stage == "publish" else self.stop
-        log_file = self.job_dir / "steps" / f"{step.task}.log"
         try:
-            return run_step(
-                step,
-                lambda: SandboxProcess([*cgroup.prefix(), *rlimits, "--", *argv], env, log_file),
-                log_file,
-                cgroup,
-                watch,
-                stop,
-                min(ends) if ends else None,
-            )
+            return run_step(step, start, log_file, cgroup, watch, stop, min(ends) if ends else None)
         finally:
             cgroup.remove()
 
     def _run_step(self, step: Step, deadline: float | None) -> Outcome:
         attempt = 0
         while True:
-            self._set(step.task, phase="Running", startedAt=_now(), attempt=attempt)
+            runner = "warm" if self.warm is not None and self.warm.supports(step) else "sandbox"
+            self._set(step.task, phase="Running", startedAt=_now(), attempt=attempt, runner=runner)
             outcome = self._attempt(step, attempt, deadline)
             retry = step.retry
             if outcome.phase == "Succeeded" or retry is None or attempt >= retry.limit or outcome.reason:

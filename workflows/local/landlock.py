@@ -22,6 +22,8 @@ RULE_PATH_BENEATH = 1
 PR_SET_NO_NEW_PRIVS = 38
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 READ = EXECUTE | READ_FILE | READ_DIR
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+MIN_ABI = 6  # scoped signals: a confined child cannot kill the node's processes (they share its uid)
 # handled rights per ABI version (1: 13 rights; 2: +REFER; 3: +TRUNCATE; 5: +IOCTL_DEV)
 _HANDLED = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
 _ALL_FS = (1 << 16) - 1  # ABI >= 5
@@ -55,14 +57,23 @@ def abi_version() -> int:
         return 0
 
 
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
 def confine(read_only: Iterable[Path], read_write: Iterable[Path]) -> None:
-    """From now on this process (and its children) may read only under ``read_only`` + ``read_write``
-    and write only under ``read_write``. Missing paths are skipped."""
+    """From now on this process (and its children) may read only under ``read_only`` + ``read_write``,
+    write only under ``read_write``, and signal or ptrace no process outside its own domain (and reach
+    no abstract Unix socket outside it). Missing paths are skipped. Needs Landlock ABI >= 6."""
     abi = abi_version()
-    if abi < 1:
-        raise LandlockError("this kernel has no Landlock")
+    if abi < MIN_ABI:
+        raise LandlockError(f"this kernel's Landlock (ABI {abi}) cannot scope signals (ABI {MIN_ABI} needed)")
     handled = _HANDLED.get(abi, _ALL_FS)
-    attr = ctypes.c_uint64(handled)  # struct landlock_ruleset_attr, first field only (size 8 is accepted)
+    attr = _RulesetAttr(handled, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
     ruleset = _syscall(SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0)
     try:
         for paths, rights in ((read_only, READ), (read_write, handled)):

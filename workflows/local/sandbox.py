@@ -20,6 +20,7 @@ from workflows.exceptions import SandboxError
 from workflows.local.interpret import Step
 
 NOBODY = 65534
+Bind = tuple[Path | None, str, bool, int | None]  # host folder (None: a tmpfs), path inside, read-only, size
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 ETC_ALWAYS = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/passwd", "/etc/group")
 ETC_NETWORK = (
@@ -96,16 +97,24 @@ def bwrap_command(
     bwrap: str,
     step: Step,
     runtime: Runtime,
-    binds: list[tuple[Path | None, str, bool, int | None]],
+    binds: list[Bind],
     hidden: tuple[Path, ...] = (),
+    *,
+    host_pids: bool = False,
 ) -> list[str]:
-    """``binds``: (host folder or None for a tmpfs, path inside, read-only, tmpfs size)."""
+    """``binds``: (host folder or None for a tmpfs, path inside, read-only, tmpfs size). ``host_pids``: keep
+    the host's pid namespace and mount no /proc (the warm step runner: the engine must reach its
+    children by pid; they confine themselves with Landlock, which also scopes their signals)."""
+    if host_pids:
+        namespaces = ["--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        namespaces += [] if step.egress else ["--unshare-net"]
+    else:
+        namespaces = ["--unshare-all", "--unshare-user", *(["--share-net"] if step.egress else [])]
     args = [
         bwrap,
         "--die-with-parent",
         "--new-session",
-        "--unshare-all",
-        "--unshare-user",
+        *namespaces,
         "--uid",
         str(NOBODY),
         "--gid",
@@ -116,10 +125,8 @@ def bwrap_command(
         "--hostname",
         "c2d-job",
     ]
-    if step.egress:
-        args.append("--share-net")
     args += _system_binds(step.egress)
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--dev", "/dev"] if host_pids else ["--proc", "/proc", "--dev", "/dev"]
     # tmpfs mounts first: a runtime or the checkout may live under /tmp and must stay visible.
     if not any(inside == "/tmp" for _, inside, _, _ in binds):
         args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]

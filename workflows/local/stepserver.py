@@ -1,0 +1,120 @@
+"""The warm step runner: runs the node's own step programs (input-fetch, output-publish, result-filter)
+in forked children of one long-lived, already-initialised interpreter.
+
+Started once by the local engine inside its own bubblewrap sandbox (no capabilities, uid 65534, no
+node secrets, no /proc; the jobs folder and the results store are its only writable places, hidden data
+folder otherwise). It never sees a job's data: for each step the engine asks it to fork a child and
+gets back the child's pid and the write end of a pipe; the engine writes the step's instructions into
+that pipe itself (so no job's URLs or keys ever sit in the memory the next child is forked from).
+
+Each child, before it reads anything of the job: starts its own session, and once it has its
+instructions confines itself with Landlock (:mod:`workflows.local.landlock`: read the runtime and
+system folders, write only its job's folders, signal or trace nothing outside itself), sets its
+rlimits, takes the step's environment, and runs the step program's ``main`` in-process. The engine
+puts it in the step's cgroups before sending the instructions, and watches it like any step.
+
+Protocol (SOCK_SEQPACKET, JSON): engine -> ``{"op": "spawn", "id": n}``; server -> ``{"id": n, "pid": p}``
+with the pipe's write end attached (SCM_RIGHTS), later ``{"id": n, "exit": code}``. EOF on the socket:
+the engine is gone; the server kills its children and exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+PROGRAMS = ("steps.fetch", "steps.publish", "steps.filter")
+
+
+def _child(request_fd: int) -> int:
+    """In the forked child: read the instructions, confine, run the step. Returns its exit code."""
+    with os.fdopen(request_fd, "rb") as pipe:
+        raw = pipe.read()
+    if not raw:
+        return 125  # the engine gave up on this step before sending it
+    request: dict[str, Any] = json.loads(raw)
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.chdir(request["cwd"])
+    for name, value in request.get("rlimits", {}).items():
+        limit = int(value)
+        resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (limit, limit))
+    os.environ.clear()
+    os.environ.update(request["env"])
+    from workflows.local.landlock import confine
+
+    confine([Path(p) for p in request["read_only"]], [Path(p) for p in request["read_write"]])
+    module = request["module"]
+    if module not in PROGRAMS:
+        sys.stderr.write(f"stepserver: {module!r} is not a step program it runs\n")
+        return 2
+    sys.argv = [module, *request["argv"]]
+    try:
+        code = importlib.import_module(module).main(list(request["argv"]))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # the step's own crash: its traceback goes to its log, like a process's would
+        traceback.print_exc()
+        code = 1
+    return int(code or 0)
+
+
+def serve(sock: socket.socket) -> None:
+    children: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == sock.fileno():
+                data = sock.recv(4096)
+                if not data:  # the engine is gone: nothing of ours may outlive it
+                    for _, pid in children.values():
+                        os.killpg(pid, signal.SIGKILL)
+                    return
+                request_id = int(json.loads(data)["id"])
+                read_end, write_end = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.setsid()
+                    sock.close()
+                    os.close(write_end)
+                    for pidfd in children:
+                        os.close(pidfd)
+                    os._exit(_child(read_end))
+                os.close(read_end)
+                pidfd = os.pidfd_open(pid)
+                children[pidfd] = (request_id, pid)
+                poller.register(pidfd, select.POLLIN)
+                socket.send_fds(sock, [json.dumps({"id": request_id, "pid": pid}).encode()], [write_end])
+                os.close(write_end)
+            else:
+                request_id, pid = children.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+                sock.send(json.dumps({"id": request_id, "exit": code}).encode())
+
+
+def main() -> int:
+    for module in PROGRAMS:  # the point of the server: every child starts with these loaded
+        importlib.import_module(module)
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    serve(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

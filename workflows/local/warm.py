@@ -1,0 +1,214 @@
+"""Engine side of the warm step runner (:mod:`workflows.local.stepserver`).
+
+The node's own step programs (input-fetch, output-publish, result-filter) then start in about a
+millisecond instead of a fresh sandbox and interpreter each (~0.1-0.2 s): the runner forks a child,
+the engine puts it in the step's cgroups and sends it the step (paths mapped from the Workflow's mounts
+to the host folders they stand for); the child confines itself with Landlock to its own job's folders.
+Used when the kernel has Landlock ABI >= 6 and ``C2D_ENGINE__WARM_STEPS`` is on; otherwise, and for
+every other step (the algorithm above all), each step is its own bubblewrap sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from c2d.settings import EngineSettings
+from workflows.local.cgroups import StepCgroup
+from workflows.local.interpret import Step
+from workflows.local.landlock import MIN_ABI, abi_version
+from workflows.local.sandbox import SYSTEM_DIRS, Bind, bwrap_command, step_environment, steps_runtime
+from workflows.local.stepserver import PROGRAMS
+
+log = logging.getLogger(__name__)
+START_TIMEOUT = 10.0
+CODE_PACKAGES = ("steps", "c2d", "workflows")  # never the whole checkout: the node's data dir may be in it
+
+
+@dataclass
+class _Pending:
+    started: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+    pid: int | None = None
+    fd: int | None = None
+    code: int | None = None
+
+
+class WarmProcess:
+    """A step running as a child of the warm runner (the StepProcess of workflows.local.runner)."""
+
+    def __init__(self, pending: _Pending, pid: int) -> None:
+        self.pending = pending
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return self.code() if self.pending.ended.is_set() else None
+
+    def wait_exit(self, timeout: float) -> None:
+        self.pending.ended.wait(timeout)
+
+    def wait(self) -> int:
+        self.pending.ended.wait()
+        return self.code()
+
+    def code(self) -> int:
+        # None: the runner died with the child; reported like a killed process
+        return self.pending.code if self.pending.code is not None else -9
+
+
+class WarmRunner:
+    def __init__(self, engine: EngineSettings, repo_root: Path, writable: tuple[Path, ...], hidden: tuple[Path, ...]):
+        self.engine = engine
+        self.repo_root = repo_root
+        self.writable = writable  # the jobs folder and the results store
+        self.hidden = hidden
+        self.runtime = steps_runtime(repo_root)
+        self.pending: dict[int, _Pending] = {}
+        self.ids = itertools.count(1)
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.alive = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, log_file: Path) -> bool:
+        """Start the runner; False (and the reason logged) when it cannot be used here."""
+        abi = abi_version()
+        if abi < MIN_ABI:
+            log.info("warm step runner off: Landlock ABI %s < %s; every step gets its own sandbox", abi, MIN_ABI)
+            return False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server = Step(
+            task="stepserver", template="stepserver", stage="configure", image=self.engine.step_image,
+            command=["python", "-m", "workflows.local.stepserver", str(theirs.fileno())], env={}, working_dir=None,
+            mounts=[], egress=True, cpu=None, memory=None, disk=None, pids=None, max_files=None, deadline=None,
+            retry=None, outputs={}, depends=None,
+        )  # fmt: skip
+        binds: list[Bind] = [(path, str(path), False, None) for path in self.writable]
+        argv = bwrap_command(self.engine.bwrap, server, self.runtime, binds, self.hidden, host_pids=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                env=step_environment(server, self.runtime),
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        theirs.close()
+        self.sock = ours
+        self.alive = True
+        threading.Thread(target=self._read, name="c2d-warm-steps", daemon=True).start()
+        return True
+
+    def close(self) -> None:
+        self.alive = False
+        if self.sock is not None:
+            self.sock.close()  # the runner kills its children and exits at EOF
+        if self.proc is not None:
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _read(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                break
+            message: dict[str, Any] = json.loads(data)
+            with self.lock:
+                pending = self.pending.get(int(message["id"]))
+            if pending is None:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if "pid" in message:
+                pending.pid, pending.fd = int(message["pid"]), fds[0] if fds else None
+                pending.started.set()
+            else:
+                pending.code = int(message["exit"])
+                pending.ended.set()
+                with self.lock:
+                    self.pending.pop(int(message["id"]), None)
+        if self.alive:
+            log.error("the warm step runner stopped; steps run in their own sandboxes from now on")
+        self.alive = False
+        with self.lock:
+            left, self.pending = list(self.pending.values()), {}
+        for pending in left:
+            pending.started.set()
+            pending.ended.set()
+
+    # -- steps --------------------------------------------------------------------------------
+    def supports(self, step: Step) -> bool:
+        command = step.command
+        return (
+            self.alive
+            and step.image == self.engine.step_image
+            and len(command) >= 3
+            and command[:2] == ["python", "-m"]
+            and command[2] in PROGRAMS
+        )
+
+    def launch(
+        self, step: Step, binds: list[Bind], tmp: Path, log_file: Path, rlimits: dict[str, int], cgroup: StepCgroup
+    ) -> WarmProcess:
+        """Fork the step's child, put it in ``cgroup``, send it the step. ``binds``: the step's mounts with
+        every scratch volume already mapped to a host folder (``tmp`` holds /tmp)."""
+        request_id = next(self.ids)
+        pending = _Pending()
+        with self.lock:
+            self.pending[request_id] = pending
+        if self.sock is None or not self.alive:
+            raise OSError("the warm step runner is not running")
+        self.sock.send(json.dumps({"op": "spawn", "id": request_id}).encode())
+        if not pending.started.wait(START_TIMEOUT) or pending.pid is None or pending.fd is None:
+            raise OSError("the warm step runner did not start the step")
+        cgroup.join(pending.pid)
+        read_write = [str(host) for host, _, read_only, _ in binds if host is not None and not read_only]
+        read_only = [str(host) for host, _, ro, _ in binds if host is not None and ro] + self._runtime_paths()
+        env = step_environment(step, self.runtime) | {"HOME": str(tmp), "TMPDIR": str(tmp)}
+        request = {
+            "module": step.command[2],
+            "argv": [host_path(arg, binds) for arg in step.command[3:]],
+            "env": env,
+            "log": str(log_file),
+            "cwd": host_path(step.working_dir, binds) if step.working_dir else str(tmp),
+            "read_only": read_only,
+            "read_write": [*read_write, str(tmp)],
+            "rlimits": rlimits,
+        }
+        with contextlib.suppress(BrokenPipeError), os.fdopen(pending.fd, "wb") as pipe:  # killed already: ends
+            pipe.write(json.dumps(request).encode())
+        return WarmProcess(pending, pending.pid)
+
+    def _runtime_paths(self) -> list[str]:
+        code = [str(self.repo_root / package) for package in CODE_PACKAGES]
+        system = [path for path in SYSTEM_DIRS if Path(path).exists()] + ["/etc", "/dev/null", "/dev/urandom"]
+        return [*system, sys.prefix, sys.base_prefix, *code]
+
+
+def host_path(value: str, binds: list[Bind]) -> str:
+    """A path inside the step (``/data/outputs``) as the host folder it is mounted from; anything else as is."""
+    for host, inside, _, _ in sorted(binds, key=lambda bind: len(bind[1]), reverse=True):
+        if host is not None and (value == inside or value.startswith(inside.rstrip("/") + "/")):
+            return str(host) + value[len(inside.rstrip("/")) :]
+    return value
