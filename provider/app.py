@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from c2d.db.pool import Pool
 from c2d.settings import Settings
 from provider.exceptions import ProviderError, RequestValidationFailed
+from provider.fastpath import StatusFastPath
 from provider.routers import access, aquarius, compute, encrypt, files, nonce, root, start
 from provider.services import Engine, Services
 
@@ -16,14 +21,26 @@ from provider.services import Engine, Services
 def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> FastAPI:
     """The app over an open pool (and the engine jobs are handed to); the caller owns both."""
 
+    services = Services.create(settings, pool, engine)
+    cache = services.statuses
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        cache.start()
+        try:
+            yield
+        finally:
+            cache.stop()
+
     app = FastAPI(
         title="C2D node provider",
         description="Ocean Provider v2.1 compatible compute-to-data API",
         version="0.1.0",
         docs_url="/api/docs",
         openapi_url="/spec",
+        lifespan=lifespan,
     )
-    app.state.services = Services.create(settings, pool, engine)
+    app.state.services = services
 
     @app.exception_handler(ProviderError)
     async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
@@ -40,3 +57,10 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
     for module in (root, nonce, encrypt, files, access, start, compute, aquarius):
         app.include_router(module.router)
     return app
+
+
+def serve_app(app: FastAPI) -> ASGIApp:
+    """What the server runs: the status endpoint's fast path (:mod:`provider.fastpath`) in front of the
+    app, outside FastAPI's middleware stack (which costs the hottest endpoint a third of its rate)."""
+    services: Services = app.state.services
+    return StatusFastPath(app, services, services.statuses)

@@ -15,7 +15,7 @@ from c2d.db.pool import Pool, open_pool
 from c2d.exceptions import StackError, StorageError
 from c2d.settings import Settings
 from c2d.stack.postgres import database_dsn
-from provider.app import create_app
+from provider.app import create_app, serve_app
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
 from provider.result_assets import ResultAssets
@@ -38,7 +38,9 @@ class Node:
         self.results = services.results
         self.retention = Retention(services.jobs, services.results, settings.storage.cleanup_seconds)
         self.result_assets = ResultAssets(services)
-        config = uvicorn.Config(app, host=settings.host, port=settings.provider.port, log_level="warning")
+        config = uvicorn.Config(
+            serve_app(app), host=settings.host, port=settings.provider.port, log_level="warning", proxy_headers=False
+        )
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 

@@ -14,11 +14,12 @@ from c2d.chain.client import Chain
 from c2d.chain.documents import public_key_hex
 from c2d.db.jobs import JobStore
 from c2d.db.nonces import NonceStore
-from c2d.db.pool import Pool
+from c2d.db.pool import Pool, database_dsn_of
 from c2d.settings import Settings
 from provider.fees import default_fee_token
 from provider.indexer.store import DdoStore
 from provider.results import ResultStore
+from provider.status_cache import StatusCache
 from workflows.registry import StepRegistry, default_registry
 
 
@@ -42,6 +43,7 @@ class Services:
     registry: StepRegistry
     default_fee_token: str
     results: ResultStore
+    statuses: StatusCache
     engine: Engine | None = None
 
     @classmethod
@@ -60,6 +62,7 @@ class Services:
             registry,
             default_fee_token(settings),
             ResultStore(settings),
+            StatusCache(database_dsn_of(pool)),
             engine,
         )
 

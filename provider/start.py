@@ -237,6 +237,7 @@ def _create_job(
         )
     except OrderAlreadyUsedError as exc:
         raise ComputeRequestError("order", "order_already_used", str(exc)) from None
+    services.statuses.drop(consumer)
     if services.engine is not None:
         services.engine.wake()
     return job

@@ -30,6 +30,11 @@ def open_pool(dsn: str, max_size: int = 10, name: str = "c2d") -> Pool:
     return pool
 
 
+def database_dsn_of(pool: Pool) -> str:
+    """The DSN a pool connects with (for the few components that need a connection of their own)."""
+    return str(pool.conninfo)
+
+
 def migrate_dsn(dsn: str) -> list[int]:
     """Apply pending migrations on the database of ``dsn``."""
     try:

@@ -60,6 +60,7 @@ SignedJobs = Annotated[JobQuery, Depends(signed_job_query)]
 def _stop(services: Services, job: JobRecord) -> None:
     if services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
         services.engine.stop(job.job_id)
+    services.statuses.drop(job.owner)  # the next status read sees it at once (the notification follows)
 
 
 @router.get("/compute", summary="Status of the consumer's jobs (all, one job, or one dataset's)")
@@ -86,6 +87,7 @@ def delete(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
             except StorageError as exc:
                 raise ServiceUnavailable(f"the results of job {job.job_id} could not be deleted now: {exc}") from None
             services.jobs.mark_removed(job.job_id, reason="deleted by the consumer")
+            services.statuses.drop(job.owner)
     return [status_object(job) for job in query.jobs(services)]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
+JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
 
 
 def _own_path(controller: str) -> str:
@@ -26,6 +27,18 @@ def _own_path(controller: str) -> str:
         if controller in names.split(","):
             return path.lstrip("/")
     return ""
+
+
+def prepare_jobs_group(root: Path) -> bool:
+    """Give the group that holds every step a low CPU weight: when the machine is saturated, the node's
+    own processes (the API, the engine, Postgres) still get the CPU they need. False if not possible."""
+    group = root / "cpu" / _own_path("cpu") / "c2d"
+    try:
+        group.mkdir(parents=True, exist_ok=True)
+        (group / "cpu.shares").write_text(str(JOBS_CPU_SHARES))
+    except OSError:
+        return False
+    return True
 
 
 @dataclass

@@ -25,6 +25,7 @@ from c2d.settings import Settings
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, UnsupportedWorkflowError
+from workflows.local.cgroups import prepare_jobs_group
 from workflows.local.interpret import Plan, interpret
 from workflows.local.job import REPO_ROOT, JobRun
 from workflows.local.recovery import prepare_resume
@@ -62,6 +63,8 @@ class LocalEngine(BackgroundEngine):
             conn.close()
             raise EngineError("another local engine is already running on this database; stop it first")
         self.lock_conn = conn
+        if not prepare_jobs_group(self.settings.engine.cgroup_root):
+            log.warning("job steps could not get a lower CPU weight than the node (no cgroup v1 cpu controller)")
         if not compile_steps(REPO_ROOT):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

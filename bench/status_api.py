@@ -1,0 +1,168 @@
+"""GET /api/services/compute (job status) under load, next to a bare uvicorn hello endpoint.
+
+    .venv/bin/python bench/status_api.py [--seconds 10] [--connections 64] [--load-jobs 50]
+
+A throw-away embedded stack with 500 finished jobs in Postgres, the real provider (``c2d provider``:
+API + indexer + local engine, one process, as deployed) and, in the same run, a bare uvicorn serving a
+raw ASGI "hello" (the ceiling of one uvicorn process here). wrk (Debian's package) drives each from a
+second process on loopback. Then the load case: 200 concurrent clients polling status while 50 jobs
+run through the engine (each client polls every 0.1 s: wrk's delay()): errors, latency, and every
+job's final state.
+Targets (issue 7): status >= 50% of bare requests/s, p99 <= 25 ms; under load no errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, bench_settings, file_server, free_port
+
+from c2d.db.jobs import JobStore
+from c2d.db.pool import open_pool
+from c2d.stack.postgres import database_dsn
+from c2d.stack.stack import Stack
+from tests.workflows.jobs import job_spec, make_environment, new_job, render
+
+OWNER = "0x" + "ab" * 20
+HELLO = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+"""
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def wrk(url: str, seconds: float, connections: int, think_ms: int = 0) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, errors) from one wrk run (one thread: the other core is the server's).
+    ``think_ms``: each connection waits that long between its requests (a polling client)."""
+    script = []
+    if think_ms:
+        lua = Path(tempfile.mkdtemp(prefix="c2d-wrk-")) / "think.lua"
+        lua.write_text(f"function delay()\n  return {think_ms}\nend\n")
+        script = ["-s", str(lua)]
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", *script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    if errors:
+        print("  wrk:", " ".join(line.strip() for line in out.splitlines() if "errors" in line), flush=True)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, p99_ms, errors + (int(non2xx.group(1)) if non2xx else 0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--load-jobs", type=int, default=50)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install -y wrk (make bench installs it)", file=sys.stderr)
+        return 2
+    data = Path(tempfile.mkdtemp(prefix="c2d-bench-data-"))
+    (data / "data.csv").write_text("a,b\n1,2\n")
+    env = make_environment(id="local-cpu")
+    with file_server(data) as url:
+        settings = bench_settings([url.removeprefix("http://")])
+        print("starting a throw-away stack ...", flush=True)
+        with Stack(settings) as stack, open_pool(database_dsn(stack.settings), max_size=4) as pool:
+            store = JobStore(pool)
+            for index in range(500):  # other consumers' jobs, so the lookup is not trivially small
+                spec = job_spec(
+                    "pass", [f"{url}/data.csv"], owner=OWNER if index == 0 else "0x" + secrets.token_hex(20)
+                )
+                store.create(new_job(spec, env, {}, "none"))
+                store.transition(spec.job_id, 70, source="bench", finished=True, results=[])
+                if index == 0:
+                    target = spec.job_id
+            child_env = {
+                **os.environ,
+                "C2D_DATA_DIR": str(settings.data_dir),
+                "C2D_POSTGRES__PORT": str(settings.postgres.port),
+                "C2D_CHAIN__PORT": str(settings.chain.port),
+                "C2D_PROVIDER__PORT": str(settings.provider.port),
+                "C2D_FETCH__ALLOW_HOSTS": f'["{url.removeprefix("http://")}"]',
+            }
+            hello_port = free_port()
+            hello_dir = Path(tempfile.mkdtemp(prefix="c2d-hello-"))
+            (hello_dir / "hello.py").write_text(HELLO)
+            hello = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "hello:app", "--port", str(hello_port), "--log-level", "warning"],
+                cwd=hello_dir,
+            )
+            provider = subprocess.Popen([str(REPO / ".venv/bin/c2d"), "provider"], env=child_env)
+            try:
+                status_url = f"{settings.provider_url}/api/services/compute?consumerAddress={OWNER}&jobId={target}"
+                wait_http(f"http://127.0.0.1:{hello_port}/")
+                wait_http(status_url)
+                bare = wrk(f"http://127.0.0.1:{hello_port}/", args.seconds, args.connections)
+                ours = wrk(status_url, args.seconds, args.connections)
+                print(f"bare uvicorn hello            {bare[0]:8.0f} req/s   p99 {bare[1]:6.1f} ms")
+                print(
+                    f"GET compute status            {ours[0]:8.0f} req/s   p99 {ours[1]:6.1f} ms   "
+                    f"({ours[0] / bare[0] * 100:.0f}% of bare; target >= 50%, p99 <= 25 ms)   errors {ours[2]}"
+                )
+                jobs = []
+                for _ in range(args.load_jobs):
+                    spec = job_spec("open('/data/outputs/o', 'w').write('1')", [f"{url}/data.csv"], owner=OWNER)
+                    store.create(new_job(spec, env, render(spec, env, settings.store_dir), "local"))
+                    jobs.append(spec.job_id)
+                started = time.monotonic()
+                load = wrk(status_url, max(args.seconds, 15), 200, think_ms=100)
+                end = time.monotonic() + 120
+                while time.monotonic() < end:
+                    with pool.connection() as conn:
+                        row = conn.execute(
+                            "SELECT count(*) FILTER (WHERE date_finished IS NOT NULL), "
+                            "count(*) FILTER (WHERE status = 70) FROM jobs WHERE job_id = ANY(%s)",
+                            (jobs,),
+                        ).fetchone()
+                    assert row is not None
+                    if row[0] == len(jobs):
+                        break
+                    time.sleep(0.5)
+                print(
+                    f"200 clients polling every 0.1 s while {len(jobs)} jobs run: {load[0]:.0f} req/s, "
+                    f"p99 {load[1]:.1f} ms, errors {load[2]}, jobs finished {row[0]}/{len(jobs)} ({row[1]} ok) "
+                    f"after {time.monotonic() - started:.0f} s"
+                )
+            finally:
+                for proc in (provider, hello):
+                    proc.terminate()
+                    proc.wait(30)
+    failed = ours[2] or load[2] or row[0] != len(jobs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
