@@ -8,12 +8,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup storage-bin demo test lint e2e cluster-build cluster-up cluster-down bench-argo clean
+.PHONY: help setup storage-bin demo test lint bench e2e cluster-build cluster-up cluster-down bench-argo clean
 
 help:
 	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
 	@echo "make test   - set everything up and run the test suite (what CI runs)"
 	@echo "make lint   - ruff + mypy (strict) on our packages"
+	@echo "make bench  - the local benchmarks: per-job overhead and throughput, status endpoint, staging"
 	@echo "make e2e    - build (cached) and start the kwok + real Argo control plane, run the e2e tests"
 	@echo "make cluster-up / cluster-down - start / stop that control plane (127.0.0.1 only)"
 	@echo "make bench-argo - 1,000 concurrent workflows through the argo engine (needs cluster-up)"
@@ -56,6 +57,12 @@ lint: setup
 	$(VENV)/bin/ruff check c2d provider workflows steps tests bench
 	$(VENV)/bin/ruff format --check c2d provider workflows steps tests bench
 	$(VENV)/bin/mypy
+
+bench: setup
+	@tools/setup_system.sh bench
+	@$(PY) bench/local_jobs.py $(BENCH_ARGS)
+	@$(PY) bench/status_api.py
+	@$(PY) bench/staging.py
 
 # --- the Go-built control plane (heavy tier; binaries cached in .cache/cluster) ---------------------
 cluster-build:

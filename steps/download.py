@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,25 +43,53 @@ class Fetched:
     sha256: str
 
 
+class _Hasher:
+    """sha256 on another thread (hashlib releases the GIL), so hashing overlaps the network and the disk;
+    at most QUEUED chunks wait, so memory stays flat."""
+
+    QUEUED = 4
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            self.digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self.chunks.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.chunks.put(None)
+        self.thread.join()
+        return self.digest.hexdigest()
+
+
 def _attempt(sources: Sources, file: FileToFetch, dest: Path, budget: int) -> Fetched:
-    digest = hashlib.sha256()
+    hasher = _Hasher()
     size = 0
     tmp = dest.with_name(f".{dest.name}.part")
     try:
-        with _translated(), sources.open(file.url, budget, file.method, file.headers) as opened:
-            if opened.size is not None and opened.size > budget:
-                raise FetchError(f"file is {opened.size} bytes, over the {budget} bytes left for inputs")
-            with open(tmp, "wb") as out:
-                for chunk in opened.chunks:
-                    size += len(chunk)
-                    if size > budget:
-                        raise FetchError(f"file exceeds the {budget} bytes left for inputs")
-                    digest.update(chunk)
-                    out.write(chunk)
+        try:
+            with _translated(), sources.open(file.url, budget, file.method, file.headers) as opened:
+                if opened.size is not None and opened.size > budget:
+                    raise FetchError(f"file is {opened.size} bytes, over the {budget} bytes left for inputs")
+                with open(tmp, "wb") as out:
+                    for chunk in opened.chunks:
+                        size += len(chunk)
+                        if size > budget:
+                            raise FetchError(f"file exceeds the {budget} bytes left for inputs")
+                        hasher.update(chunk)
+                        out.write(chunk)
+        finally:
+            sha256 = hasher.hexdigest()
         if file.size is not None and file.size != size:
             raise FetchError(f"got {size} bytes, the publisher declared {file.size}")
-        if file.checksum is not None and file.checksum != digest.hexdigest():
-            raise FetchError(f"sha256 {digest.hexdigest()} does not match the declared checksum {file.checksum}")
+        if file.checksum is not None and file.checksum != sha256:
+            raise FetchError(f"sha256 {sha256} does not match the declared checksum {file.checksum}")
     except TransientFetchError as exc:
         tmp.unlink(missing_ok=True)
         raise TransientFetchError(f"{exc} after {size} bytes" if size else str(exc)) from None
@@ -67,7 +97,7 @@ def _attempt(sources: Sources, file: FileToFetch, dest: Path, budget: int) -> Fe
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, dest)
-    return Fetched(size, digest.hexdigest())
+    return Fetched(size, sha256)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ leaves a listed result half-written.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -136,6 +137,25 @@ def _regular(source: Path) -> Path:
     return source
 
 
+def _copy_fd(source: int, dest: int) -> int:
+    """Copy in the kernel (copy_file_range: no user-space buffer, reflinks where the filesystem can);
+    plain reads and writes where it cannot (another filesystem type, an old kernel)."""
+    size = 0
+    try:
+        while copied := os.copy_file_range(source, dest, 1 << 30):
+            size += copied
+        return size
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL) or size:
+            raise
+    while chunk := os.read(source, CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dest, view) :]
+        size += len(chunk)
+    return size
+
+
 def copy_file(source: Path, dest: Path) -> int:
     """Copy without following a symlink at ``source``; write under a temporary name, then rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +166,7 @@ def copy_file(source: Path, dest: Path) -> int:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PublishError(f"{source.name} is not a regular file")
         with open(tmp, "wb") as out:
-            while chunk := os.read(fd, CHUNK):
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
+            size = _copy_fd(fd, out.fileno())
             os.fsync(out.fileno())
         os.replace(tmp, dest)
     except OSError as exc:

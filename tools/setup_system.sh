@@ -2,6 +2,7 @@
 # Installs the Debian packages the node needs, only when they are missing:
 #   postgresql (server binaries for the embedded database), bubblewrap (the local engine's sandbox),
 #   util-linux (unshare, to run PostgreSQL as root inside a user namespace).
+# `setup_system.sh bench` also installs what the benchmarks drive the node with: wrk, curl, GNU time.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,11 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/d
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+if [ "${1:-}" = bench ]; then
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  [ -x /usr/bin/time ] || missing+=(time)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

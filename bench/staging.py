@@ -1,0 +1,159 @@
+"""Staging throughput: input-fetch and output-publish of one big file against a raw copy, and peak RSS.
+
+    .venv/bin/python bench/staging.py [--gib 1]
+
+The source is a 1 GiB file served over HTTP on loopback by a sendfile() server (so the server is not
+the bottleneck). Raw fetch: curl to a file, the same URL. input-fetch: the step program as the engine
+runs it (python -S, streamed, capped, sha256 checked). Raw publish: cp of the same file; output-publish:
+the step program into a results folder (fsync'd, renamed into place). Peak RSS of each step process.
+Targets (issue 7): >= 90% of raw throughput, RSS flat (<= 100 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import REPO
+
+from workflows.spec import AlgorithmInput, DatasetInput, FetchSpec, InputFile, StoreAccess
+
+DID = "did:op:" + "5a" * 32
+
+
+def sendfile_server(path: Path) -> tuple[str, threading.Event]:
+    """A minimal HTTP/1.0 server answering every GET with ``path`` through sendfile()."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    size = path.stat().st_size
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(f"HTTP/1.0 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+            with open(path, "rb") as handle:
+                conn.sendfile(handle)
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        listener.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/big.bin", stop
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(seconds, peak RSS MiB of that process) of one run, which must succeed. GNU time reports the peak
+    (a wait4 from this process would count the fork of this interpreter, not the program)."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        start = time.perf_counter()
+        done = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", report.name, *argv], env=env, capture_output=True, text=True
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"{argv[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return seconds, int(report.read().split()[-1]) / 1024
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=1.0)
+    args = parser.parse_args()
+    size = int(args.gib * 1024**3)
+    work = Path(tempfile.mkdtemp(prefix="c2d-bench-staging-", dir=REPO / ".cache"))
+    try:
+        source = work / "big.bin"
+        print(f"writing a {size / 1024**3:.1f} GiB source file ...", flush=True)
+        digest = hashlib.sha256()
+        block = os.urandom(1 << 20)
+        with open(source, "wb") as out:
+            for _ in range(size >> 20):
+                out.write(block)
+                digest.update(block)
+        url, stop = sendfile_server(source)
+        packages = sysconfig.get_paths()["purelib"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": f"{REPO}:{packages}"}
+        python = [sys.executable, "-S"]
+        runs: dict[str, list[tuple[float, float]]] = {}
+        for run in range(4):  # the first warms the page cache; the median of the other three is kept
+            results: dict[str, tuple[float, float]] = {}
+            shutil.rmtree(work / "curl", ignore_errors=True)
+            (work / "curl").mkdir()
+            drop_caches()
+            results["raw fetch (curl)"] = timed(["curl", "-sf", "-o", str(work / "curl" / "big.bin"), url])
+            shutil.rmtree(work / "data", ignore_errors=True)
+            spec = FetchSpec(
+                datasets=[DatasetInput(did=DID, files=[InputFile(url=url, checksum=digest.hexdigest())])],
+                algorithm=AlgorithmInput(raw_code="pass"),
+                max_bytes=2 * size,
+                access=StoreAccess(allow_hosts=[url.split("/")[2]]),
+            )
+            drop_caches()
+            fetch_env = env | {"C2D_FETCH_SPEC": spec.model_dump_json()}
+            results["input-fetch"] = timed([*python, "-m", "steps.fetch", "--data", str(work / "data")], fetch_env)
+            outputs = work / "data" / "outputs"
+            os.replace(work / "data" / "inputs" / DID.removeprefix("did:op:") / "0", outputs / "big.bin")
+            shutil.rmtree(work / "cp", ignore_errors=True)
+            (work / "cp").mkdir()
+            drop_caches()
+            results["raw publish (cp + sync)"] = timed(
+                ["sh", "-c", f"cp {outputs / 'big.bin'} {work / 'cp'} && sync -f {work / 'cp' / 'big.bin'}"]
+            )
+            shutil.rmtree(work / "store", ignore_errors=True)
+            (work / "store").mkdir()
+            drop_caches()
+            results["output-publish"] = timed(
+                [
+                    *python,
+                    "-m",
+                    "steps.publish",
+                    "--data",
+                    str(work / "data"),
+                    "--job-id",
+                    "b",
+                    "--target",
+                    str(work / "store"),
+                ],
+                env,
+            )
+            if run == 0:
+                print("warm-up done; measuring ...", flush=True)
+                continue
+            for name, figures in results.items():
+                runs.setdefault(name, []).append(figures)
+        stop.set()
+        mib = size / 1024**2
+        results = {name: sorted(figures)[len(figures) // 2] for name, figures in runs.items()}
+        for name, (seconds, rss) in results.items():
+            print(f"{name:26} {mib / seconds:8.0f} MiB/s   {seconds:6.2f} s   peak RSS {rss:5.0f} MiB")
+        fetch = results["raw fetch (curl)"][0] / results["input-fetch"][0]
+        publish_ratio = results["raw publish (cp + sync)"][0] / results["output-publish"][0]
+        print(f"input-fetch at {fetch:.0%} of raw, output-publish at {publish_ratio:.0%} of raw (target >= 90%)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
