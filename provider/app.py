@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -45,6 +46,10 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
     @app.exception_handler(ProviderError)
     async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_away(_request: Request, _exc: psycopg.OperationalError) -> JSONResponse:
+        return JSONResponse({"error": "the node's database is unavailable; try again shortly"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import anyio
 import anyio.to_thread
+import psycopg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from provider.services import Services
@@ -43,7 +44,11 @@ class StatusFastPath:
         job_id, did = _one(query, "jobId"), _one(query, "documentId")
         jobs = self.cache.get(owner)
         if jobs is None:
-            jobs = await self._load(owner.lower())
+            try:
+                jobs = await self._load(owner.lower())
+            except psycopg.OperationalError:  # the database is away: the route answers it (503)
+                await self.app(scope, receive, send)
+                return
         found = [
             status
             for record, status in jobs

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from c2d.settings import Settings
 
 T = TypeVar("T")
 
@@ -58,3 +65,18 @@ def algorithm_processes() -> list[str]:
         if "/data/transformations/algorithm" in cmdline:
             found.append(cmdline)
     return found
+
+
+def node_process(settings: Settings, command: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``c2d provider`` or ``c2d engine`` on ``settings``' stack as its own process; its output goes to
+    ``log`` (appended), else to a pipe."""
+    env = {
+        **os.environ,
+        "C2D_DATA_DIR": str(settings.data_dir),
+        "C2D_POSTGRES__PORT": str(settings.postgres.port),
+        "C2D_CHAIN__PORT": str(settings.chain.port),
+        "C2D_PROVIDER__PORT": str(settings.provider.port),
+        "C2D_FETCH__ALLOW_HOSTS": json.dumps(settings.fetch.allow_hosts),
+    }
+    out = open(log, "ab") if log is not None else subprocess.PIPE  # noqa: SIM115 (the process keeps it)
+    return subprocess.Popen([sys.executable, "-m", "c2d", command], env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -15,6 +15,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
@@ -161,7 +162,7 @@ class Indexer:
         while not self.stopping.is_set():
             try:
                 self.run_once()
-            except (Web3Exception, OSError) as exc:  # the chain is unreachable: try again later
+            except (Web3Exception, OSError, psycopg.OperationalError) as exc:  # chain or database away: later
                 log.warning("indexer: %s", exc)
             self.stopping.wait(interval)
 

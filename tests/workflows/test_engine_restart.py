@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -14,25 +11,12 @@ import pytest
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
-from tests.helpers import algorithm_processes
+from tests.helpers import algorithm_processes, node_process
 
 from .conftest import FileServer, Jobs
 from .jobs import job_spec, make_environment
 
 ENV = make_environment()
-
-
-def _engine_process(stack: Stack) -> subprocess.Popen[bytes]:
-    settings = stack.settings
-    env = {
-        **os.environ,
-        "C2D_DATA_DIR": str(settings.data_dir),
-        "C2D_POSTGRES__PORT": str(settings.postgres.port),
-        "C2D_CHAIN__PORT": str(settings.chain.port),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "c2d", "engine"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
 
 
 @pytest.fixture
@@ -46,7 +30,7 @@ def test_killed_engine_leaves_no_job_running(offline_jobs: Jobs, stack: Stack, f
     file_server.files["/restart.csv"] = b"x"
     code = "import time\nprint('long algorithm started', flush=True)\ntime.sleep(300)"
     running = jobs.submit(job_spec(code, [f"{file_server.url}/restart.csv"]), ENV)
-    first = _engine_process(stack)
+    first = node_process(stack.settings, "engine")
     try:
         jobs.wait_log(running, "long algorithm started", timeout=60)
         # Queued while the engine is dead: must run after the restart.
@@ -60,7 +44,7 @@ def test_killed_engine_leaves_no_job_running(offline_jobs: Jobs, stack: Stack, f
     finally:
         if first.poll() is None:
             first.kill()
-    second = _engine_process(stack)
+    second = node_process(stack.settings, "engine")
     try:
         job = jobs.wait(running, timeout=60)
         assert job.status == 41
@@ -76,12 +60,12 @@ def test_killed_engine_leaves_no_job_running(offline_jobs: Jobs, stack: Stack, f
 
 
 def test_only_one_engine_per_database(stack: Stack) -> None:
-    first = _engine_process(stack)
+    first = node_process(stack.settings, "engine")
     try:
         time.sleep(0.5)
         assert first.stdout is not None
         first.stdout.readline()  # the first engine is up
-        second = _engine_process(stack)
+        second = node_process(stack.settings, "engine")
         out = second.communicate(timeout=30)[0].decode()
         assert second.returncode == 1
         assert "another local engine is already running on this database" in out

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -38,6 +39,8 @@ ENGINE = "local"
 SOURCE = "local-engine"
 LOCK_KEY = 0x6332_6C6F  # "c2lo": one local engine per database
 POLL_SECONDS = 0.2
+DB_RETRY_MAX = 5.0  # seconds between attempts while the database is away
+T = TypeVar("T")
 
 
 class LocalEngine(BackgroundEngine):
@@ -115,13 +118,32 @@ class LocalEngine(BackgroundEngine):
             with self.lock:
                 running = list(self.running)
                 free = self.settings.engine.max_parallel_jobs - len(running)
-            for job_id in self.store.stop_requests(running):
-                self.stop(job_id)
-            if free > 0:
-                for record in self.store.claim_queued(ENGINE, free, SOURCE):
-                    self._launch(record, resume=False)
+            try:
+                for job_id in self.store.stop_requests(running):
+                    self.stop(job_id)
+                claimed = self.store.claim_queued(ENGINE, free, SOURCE) if free > 0 else []
+            except psycopg.OperationalError as exc:  # the database is away: running jobs wait for it
+                log.warning("local engine: database unavailable (%s); retrying", exc)
+                claimed = []
+                self.closing.wait(DB_RETRY_MAX)
+            for record in claimed:
+                self._launch(record, resume=False)
             self.wakeup.wait(POLL_SECONDS)
             self.wakeup.clear()
+
+    def _db(self, action: Callable[[], T]) -> T:
+        """``action()`` against the database, waiting for it while it is away (a job's state is never
+        dropped because Postgres restarted); gives up only when the engine shuts down."""
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except psycopg.OperationalError as exc:
+                if self.closing.is_set():
+                    raise
+                log.warning("local engine: database unavailable (%s); retrying in %.1f s", exc, delay)
+                self.closing.wait(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
 
     def _launch(self, record: JobRecord, *, resume: bool) -> None:
         try:
@@ -181,34 +203,37 @@ class LocalEngine(BackgroundEngine):
         stopreq = self._stopreq(run) if run else 0
         steps = [_state(step.task, step.stage, states) for step in plan.steps]
         status = ocean_status(steps, workflow_done=False, stopreq=stopreq)
-        self.store.mirror(job_id, status.status, status.text, {"steps": states}, SOURCE)
+        self._db(lambda: self.store.mirror(job_id, status.status, status.text, {"steps": states}, SOURCE))
 
     def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
         stopreq = self._stopreq(run)
         if stopreq == STOPREQ_DEADLINE:
-            self.store.request_stop(run.job_id, STOPREQ_DEADLINE)
+            self._db(lambda: self.store.request_stop(run.job_id, STOPREQ_DEADLINE))
         steps = [_state(step.task, step.stage, run.states) for step in run.plan.steps]
         status = ocean_status(steps, workflow_done=True, stopreq=stopreq)
         detail: dict[str, Any] = {"steps": run.states}
         if run.limits_missing:
             detail["limitsNotEnforced"] = run.limits_missing
-        self.store.transition(
-            run.job_id,
-            status.status,
-            source=SOURCE,
-            text=status.text,
-            finished=True,
-            results=results if results is not None else [],
-            stopreq=stopreq or None,
-            detail=detail,
+        self._db(
+            lambda: self.store.transition(
+                run.job_id,
+                status.status,
+                source=SOURCE,
+                text=status.text,
+                finished=True,
+                results=results if results is not None else [],
+                stopreq=stopreq or None,
+                detail=detail,
+            )
         )
 
     def _finish_error(self, job_id: str, reason: str) -> None:
-        job = self.store.get(job_id)
+        job = self._db(lambda: self.store.get(job_id))
         code = JobStatus.DATA_PROVISIONING_FAILED
         if job is not None and job.status >= JobStatus.RUNNING_ALGORITHM:
             code = JobStatus.ALGORITHM_FAILED
-        self.store.transition(job_id, code, source=SOURCE, text=f"{code.text}: {reason}", finished=True, results=[])
+        text = f"{code.text}: {reason}"
+        self._db(lambda: self.store.transition(job_id, code, source=SOURCE, text=text, finished=True, results=[]))
         shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
 
     # -- recovery -----------------------------------------------------------------------------
