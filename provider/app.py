@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from c2d.db.pool import Pool
 from c2d.settings import Settings
-from provider.exceptions import ProviderError, RequestValidationFailed
+from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidationFailed
 from provider.fastpath import StatusFastPath
 from provider.routers import access, aquarius, compute, encrypt, files, nonce, root, start
 from provider.services import Engine, Services
@@ -51,6 +51,10 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
     async def database_away(_request: Request, _exc: psycopg.OperationalError) -> JSONResponse:
         return JSONResponse({"error": "the node's database is unavailable; try again shortly"}, status_code=503)
 
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable_input(_request: Request, _exc: psycopg.DataError) -> JSONResponse:
+        return JSONResponse({"error": "the request holds characters the node cannot look up (e.g. NUL)"}, 400)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors: dict[str, list[str]] = {}
@@ -60,7 +64,7 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
         return JSONResponse(RequestValidationFailed(errors).body(), status_code=400)
 
     for module in (root, nonce, encrypt, files, access, start, compute, aquarius):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     return app
 
 

@@ -59,3 +59,18 @@ class ServiceUnavailable(ProviderError):
 
 class FileUnavailable(ProviderError):
     """A file of a service cannot be read (the message names no URL)."""
+
+
+# -- the error bodies, as the OpenAPI document describes them -------------------------------------
+_ANY_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+ERROR_BODY: dict[str, Any] = {
+    "description": "Ocean's error shapes: {error}, {error: {<resource>: <code>}, reason} or "
+    "{message: 'Validation error', errors, success: false}",
+    "content": {"application/json": {"schema": _ANY_OBJECT}},
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: ERROR_BODY,
+    403: ERROR_BODY,
+    404: ERROR_BODY,
+    503: {**ERROR_BODY, "description": "The node's database or a store is unavailable for now"},
+}

@@ -3,99 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from c2d.db.job_records import JOB_COLUMNS, JOB_ID, JobEvent, JobRecord, NewJob, UsedOrder
+from c2d.db.job_results import JobResults
 from c2d.db.pool import Pool
 from c2d.exceptions import DatabaseError, OrderAlreadyUsedError
 from c2d.status import JobStatus
 
-
-@dataclass(frozen=True)
-class UsedOrder:
-    """An order transaction a job consumes; (chain_id, tx_hash) can be used by one job only."""
-
-    chain_id: int
-    tx_hash: str
-    role: str = "dataset"
-
-    @property
-    def normalized_hash(self) -> str:
-        value = self.tx_hash.lower()
-        return value if value.startswith("0x") else "0x" + value
+__all__ = ["JOB_COLUMNS", "JobEvent", "JobRecord", "JobStore", "NewJob", "UsedOrder"]
 
 
-@dataclass(frozen=True)
-class NewJob:
-    job_id: str
-    owner: str
-    environment: str
-    engine: str
-    did: str | None = None
-    input_dids: Sequence[str] = ()
-    algo_did: str | None = None
-    agreement_id: str | None = None
-    chain_id: int | None = None
-    workflow_name: str | None = None
-    workflow: dict[str, Any] | None = None
-    expiry: datetime | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    job_id: str
-    owner: str
-    did: str | None
-    input_dids: list[str]
-    algo_did: str | None
-    agreement_id: str | None
-    chain_id: int | None
-    environment: str
-    status: int
-    status_text: str
-    date_created: datetime
-    date_finished: datetime | None
-    results: list[dict[str, Any]] | None
-    stopreq: int
-    removed: int
-    engine: str
-    workflow_name: str | None
-    workflow: dict[str, Any] | None
-    expiry: datetime | None
-    details: dict[str, Any]
-    updated_at: datetime
-
-    @property
-    def finished(self) -> bool:
-        return self.date_finished is not None
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    id: int
-    job_id: str
-    at: datetime
-    old_status: int | None
-    status: int
-    status_text: str
-    source: str
-    detail: dict[str, Any]
-
-
-JOB_COLUMNS = (
-    "job_id, owner, did, input_dids, algo_did, agreement_id, chain_id, environment, status, status_text, "
-    "date_created, date_finished, results, stopreq, removed, engine, workflow_name, workflow, expiry, "
-    "details, updated_at"
-)
-
-
-class JobStore:
+class JobStore(JobResults):
     """Repository of the ``jobs``, ``job_events`` and ``used_orders`` tables."""
 
     def __init__(self, pool: Pool) -> None:
@@ -156,6 +79,8 @@ class JobStore:
         return row is not None
 
     def get(self, job_id: str) -> JobRecord | None:
+        if not JOB_ID.match(job_id):  # no such job (and nothing to send the database, like a NUL byte)
+            return None
         with self.pool.connection() as conn:
             return self._get(conn, job_id)
 
@@ -167,6 +92,8 @@ class JobStore:
 
     def find(self, owner: str, job_id: str | None = None, did: str | None = None) -> list[JobRecord]:
         """Jobs of ``owner`` (case-insensitive), optionally one job or one dataset, oldest first."""
+        if "\x00" in owner + (job_id or "") + (did or "") or (job_id and not JOB_ID.match(job_id)):
+            return []  # nothing could match (and the database refuses NUL bytes)
         query = f"SELECT {JOB_COLUMNS} FROM jobs WHERE lower(owner) = lower(%s)"
         params: list[Any] = [owner]
         if job_id:
@@ -303,53 +230,6 @@ class JobStore:
             )
             return cur.rowcount == 1
 
-    def mark_removed(self, job_id: str, *, source: str = "provider", reason: str = "deleted") -> bool:
-        """Flag a finished job's results as removed (with an audit event); False when it is unfinished or
-        already removed. The status stays: ``removed`` says the results are gone."""
-        with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "UPDATE jobs SET removed = 1, updated_at = clock_timestamp() "
-                "WHERE job_id = %s AND date_finished IS NOT NULL AND removed = 0 RETURNING status, status_text",
-                (job_id,),
-            ).fetchone()
-            if row is None:
-                return False
-            status, text = int(str(row[0])), str(row[1])
-            self._event(conn, job_id, status, status, text, source, {"removed": reason})
-        return True
-
-    def awaiting_publication(self, max_attempts: int, limit: int = 20) -> list[JobRecord]:
-        """Finished jobs (70) that asked for their results as a new asset, not published yet."""
-        query = (
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE date_finished IS NOT NULL AND status = %s AND removed = 0 "
-            "AND (details->'output'->>'publishOutput')::boolean AND details->'resultAsset'->>'did' IS NULL "
-            "AND coalesce((details->'resultAsset'->>'attempts')::int, 0) < %s ORDER BY date_finished LIMIT %s"
-        )
-        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
-            cur.execute(query.encode(), (int(JobStatus.JOB_FINISHED), max_attempts, limit))
-            return cur.fetchall()
-
-    def result_asset_job(self, did: str) -> str | None:
-        """The job whose results the asset ``did`` was published from."""
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT job_id FROM jobs WHERE details->'resultAsset'->>'did' = %s", (did,)).fetchone()
-        return str(row[0]) if row else None
-
-    def keep_results(self, job_id: str) -> None:
-        """Results that back a published asset never expire (deleting the job still removes them)."""
-        with self.pool.connection() as conn:
-            conn.execute("UPDATE jobs SET expiry = NULL, updated_at = clock_timestamp() WHERE job_id = %s", (job_id,))
-
-    def expired(self, limit: int = 100) -> list[JobRecord]:
-        """Finished jobs whose results are past their expiry and not removed yet, oldest expiry first."""
-        query = (
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE date_finished IS NOT NULL AND removed = 0 "
-            "AND expiry <= clock_timestamp() ORDER BY expiry LIMIT %s"
-        )
-        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
-            cur.execute(query.encode(), (limit,))
-            return cur.fetchall()
-
     def running_count(self, environment: str) -> int:
         with self.pool.connection() as conn:
             row = conn.execute(
@@ -372,19 +252,3 @@ class JobStore:
                 (job_id,),
             )
             return cur.fetchall()
-
-    @staticmethod
-    def _event(
-        conn: psycopg.Connection[Any],
-        job_id: str,
-        old_status: int | None,
-        status: int,
-        text: str,
-        source: str,
-        detail: dict[str, Any],
-    ) -> None:
-        conn.execute(
-            "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            (job_id, old_status, status, text, source, Jsonb(detail)),
-        )

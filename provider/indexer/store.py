@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from c2d.db.pool import Pool
+
+DID = re.compile(r"^did:op:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class DdoStore:
         self.pool = pool
 
     def get(self, did: str) -> dict[str, Any] | None:
+        if not DID.match(did):  # not a DID (nor anything the database could hold, like a NUL byte)
+            return None
         with self.pool.connection() as conn:
             row = conn.execute("SELECT ddo FROM ddos WHERE did = %s", (did,)).fetchone()
         return dict(row[0]) if row else None  # type: ignore[call-overload]
