@@ -1,4 +1,4 @@
-"""Fault tests kill parts of the node: they get a stack of their own, never the session's."""
+"""Fault and load tests kill or flood parts of the node: they get a stack of their own, never the session's."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from tests.fileserver import FileServer
 from tests.workflows.conftest import Jobs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory, file_server: FileServer) -> Iterator[Stack]:
     with Stack(make_settings(tmp_path_factory.mktemp("faults"), [file_server.host])) as stack:
         yield stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fault_pool(fault_stack: Stack) -> Iterator[Pool]:
     pool = open_pool(database_dsn(fault_stack.settings), max_size=4)
     yield pool

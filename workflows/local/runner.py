@@ -169,6 +169,8 @@ def _mib(value: int | None) -> str:
 
 
 def _outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, watch: Watch, log: Path) -> Outcome:
+    if reason is None and code != 0 and watch.disk and _usage(watch.writable, None)[0] >= watch.disk:
+        reason = "disk"  # the file-size rlimit stopped a write (EFBIG) before the next scan saw it
     if reason == "stopped":
         return Outcome("Failed", code, "stopped on request", reason)
     if reason == "deadline":
