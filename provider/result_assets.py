@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
-import psycopg
 from web3.exceptions import Web3Exception
 
 from c2d.chain.assets import DataAsset, create_data_nft, publish_ddo, transfer_nft
@@ -26,6 +24,7 @@ from c2d.chain.documents import encrypt
 from c2d.db.jobs import JobRecord
 from c2d.exceptions import C2DError, ChainError
 from c2d.storage.locations import parse_ipfs, parse_s3
+from provider.periodic import Periodic
 from provider.publishing import make_ddo
 from provider.services import Services
 
@@ -66,12 +65,13 @@ def _file_object(entry: dict[str, Any]) -> dict[str, Any]:
     return {"type": "ipfs", "hash": parse_ipfs(url).cid}
 
 
-class ResultAssets:
+class ResultAssets(Periodic):
+    name = "result-assets"
+    done_message = "published the results of %d job(s) as new assets"
+
     def __init__(self, services: Services, interval: float = 2.0) -> None:
+        super().__init__(interval)
         self.services = services
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
 
     def run_once(self) -> int:
         """Publish what is due; returns how many assets were published."""
@@ -145,24 +145,3 @@ class ResultAssets:
         service = next((s for s in services if s.get("type") == "compute"), {})
         compute = dict(service.get("compute") or {})
         return {key: compute.get(key, [] if key != "allowRawAlgorithm" else False) for key in TRUST_KEYS}
-
-    # -- background ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="c2d-result-assets", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                count = self.run_once()
-            except psycopg.OperationalError as exc:  # the database is away: try again later
-                log.warning("result assets: %s", exc)
-                count = 0
-            if count:
-                log.info("published the results of %d job(s) as new assets", count)
-            self.stopping.wait(self.interval)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join()

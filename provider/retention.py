@@ -9,12 +9,10 @@ store that refuses is tried again at the next sweep, so nothing is marked remove
 from __future__ import annotations
 
 import logging
-import threading
-
-import psycopg
 
 from c2d.db.jobs import JobStore
 from c2d.exceptions import StorageError
+from provider.periodic import Periodic
 from provider.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -22,13 +20,17 @@ SOURCE = "retention"
 BATCH = 100
 
 
-class Retention:
+class Retention(Periodic):
+    name = "retention"
+    done_message = "removed the results of %d expired job(s)"
+
     def __init__(self, jobs: JobStore, results: ResultStore, interval: float) -> None:
+        super().__init__(interval)
         self.jobs = jobs
         self.results = results
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        return self.sweep()
 
     def sweep(self) -> int:
         """Delete the results of expired jobs; returns how many jobs were marked removed."""
@@ -47,23 +49,3 @@ class Retention:
                     continue
                 if self.jobs.mark_removed(job.job_id, source=SOURCE, reason="storage expiry passed"):
                     removed += 1
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="c2d-retention", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                count = self.sweep()
-            except psycopg.OperationalError as exc:  # the database is away: the next sweep tries again
-                log.warning("retention: %s", exc)
-                count = 0
-            if count:
-                log.info("retention: removed the results of %d expired job(s)", count)
-            self.stopping.wait(self.interval)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join()

@@ -10,17 +10,14 @@ from fastapi.testclient import TestClient
 
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
-from c2d.chain.documents import public_key_hex
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
 from provider.app import create_app
-from provider.indexer.indexer import Indexer
-from provider.indexer.store import DdoStore
 from tests.fileserver import FileServer
 from tests.workflows.conftest import engine, jobs  # noqa: F401 (fixtures)
 from workflows.local.engine import LocalEngine
 
-from .market import Market
+from .market import Market, open_market
 
 
 @pytest.fixture
@@ -39,6 +36,4 @@ def market(
     pool: Pool,
     file_server: FileServer,
 ) -> Market:
-    public_key = public_key_hex(bytes(provider_account.key))
-    indexer = Indexer(chain, DdoStore(pool), provider_account)
-    return Market(client, chain, addresses, publisher, public_key, provider_account.address, indexer, file_server)
+    return open_market(client, chain, addresses, publisher, provider_account, pool, file_server)

@@ -16,9 +16,11 @@ from fastapi.testclient import TestClient
 from c2d.chain.assets import ONE_TOKEN, DataAsset, create_data_nft, mint_datatokens, publish_ddo, start_order
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
-from c2d.chain.documents import encrypt
+from c2d.chain.documents import encrypt, public_key_hex
 from c2d.chain.signing import ProviderFee, sign_message
+from c2d.db.pool import Pool
 from provider.indexer.indexer import Indexer
+from provider.indexer.store import DdoStore
 from provider.publishing import make_ddo
 from tests.fileserver import FileServer
 from tests.helpers import fresh_nonce
@@ -149,3 +151,19 @@ class Started:
     algorithm: DataAsset
     data_tx: str
     algo_tx: str | None
+
+
+def open_market(
+    client: TestClient,
+    chain: Chain,
+    addresses: OceanAddresses,
+    publisher: LocalAccount,
+    provider: LocalAccount,
+    pool: Pool,
+    files: FileServer,
+) -> Market:
+    """A market over ``client``'s app, with its own indexer of the real chain."""
+    indexer = Indexer(chain, DdoStore(pool), provider)
+    return Market(
+        client, chain, addresses, publisher, public_key_hex(bytes(provider.key)), provider.address, indexer, files
+    )

@@ -16,7 +16,6 @@ from pydantic import SecretStr
 
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
-from c2d.chain.documents import public_key_hex
 from c2d.chain.signing import sign_message
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
@@ -28,14 +27,12 @@ from c2d.storage.ipfs import Kubo
 from c2d.storage.locations import parse_s3
 from c2d.storage.s3 import S3Config, S3Store
 from provider.app import create_app
-from provider.indexer.indexer import Indexer
-from provider.indexer.store import DdoStore
 from provider.result_assets import ResultAssets
 from provider.results import ResultStore
 from provider.retention import Retention
 from tests.fileserver import FileServer
 from tests.helpers import fresh_nonce
-from tests.provider.market import Market
+from tests.provider.market import Market, open_market
 from workflows.local.engine import LocalEngine
 
 from .conftest import KuboServer, MinioServer
@@ -102,9 +99,7 @@ def market(
     pool: Pool,
     file_server: FileServer,
 ) -> Market:
-    key = public_key_hex(bytes(provider_account.key))
-    indexer = Indexer(chain, DdoStore(pool), provider_account)
-    return Market(storage_client, chain, addresses, publisher, key, provider_account.address, indexer, file_server)
+    return open_market(storage_client, chain, addresses, publisher, provider_account, pool, file_server)
 
 
 def _signed(account: LocalAccount, message: str) -> dict[str, str]:
