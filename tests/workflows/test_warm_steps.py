@@ -139,3 +139,12 @@ def test_steps_run_warm_and_fall_back_when_the_runner_dies(stack: Stack, pool: P
         assert not engine.warm.alive
         job = jobs.wait(jobs.submit(job_spec("print('cold')", [f"{file_server.url}/warm.csv"]), ENV))
         assert job.status == 70 and {s["runner"] for s in job.details["steps"].values()} == {"sandbox"}
+
+
+def test_the_runner_leaves_with_its_engine(stack: Stack, pool: Pool) -> None:
+    """Closing the engine ends the runner by EOF on its socket (not by the kill after a timeout)."""
+    engine = LocalEngine(stack.settings, pool, database_dsn(stack.settings)).start()
+    assert engine.warm is not None and engine.warm.proc is not None
+    proc = engine.warm.proc
+    engine.close()
+    assert proc.returncode == 0, "the runner had to be killed: it never saw the engine leave"

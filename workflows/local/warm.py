@@ -116,6 +116,10 @@ class WarmRunner:
     def close(self) -> None:
         self.alive = False
         if self.sock is not None:
+            # shutdown, not only close: our reader thread is blocked in recv on this socket, which keeps
+            # it open (no EOF for the runner) until the socket is shut down
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()  # the runner kills its children and exits at EOF
         if self.proc is not None:
             try:
