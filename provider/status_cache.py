@@ -115,7 +115,8 @@ class StatusCache:
                             owner, _, job_id = notify.payload.partition(" ")
                             self._changed(reader, owner, job_id)
             except psycopg.OperationalError as exc:
-                log.warning("status cache: %s; serving from Postgres until it is back", exc)
+                if self.live.is_set():  # once per outage, not once a second
+                    log.warning("status cache: %s; serving from Postgres until it is back", exc)
             finally:
                 self.live.clear()
                 self.drop()
