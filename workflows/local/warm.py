@@ -185,8 +185,14 @@ class WarmRunner:
             raise OSError("the warm step runner is not running")
         self.sock.send(json.dumps({"op": "spawn", "id": request_id}).encode())
         if not pending.started.wait(START_TIMEOUT) or pending.pid is None or pending.fd is None:
+            with self.lock:  # a late answer finds nobody waiting: its pipe is closed, the child exits
+                self.pending.pop(request_id, None)
             raise OSError("the warm step runner did not start the step")
-        cgroup.join(pending.pid)
+        try:
+            cgroup.join(pending.pid)
+        except OSError:
+            os.close(pending.fd)  # the child reads EOF instead of a step, and exits
+            raise
         read_write = [str(host) for host, _, read_only, _ in binds if host is not None and not read_only]
         read_only = [str(host) for host, _, ro, _ in binds if host is not None and ro] + self._runtime_paths()
         env = step_environment(step, self.runtime) | {"HOME": str(tmp), "TMPDIR": str(tmp)}
