@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
@@ -278,3 +279,26 @@ def test_publish_output_refusals(market: Market, consumer: LocalAccount, file_se
     assert response.json()["error"] == {"output": "publish_output_not_supported"}
     response, _ = _start(market, consumer, "s3-env", objects, "{not json")
     assert response.status_code == 400 and response.json()["error"] == {"output": "invalid"}
+
+
+def test_results_by_short_lived_presigned_url(
+    market: Market, consumer: LocalAccount, storage_settings: Settings, s3: S3Store, pool: Pool, tmp_path: Path
+) -> None:
+    source = tmp_path / "rows.txt"
+    source.write_bytes(b"p\nq\nr\ns\nt\n")
+    s3.upload(parse_s3(f"s3://{OPEN_BUCKET}/presign.txt"), source)
+    response = _run(market, consumer, "s3-env", [{"type": "s3", "bucket": OPEN_BUCKET, "objectKey": "presign.txt"}])
+    job_id = response.json()[0]["jobId"]
+    assert _wait(JobStore(pool), job_id).status == 70
+    s3_settings = storage_settings.storage.s3.model_copy(update={"presign_results": True, "presign_seconds": 60})
+    presigning = storage_settings.model_copy(
+        update={"storage": storage_settings.storage.model_copy(update={"s3": s3_settings})}
+    )
+    with TestClient(create_app(presigning, pool, None), follow_redirects=False) as client:
+        answer = _result(client, consumer, job_id, 0)
+        assert answer.status_code == 307, answer.text
+        url = answer.headers["location"]
+        assert "X-Amz-Expires=60" in url and "X-Amz-Signature=" in url
+        assert httpx.get(url).content == b"5"  # the store serves it to whoever holds the link, for 60 s
+        unsigned = url.split("?", 1)[0]
+        assert httpx.get(unsigned).status_code == 403  # the bucket itself is not public
