@@ -21,7 +21,7 @@ from c2d.settings import Settings
 from c2d.storage.ipfs import Kubo
 from c2d.storage.locations import LocationError, parse_ipfs, parse_s3, scheme_of
 from c2d.storage.s3 import S3Store
-from provider.locations import s3_config
+from provider.locations import node_sources
 
 
 @dataclass(frozen=True)
@@ -46,24 +46,13 @@ Result = LocalResult | StreamedResult | RedirectResult
 class ResultStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._s3: S3Store | None = None
-        self._kubo: Kubo | None = None
+        self.stores = node_sources(settings)  # the node's S3 and IPFS clients, made on first use
 
     def s3(self) -> S3Store:
-        if self._s3 is None:
-            config = s3_config(self.settings)
-            if config is None:
-                raise StorageError("this job's results are in S3, but the node has no S3 store configured")
-            self._s3 = S3Store(config)
-        return self._s3
+        return self.stores.s3_store()
 
     def kubo(self) -> Kubo:
-        if self._kubo is None:
-            ipfs = self.settings.storage.ipfs
-            if not ipfs.api_url:
-                raise StorageError("this job's results are in IPFS, but the node has no IPFS API configured")
-            self._kubo = Kubo(ipfs.api_url, ipfs.timeout)
-        return self._kubo
+        return self.stores.ipfs()
 
     def prepare(self) -> None:
         """At start: the stores the environments put results in answer, and the results bucket exists."""

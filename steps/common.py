@@ -8,7 +8,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+from workflows.labels import S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV
+
+if TYPE_CHECKING:
+    from c2d.storage.s3 import S3Config
 
 INPUTS = "inputs"
 TRANSFORMATIONS = "transformations"
@@ -67,3 +72,13 @@ def retrying(action: Callable[[], T], transient: type[Exception], log: logging.L
             log.warning(f"  {label}: attempt {attempt} failed: {exc}; retrying")
             time.sleep(2 ** (attempt - 1))
     raise AssertionError("unreachable")
+
+
+def s3_config(endpoint: str | None, region: str | None) -> S3Config | None:
+    """The S3 store at ``endpoint`` with the keys the step got from the storage Secret; None without either."""
+    access_key, secret_key = os.environ.get(S3_ACCESS_KEY_ENV), os.environ.get(S3_SECRET_KEY_ENV)
+    if not (endpoint and access_key and secret_key):
+        return None
+    from c2d.storage.s3 import S3Config  # only jobs that use S3 pay for importing the SDK
+
+    return S3Config(endpoint, access_key, secret_key, region or None)

@@ -18,22 +18,14 @@ from pathlib import Path
 from c2d.exceptions import StorageError, TransientStorageError
 from c2d.storage.locations import LocationError
 from c2d.storage.sources import SourceConfig, Sources
-from steps.common import retrying
+from steps.common import retrying, s3_config
 from steps.exceptions import FetchError, TransientFetchError
 from steps.spec import Access, FileToFetch
-
-S3_ACCESS_KEY_ENV = "C2D_S3_ACCESS_KEY"
-S3_SECRET_KEY_ENV = "C2D_S3_SECRET_KEY"
 
 
 def sources_for(access: Access) -> Sources:
     """The fetch step's sources: endpoints from the spec, S3 keys from the environment (the node's Secret)."""
-    access_key, secret_key = os.environ.get(S3_ACCESS_KEY_ENV), os.environ.get(S3_SECRET_KEY_ENV)
-    s3 = None
-    if access.s3_endpoint and access_key and secret_key:
-        from c2d.storage.s3 import S3Config
-
-        s3 = S3Config(access.s3_endpoint, access_key, secret_key, access.s3_region)
+    s3 = s3_config(access.s3_endpoint, access.s3_region)
     return Sources(SourceConfig(tuple(access.allow_hosts), s3, access.ipfs_api, access.ipfs_timeout))
 
 

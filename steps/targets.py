@@ -17,14 +17,11 @@ from typing import Protocol
 
 from c2d.exceptions import StorageError, TransientStorageError
 from c2d.storage.locations import LocationError, S3Location, check_bucket, check_key, scheme_of
+from steps.common import s3_config
 from steps.exceptions import PublishError, TransientPublishError
+from workflows.labels import IPFS_API_ENV, S3_ACCESS_KEY_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV, S3_SECRET_KEY_ENV
 
 CHUNK = 1024 * 1024
-S3_ENDPOINT_ENV = "C2D_S3_ENDPOINT"
-S3_REGION_ENV = "C2D_S3_REGION"
-S3_ACCESS_KEY_ENV = "C2D_S3_ACCESS_KEY"
-S3_SECRET_KEY_ENV = "C2D_S3_SECRET_KEY"
-IPFS_API_ENV = "C2D_IPFS_API"
 
 
 class Target(Protocol):
@@ -72,13 +69,12 @@ class S3Target:
             self.bucket, self.prefix = check_bucket(bucket), check_key(prefix.strip("/"))
         except LocationError as exc:
             raise PublishError(f"invalid results location: {exc}") from None
-        names = (S3_ENDPOINT_ENV, S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV)
-        endpoint, access_key, secret_key = (os.environ.get(name) for name in names)
-        if not endpoint or not access_key or not secret_key:
+        config = s3_config(os.environ.get(S3_ENDPOINT_ENV), os.environ.get(S3_REGION_ENV))
+        if config is None:
             raise PublishError(f"S3 results need {S3_ENDPOINT_ENV}, {S3_ACCESS_KEY_ENV} and {S3_SECRET_KEY_ENV}")
-        from c2d.storage.s3 import S3Config, S3Store  # only jobs that publish to S3 pay for the SDK import
+        from c2d.storage.s3 import S3Store
 
-        self.store = S3Store(S3Config(endpoint, access_key, secret_key, os.environ.get(S3_REGION_ENV) or None))
+        self.store = S3Store(config)
 
     def _location(self, relative: str) -> S3Location:
         return S3Location(self.bucket, f"{self.prefix}/{relative}")

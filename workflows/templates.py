@@ -90,7 +90,7 @@ def _s3_credentials(options: BuildOptions) -> list[Env | SecretEnv]:
         return []
     return [
         SecretEnv(name=name, secret_name=options.storage_secret, secret_key=key)
-        for name, key in (("C2D_S3_ACCESS_KEY", "s3-access-key"), ("C2D_S3_SECRET_KEY", "s3-secret-key"))
+        for name, key in ((labels.S3_ACCESS_KEY_ENV, "s3-access-key"), (labels.S3_SECRET_KEY_ENV, "s3-secret-key"))
     ]
 
 
@@ -179,14 +179,14 @@ def _results_target(ctx: StepContext) -> tuple[str, list[models.VolumeMount], li
     if options.results_target == "s3":
         if not options.s3_endpoint:
             raise WorkflowError("results go to S3 but no S3 endpoint is configured")
-        env: list[Env | SecretEnv] = [Env(name="C2D_S3_ENDPOINT", value=options.s3_endpoint)]
+        env: list[Env | SecretEnv] = [Env(name=labels.S3_ENDPOINT_ENV, value=options.s3_endpoint)]
         if options.s3_region:
-            env.append(Env(name="C2D_S3_REGION", value=options.s3_region))
+            env.append(Env(name=labels.S3_REGION_ENV, value=options.s3_region))
         return f"s3://{options.results_bucket}/{ctx.job.job_id}", [], [*env, *_s3_credentials(options)]
     if options.results_target == "ipfs":
         if not options.ipfs_api:
             raise WorkflowError("results go to IPFS but no IPFS API is configured")
-        return "ipfs", [], [Env(name="C2D_IPFS_API", value=options.ipfs_api)]
+        return "ipfs", [], [Env(name=labels.IPFS_API_ENV, value=options.ipfs_api)]
     raise WorkflowError(f"unknown results target {options.results_target!r}")
 
 

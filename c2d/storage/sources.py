@@ -63,10 +63,10 @@ class Sources:
         scheme = scheme_of(url)
         if scheme == "s3":
             location = parse_s3(url)
-            store = self._s3_store()
+            store = self.s3_store()
             yield Opened(store.size(location), store.stream(location, max_bytes))
         elif scheme == "ipfs":
-            yield Opened(None, self._ipfs().cat(parse_ipfs(url), max_bytes))
+            yield Opened(None, self.ipfs().cat(parse_ipfs(url), max_bytes))
         else:
             response = self.http.open(url, method, headers or {})
             try:
@@ -78,7 +78,7 @@ class Sources:
             finally:
                 response.close()
 
-    def _s3_store(self) -> S3Store:
+    def s3_store(self) -> S3Store:
         if self.config.s3 is None:
             raise StorageError("s3:// files are not enabled on this node (no S3 endpoint or credentials)")
         if self._s3 is None:
@@ -87,7 +87,7 @@ class Sources:
             self._s3 = S3Store(self.config.s3)
         return self._s3
 
-    def _ipfs(self) -> Kubo:
+    def ipfs(self) -> Kubo:
         if not self.config.ipfs_api:
             raise StorageError("ipfs:// files are not enabled on this node (no IPFS API)")
         if self._kubo is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from c2d.storage.ipfs import Kubo
+from c2d.storage.locations import parse_s3
 from c2d.storage.s3 import S3Config, S3Store
 from tests.storage_servers import CuttingProxy, KuboServer, MinioServer, cutting_proxy, kubo_server, minio_server
 from workflows.spec import AlgorithmInput, DatasetInput, FetchSpec, InputFile, StoreAccess
@@ -45,6 +46,13 @@ def bucket(s3: S3Store) -> str:
 @pytest.fixture
 def kubo(kubo_server: KuboServer) -> Kubo:
     return Kubo(kubo_server.api_url, timeout=5)
+
+
+def put_object(s3: S3Store, url: str, body: bytes, tmp_path: Path) -> None:
+    """Store ``body`` at ``url`` (s3://bucket/key) in the test MinIO."""
+    source = tmp_path / "upload.bin"
+    source.write_bytes(body)
+    s3.upload(parse_s3(url), source)
 
 
 def fetch_spec(url: str, max_bytes: int = 1 << 20, **access: str) -> FetchSpec:

@@ -25,7 +25,6 @@ from c2d.settings import IpfsSettings, S3Settings, Settings
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
 from c2d.storage.ipfs import Kubo
-from c2d.storage.locations import parse_s3
 from c2d.storage.s3 import S3Config, S3Store
 from provider.app import create_app
 from provider.result_assets import ResultAssets
@@ -36,7 +35,7 @@ from tests.helpers import fresh_nonce
 from tests.provider.market import Market, open_market
 from workflows.local.engine import LocalEngine
 
-from .conftest import KuboServer, MinioServer
+from .conftest import KuboServer, MinioServer, put_object
 
 RESULTS = "c2d-results-test"
 OPEN_BUCKET = "open-data"
@@ -138,9 +137,7 @@ def _objects(s3: S3Store, bucket: str, prefix: str) -> list[str]:
 def test_s3_dataset_to_s3_results_then_deleted(
     market: Market, consumer: LocalAccount, s3: S3Store, pool: Pool, tmp_path: Path
 ) -> None:
-    source = tmp_path / "rows.txt"
-    source.write_bytes(b"a\nb\nc\n")
-    s3.upload(parse_s3(f"s3://{OPEN_BUCKET}/rows.txt"), source)
+    put_object(s3, f"s3://{OPEN_BUCKET}/rows.txt", b"a\nb\nc\n", tmp_path)
     response = _run(market, consumer, "s3-env", [{"type": "s3", "bucket": OPEN_BUCKET, "objectKey": "rows.txt"}])
     assert response.status_code == 200, response.text
     job_id = response.json()[0]["jobId"]
@@ -200,9 +197,7 @@ def test_ipfs_dataset_to_ipfs_results(
 def test_retention_removes_expired_results(
     market: Market, consumer: LocalAccount, storage_settings: Settings, s3: S3Store, pool: Pool, tmp_path: Path
 ) -> None:
-    source = tmp_path / "rows.txt"
-    source.write_bytes(b"x\n")
-    s3.upload(parse_s3(f"s3://{OPEN_BUCKET}/expiring.txt"), source)
+    put_object(s3, f"s3://{OPEN_BUCKET}/expiring.txt", b"x\n", tmp_path)
     response = _run(market, consumer, "s3-env", [{"type": "url", "url": f"s3://{OPEN_BUCKET}/expiring.txt"}])
     job_id = response.json()[0]["jobId"]
     store = JobStore(pool)
@@ -237,9 +232,7 @@ def _start(market: Market, consumer: LocalAccount, env: str, objects: list[dict[
 def test_results_published_as_a_new_asset_owned_by_the_consumer(
     market: Market, consumer: LocalAccount, s3: S3Store, pool: Pool, tmp_path: Path
 ) -> None:
-    source = tmp_path / "rows.txt"
-    source.write_bytes(b"a\nb\n")
-    s3.upload(parse_s3(f"s3://{OPEN_BUCKET}/to-publish.txt"), source)
+    put_object(s3, f"s3://{OPEN_BUCKET}/to-publish.txt", b"a\nb\n", tmp_path)
     objects = [{"type": "s3", "bucket": OPEN_BUCKET, "objectKey": "to-publish.txt"}]
     output = '{"publishOutput": 1, "metadata": {"name": "row count"}}'  # ocean.py sends a JSON string
     response, dataset = _start(market, consumer, "s3-env", objects, output)
@@ -284,9 +277,7 @@ def test_publish_output_refusals(market: Market, consumer: LocalAccount, file_se
 def test_results_by_short_lived_presigned_url(
     market: Market, consumer: LocalAccount, storage_settings: Settings, s3: S3Store, pool: Pool, tmp_path: Path
 ) -> None:
-    source = tmp_path / "rows.txt"
-    source.write_bytes(b"p\nq\nr\ns\nt\n")
-    s3.upload(parse_s3(f"s3://{OPEN_BUCKET}/presign.txt"), source)
+    put_object(s3, f"s3://{OPEN_BUCKET}/presign.txt", b"p\nq\nr\ns\nt\n", tmp_path)
     response = _run(market, consumer, "s3-env", [{"type": "s3", "bucket": OPEN_BUCKET, "objectKey": "presign.txt"}])
     job_id = response.json()[0]["jobId"]
     assert _wait(JobStore(pool), job_id).status == 70

@@ -17,21 +17,16 @@ from .conftest import (
     fetch_spec,
     listed,
     outputs,
+    put_object,
     run_fetch,
     run_publish,
     s3_env,
 )
 
 
-def _put(s3: S3Store, url: str, body: bytes, tmp_path: Path) -> None:
-    source = tmp_path / "upload.bin"
-    source.write_bytes(body)
-    s3.upload(parse_s3(url), source)
-
-
 def test_fetch_from_s3(tmp_path: Path, minio_server: MinioServer, s3: S3Store, bucket: str) -> None:
     body = bytes(range(256)) * 4096  # 1 MiB, several chunks
-    _put(s3, f"s3://{bucket}/data/set.bin", body, tmp_path)
+    put_object(s3, f"s3://{bucket}/data/set.bin", body, tmp_path)
     spec = fetch_spec(f"s3://{bucket}/data/set.bin", max_bytes=2 << 20, s3_endpoint=minio_server.endpoint)
     spec.datasets[0].files[0].checksum = hashlib.sha256(body).hexdigest()
     done = run_fetch(tmp_path / "data", spec, s3_env(minio_server))
@@ -41,7 +36,7 @@ def test_fetch_from_s3(tmp_path: Path, minio_server: MinioServer, s3: S3Store, b
 
 
 def test_fetch_from_s3_failures(tmp_path: Path, minio_server: MinioServer, s3: S3Store, bucket: str) -> None:
-    _put(s3, f"s3://{bucket}/big.bin", b"x" * 5000, tmp_path)
+    put_object(s3, f"s3://{bucket}/big.bin", b"x" * 5000, tmp_path)
     endpoint = minio_server.endpoint
     cases = [
         (f"s3://{bucket}/big.bin", s3_env(minio_server, secret_key="not-the-secret"), "refused our credentials"),

@@ -73,6 +73,9 @@ class WarmRunner:
         self.writable = writable  # the jobs folder and the results store
         self.hidden = hidden
         self.runtime = steps_runtime(repo_root)
+        # what every child may read: the system, the interpreters, the code (never the whole checkout)
+        system = [path for path in SYSTEM_DIRS if Path(path).exists()] + ["/etc", "/dev/null", "/dev/urandom"]
+        self.runtime_paths = [*system, sys.prefix, sys.base_prefix, *(str(repo_root / p) for p in CODE_PACKAGES)]
         self.pending: dict[int, _Pending] = {}
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
@@ -194,7 +197,7 @@ class WarmRunner:
             os.close(pending.fd)  # the child reads EOF instead of a step, and exits
             raise
         read_write = [str(host) for host, _, read_only, _ in binds if host is not None and not read_only]
-        read_only = [str(host) for host, _, ro, _ in binds if host is not None and ro] + self._runtime_paths()
+        read_only = [str(host) for host, _, ro, _ in binds if host is not None and ro] + self.runtime_paths
         env = step_environment(step, self.runtime) | {"HOME": str(tmp), "TMPDIR": str(tmp)}
         request = {
             "module": step.command[2],
@@ -209,11 +212,6 @@ class WarmRunner:
         with contextlib.suppress(BrokenPipeError), os.fdopen(pending.fd, "wb") as pipe:  # killed already: ends
             pipe.write(json.dumps(request).encode())
         return WarmProcess(pending, pending.pid)
-
-    def _runtime_paths(self) -> list[str]:
-        code = [str(self.repo_root / package) for package in CODE_PACKAGES]
-        system = [path for path in SYSTEM_DIRS if Path(path).exists()] + ["/etc", "/dev/null", "/dev/urandom"]
-        return [*system, sys.prefix, sys.base_prefix, *code]
 
 
 def host_path(value: str, binds: list[Bind]) -> str:
