@@ -110,3 +110,13 @@ def test_environments_and_nonce(client: TestClient, consumer: LocalAccount, prov
     fresh = "0x" + "12" * 20
     assert client.get("/api/services/nonce", params={"userAddress": fresh}).json() == {"nonce": 0}
     assert client.get("/api/services/nonce").status_code == 400
+
+
+def test_a_nul_byte_is_an_unknown_id_not_a_server_error(client: TestClient, consumer: LocalAccount) -> None:
+    """Postgres refuses NUL bytes in text: ids that hold one must never reach it (schemathesis found a 500)."""
+    did = client.get("/api/services/download", params={"documentId": "did:op:\x00", "serviceId": "s"})
+    assert did.status_code == 400 and "did_not_found" in did.text
+    ddo = client.get("/api/aquarius/assets/ddo/did:op:%00")
+    assert ddo.status_code == 404
+    jobs = client.get("/api/services/compute", params={"consumerAddress": consumer.address, "jobId": "ab\x00"})
+    assert jobs.status_code == 200 and jobs.json() == []
