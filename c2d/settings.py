@@ -7,6 +7,7 @@ Nothing in the code base reads the environment at import time.
 
 from __future__ import annotations
 
+import site
 import sys
 from pathlib import Path
 from typing import Literal
@@ -161,13 +162,23 @@ class RuntimeSettings(BaseModel):
     image_prefix: str = Field(description="Images whose name starts with this use the runtime, e.g. 'python'.")
     paths: list[Path] = Field(description="Host folders mounted read-only at the same place in the sandbox.")
     path_env: str = Field(description="PATH inside the sandbox.")
+    hide: list[Path] = Field(
+        default_factory=list,
+        description="Folders under paths that the sandbox sees empty (e.g. the host interpreter's site-packages).",
+    )
 
 
 def _default_runtimes() -> list[RuntimeSettings]:
     base = Path(sys.base_prefix)
-    python = RuntimeSettings(image_prefix="python", paths=[base], path_env=f"{base}/bin:/usr/local/bin:/usr/bin:/bin")
-    # Ocean's sample images (oceanprotocol/algo_dockers:python-*) are Python images too.
-    ocean = python.model_copy(update={"image_prefix": "oceanprotocol/algo_dockers:python"})
+    path_env = f"{base}/bin:/usr/local/bin:/usr/bin:/bin"
+    # python:*-slim images hold the interpreter and its standard library only: the host's installed
+    # packages stay out of sight (they are none of the algorithm's business, and their .pth hooks would
+    # run at every interpreter start).
+    site_packages = [Path(p) for p in site.getsitepackages([str(base)]) if Path(p).is_dir()]
+    python = RuntimeSettings(image_prefix="python", paths=[base], path_env=path_env, hide=site_packages)
+    # Ocean's sample images (oceanprotocol/algo_dockers:python-*) ship data-science packages: the host's
+    # installed packages stand in for them.
+    ocean = RuntimeSettings(image_prefix="oceanprotocol/algo_dockers:python", paths=[base], path_env=path_env)
     node = RuntimeSettings(image_prefix="node", paths=[], path_env="/usr/local/bin:/usr/bin:/bin")
     return [python, ocean, node]
 

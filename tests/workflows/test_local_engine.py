@@ -174,6 +174,7 @@ def test_no_network_no_escape_no_secrets(jobs: Jobs, file_server: FileServer, en
         "write_root": "open('/evil', 'w')",
         "write_etc": "open('/etc/evil', 'w')",
         "write_usr": "open('/usr/evil', 'w')",
+        "write_site_packages": "open(site.getsitepackages()[0] + '/evil.pth', 'w')",
         "read_pg_password": f"open({str(settings.data_dir / 'postgres.password')!r}).read()",
         "read_other_jobs": f"os.listdir({str(settings.jobs_dir)!r})",
         "read_store": f"os.listdir({str(settings.store_dir)!r})",
@@ -182,13 +183,14 @@ def test_no_network_no_escape_no_secrets(jobs: Jobs, file_server: FileServer, en
         "setuid_root": "os.setuid(0)",
         "mount_proc": "os.system('mount -t tmpfs x /tmp 2>/dev/null') == 0 or (_ for _ in ()).throw(OSError())",
     }
-    code = "import os, socket, json\nresults = {}\n"
+    code = "import os, site, socket, json\nresults = {}\n"
     for name, probe in probes.items():
         code += f"try:\n    {probe}\n    results[{name!r}] = 'ALLOWED'\n"
         code += f"except Exception:\n    results[{name!r}] = 'blocked'\n"
     code += (
         "results['env'] = sorted(os.environ)\n"
         "results['uid'] = os.getuid()\n"
+        "results['site'] = [os.listdir(p) for p in site.getsitepackages() if os.path.isdir(p)]\n"
         "open('/tmp/scratch', 'w').write('tmp is writable')\n"
         "open('/data/outputs/probes.json', 'w').write(json.dumps(results))\n"
     )
@@ -199,6 +201,8 @@ def test_no_network_no_escape_no_secrets(jobs: Jobs, file_server: FileServer, en
     allowed = [name for name in probes if results[name] != "blocked"]
     assert allowed == []
     assert results["uid"] == 65534
+    # the python:* runtime is the interpreter and its standard library: none of the host's packages
+    assert results["site"] and all(listing == [] for listing in results["site"])
     assert not any(name.startswith("C2D_") or "KEY" in name for name in results["env"])
 
 

@@ -10,6 +10,7 @@ scratch volumes.
 
 from __future__ import annotations
 
+import functools
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -36,15 +37,18 @@ ETC_NETWORK = (
 
 @dataclass(frozen=True)
 class Runtime:
-    """What an image means locally: host folders to mount read-only and the PATH to use; ``python``: the
-    command line that a step's leading ``python`` stands for (empty: looked up on PATH)."""
+    """What an image means locally: host folders to mount read-only (``hide``: folders among them seen
+    empty) and the PATH to use; ``python``: the command line that a step's leading ``python`` stands
+    for (empty: looked up on PATH)."""
 
     paths: tuple[Path, ...]
     path_env: str
     env: tuple[tuple[str, str], ...] = ()
     python: tuple[str, ...] = ()
+    hide: tuple[Path, ...] = ()
 
 
+@functools.cache
 def steps_runtime(repo_root: Path) -> Runtime:
     """The runtime of this repository's own step programs (the step image): this venv + the code.
 
@@ -77,7 +81,7 @@ def resolve_runtime(image: str, runtimes: list[RuntimeSettings]) -> Runtime:
         known = ", ".join(r.image_prefix for r in runtimes) or "none"
         raise SandboxError(f"image {image!r} has no local runtime (configured prefixes: {known})")
     best = max(matches, key=lambda r: len(r.image_prefix))
-    return Runtime(tuple(best.paths), best.path_env)
+    return Runtime(tuple(best.paths), best.path_env, hide=tuple(best.hide))
 
 
 def _system_binds(egress: bool) -> list[str]:
@@ -138,6 +142,9 @@ def bwrap_command(
     for path in hidden:  # e.g. the node's data dir inside the repository: secrets, other jobs
         if any(path.is_relative_to(p) for p in runtime.paths) and path.exists():
             args += ["--tmpfs", str(path)]
+    for path in runtime.hide:  # e.g. the host interpreter's site-packages
+        if path.is_dir():
+            args += ["--tmpfs", str(path), "--remount-ro", str(path)]
     for host, inside, read_only, _ in binds:
         if host is None:
             continue
