@@ -116,10 +116,14 @@ def load_spec(raw: str | None) -> FetchPlan:
     return parse_fetch_spec(raw)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steps.fetch", description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="the job's data volume")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     data: Path = args.data
     log = setup_logging("c2d.fetch", data / ADMINLOGS / "configure.log")
     try:

@@ -18,13 +18,17 @@ from steps.common import setup_logging, walk_entries
 DEFAULT_DENY = ("*.key", "*.pem")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steps.filter", description=__doc__)
     parser.add_argument("--outputs", type=Path, required=True)
     parser.add_argument("--deny", action="append", default=None, help="glob of file names to remove")
     parser.add_argument("--max-file-bytes", type=int, default=None)
     parser.add_argument("--max-files", type=int, default=None, help="accepted for compatibility; unused")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     outputs: Path = args.outputs
     deny: list[str] = args.deny or list(DEFAULT_DENY)
     log = setup_logging("c2d.filter", outputs.parent / "logs" / "filter.log")

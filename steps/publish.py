@@ -97,13 +97,17 @@ class Publisher:
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steps.publish", description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--job-id", required=True)
     parser.add_argument("--target", required=True, help="this job's results: a folder, s3://<bucket>/<prefix> or ipfs")
     parser.add_argument("--max-files", type=int, default=10_000)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     log = setup_logging("c2d.publish", args.data / ADMINLOGS / "publish.log")
     try:
         return Publisher(args.data, open_target(args.target), args.max_files, log).run()
