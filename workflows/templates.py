@@ -119,7 +119,8 @@ def algorithm_script(entrypoint: str) -> str:
     command = entrypoint.replace("$ALGO", f"{DATA}/transformations/algorithm")
     return (
         f"{{ {command}\necho $? > /tmp/.c2d-exit; }} 2>&1 | tee -a {DATA}/logs/algorithm.log\n"
-        'exit "$(cat /tmp/.c2d-exit 2>/dev/null || echo 1)"'
+        # the shell's own read: no cat process for each job
+        'read -r code 2>/dev/null < /tmp/.c2d-exit || code=1\nexit "$code"'
     )
 
 

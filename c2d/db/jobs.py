@@ -186,28 +186,32 @@ class JobStore(JobResults):
             )
 
     def claim_queued(self, engine: str, limit: int, source: str) -> list[JobRecord]:
-        """Move up to ``limit`` waiting jobs (status 1) of ``engine`` to 10 "Job started", oldest first."""
+        """Move up to ``limit`` waiting jobs (status 1) of ``engine`` to 10 "Job started", oldest first
+        (one statement: the rows, their status and an event each)."""
         if limit <= 0:
             return []
         started = JobStatus.JOB_STARTED
-        with self.pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT job_id FROM jobs WHERE engine = %s AND status = %s AND date_finished IS NULL "
-                "ORDER BY date_created LIMIT %s FOR UPDATE SKIP LOCKED",
-                (engine, int(JobStatus.WARMING_UP), limit),
-            ).fetchall()
-            claimed = []
-            for row in rows:
-                job_id = str(row[0])
-                conn.execute(
-                    "UPDATE jobs SET status = %s, status_text = %s, updated_at = clock_timestamp() WHERE job_id = %s",
-                    (int(started), started.text, job_id),
-                )
-                self._event(conn, job_id, int(JobStatus.WARMING_UP), int(started), started.text, source, {})
-                record = self._get(conn, job_id)
-                assert record is not None
-                claimed.append(record)
-            return claimed
+        returned = ", ".join(f"jobs.{column.strip()}" for column in JOB_COLUMNS.split(","))
+        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            cur.execute(
+                "WITH picked AS (SELECT job_id FROM jobs WHERE engine = %(engine)s AND status = %(queued)s "
+                "  AND date_finished IS NULL ORDER BY date_created LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+                "claimed AS (UPDATE jobs SET status = %(status)s, status_text = %(text)s, "
+                "  updated_at = clock_timestamp() FROM picked WHERE jobs.job_id = picked.job_id "
+                f"  RETURNING {returned}), "
+                "events AS (INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
+                "  SELECT job_id, %(queued)s, %(status)s, %(text)s, %(source)s, '{}'::jsonb FROM claimed) "
+                f"SELECT {JOB_COLUMNS} FROM claimed ORDER BY date_created",
+                {
+                    "engine": engine,
+                    "queued": int(JobStatus.WARMING_UP),
+                    "limit": limit,
+                    "status": int(started),
+                    "text": started.text,
+                    "source": source,
+                },
+            )
+            return cur.fetchall()
 
     def stop_requests(self, job_ids: Sequence[str]) -> dict[str, int]:
         """``stopreq`` of those unfinished jobs that have one."""

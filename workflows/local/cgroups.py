@@ -9,6 +9,7 @@ falls back to rlimits (address space) and says so in the job's details.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -20,8 +21,10 @@ CPU_PERIOD_US = 100_000
 JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
 
 
+@functools.cache
 def _own_path(controller: str) -> str:
-    """This process's cgroup path for a v1 controller, from /proc/self/cgroup."""
+    """This process's cgroup path for a v1 controller, from /proc/self/cgroup (read once: the node's
+    processes never move between groups)."""
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, names, path = line.split(":", 2)
         if controller in names.split(","):
@@ -126,18 +129,23 @@ class StepCgroup:
             return None
 
     def remove(self) -> None:
-        self.kill()
+        """Delete the groups, killing whatever is still in them first."""
         for group in self.groups.values():
-            _rmdir(group)
+            if not _rmdir(group, attempts=1):  # busy: processes are left (or just exiting)
+                self.kill()
+                _rmdir(group)
         self.groups.clear()
 
 
-def _rmdir(group: Path) -> None:
-    for _ in range(50):
+def _rmdir(group: Path, attempts: int = 50) -> bool:
+    """True once the group is gone."""
+    for attempt in range(attempts):
         try:
             group.rmdir()
-            return
+            return True
         except FileNotFoundError:
-            return
+            return True
         except OSError:
-            time.sleep(0.02)
+            if attempt + 1 < attempts:
+                time.sleep(0.02)
+    return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -114,13 +115,18 @@ class LocalEngine(BackgroundEngine):
 
     # -- dispatching --------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
+        next_stop_poll = 0.0
         while not self.closing.is_set():
             with self.lock:
                 running = list(self.running)
                 free = self.settings.engine.max_parallel_jobs - len(running)
             try:
-                for job_id in self.store.stop_requests(running):
-                    self.stop(job_id)
+                # stop requests stored by another process: read every POLL_SECONDS, not at every wake-up
+                # (the provider in this process delivers its own at once through stop())
+                if time.monotonic() >= next_stop_poll:
+                    next_stop_poll = time.monotonic() + POLL_SECONDS
+                    for job_id in self.store.stop_requests(running):
+                        self.stop(job_id)
                 claimed = self.store.claim_queued(ENGINE, free, SOURCE) if free > 0 else []
             except psycopg.OperationalError as exc:  # the database is away: running jobs wait for it
                 log.warning("local engine: database unavailable (%s); retrying", exc)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from c2d.settings import EngineSettings
@@ -33,6 +33,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _within(base: Path, sub_path: str, inside: str) -> Path:
+    """``base/sub_path``, refused if it could lead out of ``base``: an absolute path, a ``..``, or a
+    symlink on the way (a previous step may have left one in the volume)."""
+    relative = PurePosixPath(sub_path)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise SandboxError(f"subPath {sub_path!r} of {inside} leaves its volume")
+    host = base
+    for part in relative.parts:
+        host = host / part
+        if host.is_symlink():
+            raise SandboxError(f"subPath {sub_path!r} of {inside} leaves its volume (a symlink)")
+    return host
 
 
 @dataclass
@@ -52,6 +66,7 @@ class JobRun:
     abandoned: bool = False
     limits_missing: list[str] = field(default_factory=list)
     warm: WarmRunner | None = None  # runs the node's own step programs without a fresh sandbox each
+    mounted: dict[str, list[Bind]] = field(default_factory=dict)  # task -> its mounts at its last attempt
 
     def _set(self, task: str, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
@@ -77,19 +92,18 @@ class JobRun:
                     raise SandboxError(f"hostPath {base} is outside the results store {self.store_dir}")
             else:
                 base = self._volume_dir(volume.name)
-            base.mkdir(parents=True, exist_ok=True)
-            host = base / mount.sub_path if mount.sub_path else base
-            if not host.resolve().is_relative_to(base.resolve()):
-                raise SandboxError(f"subPath {mount.sub_path!r} of {mount.path} leaves its volume")
+            host = _within(base, mount.sub_path, mount.path) if mount.sub_path else base
             host.mkdir(parents=True, exist_ok=True)
             binds.append((host, mount.path, mount.read_only, None))
+        self.mounted[step.task] = binds
         return binds
 
     def host_path(self, step: Step, inside: str) -> Path | None:
         """Where a path inside the step's sandbox is on the host (for output parameters)."""
+        binds = self.mounted.get(step.task) or self._binds(step)
         matching = [
             (host, path)
-            for host, path, _, _ in self._binds(step)
+            for host, path, _, _ in binds
             if host is not None and (inside == path or inside.startswith(path.rstrip("/") + "/"))
         ]
         if not matching:
