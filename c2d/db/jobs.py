@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,35 +26,41 @@ class JobStore(JobResults):
         self.pool = pool
 
     def create(self, job: NewJob, orders: Sequence[UsedOrder] = (), source: str = "provider") -> JobRecord:
-        """Insert the job, claim its orders and write its first event, atomically."""
+        """Insert the job, claim its orders and write its first event, atomically (without orders: one
+        statement)."""
         status = JobStatus.WARMING_UP
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO jobs (job_id, owner, did, input_dids, algo_did, agreement_id, chain_id, "
-                "environment, status, status_text, engine, workflow_name, workflow, expiry, details) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    job.job_id,
-                    job.owner,
-                    job.did,
-                    Jsonb(list(job.input_dids)),
-                    job.algo_did,
-                    job.agreement_id,
-                    job.chain_id,
-                    job.environment,
-                    int(status),
-                    status.text,
-                    job.engine,
-                    job.workflow_name,
-                    Jsonb(job.workflow) if job.workflow is not None else None,
-                    job.expiry,
-                    Jsonb(job.details),
-                ),
-            )
-            for order in orders:
-                self._claim(conn, job.job_id, order)
-            self._event(conn, job.job_id, None, int(status), status.text, source, {})
-            record = self._get(conn, job.job_id)
+        params = {
+            "job_id": job.job_id,
+            "owner": job.owner,
+            "did": job.did,
+            "input_dids": Jsonb(list(job.input_dids)),
+            "algo_did": job.algo_did,
+            "agreement_id": job.agreement_id,
+            "chain_id": job.chain_id,
+            "environment": job.environment,
+            "status": int(status),
+            "status_text": status.text,
+            "engine": job.engine,
+            "workflow_name": job.workflow_name,
+            "workflow": Jsonb(job.workflow) if job.workflow is not None else None,
+            "expiry": job.expiry,
+            "details": Jsonb(job.details),
+        }
+        columns = ", ".join(params)
+        values = ", ".join(f"%({name})s" for name in params)
+        with self.pool.connection() as conn:
+            atomic = conn.transaction() if orders else contextlib.nullcontext()
+            with atomic, conn.cursor(row_factory=class_row(JobRecord)) as cur:
+                cur.execute(
+                    f"WITH job AS (INSERT INTO jobs ({columns}) VALUES ({values}) RETURNING {JOB_COLUMNS}), "
+                    "event AS (INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
+                    "  SELECT job_id, NULL, status, status_text, %(source)s, '{}'::jsonb FROM job) "
+                    "SELECT * FROM job",
+                    params | {"source": source},
+                )
+                record = cur.fetchone()
+                for order in orders:
+                    self._claim(conn, job.job_id, order)
         assert record is not None
         return record
 
@@ -136,53 +143,68 @@ class JobStore(JobResults):
         """
         code = int(status)
         status_text = text if text is not None else JobStatus(code).text
-        with self.pool.connection() as conn, conn.transaction():
+        with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT status, status_text, date_finished FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
-            ).fetchone()
-            if row is None:
-                raise DatabaseError(f"job {job_id} does not exist")
-            old_status, old_text, date_finished = row
-            if date_finished is not None:
-                return False
-            if old_status == code and old_text == status_text and not finished and results is None:
-                return False
-            conn.execute(
-                "UPDATE jobs SET status = %s, status_text = %s, updated_at = clock_timestamp(), "
-                "date_finished = CASE WHEN %s THEN clock_timestamp() ELSE date_finished END, "
+                "WITH old AS (SELECT status, status_text, date_finished FROM jobs WHERE job_id = %(id)s FOR UPDATE), "
+                "changed AS (UPDATE jobs SET status = %(status)s, status_text = %(text)s, "
+                "  updated_at = clock_timestamp(), "
+                "  date_finished = CASE WHEN %(finished)s THEN clock_timestamp() ELSE jobs.date_finished END, "
                 # results are kept for the environment's storage expiry after the job ends
-                "expiry = CASE WHEN %s THEN clock_timestamp() + (expiry - date_created) ELSE expiry END, "
-                "results = coalesce(%s, results), stopreq = coalesce(%s, stopreq), "
-                "details = details || %s WHERE job_id = %s",
-                (
-                    code,
-                    status_text,
-                    finished,
-                    finished,
-                    Jsonb(results) if results is not None else None,
-                    stopreq,
-                    Jsonb(detail or {}),
-                    job_id,
-                ),
-            )
-            self._event(conn, job_id, int(str(old_status)), code, status_text, source, detail or {})
-        return True
+                "  expiry = CASE WHEN %(finished)s THEN clock_timestamp() + (jobs.expiry - jobs.date_created) "
+                "    ELSE jobs.expiry END, "
+                "  results = coalesce(%(results)s, jobs.results), stopreq = coalesce(%(stopreq)s, jobs.stopreq), "
+                "  details = jobs.details || %(detail)s "
+                "  FROM old WHERE jobs.job_id = %(id)s AND old.date_finished IS NULL AND (%(finished)s "
+                "    OR %(has_results)s OR (old.status, old.status_text) IS DISTINCT FROM (%(status)s, %(text)s)) "
+                "  RETURNING old.status AS old_status), "
+                "event AS (INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
+                "  SELECT %(id)s, old_status, %(status)s, %(text)s, %(source)s, %(detail)s FROM changed) "
+                "SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM changed)",
+                {
+                    "id": job_id,
+                    "status": code,
+                    "text": status_text,
+                    "finished": finished,
+                    "results": Jsonb(results) if results is not None else None,
+                    "has_results": results is not None,
+                    "stopreq": stopreq,
+                    "detail": Jsonb(detail or {}),
+                    "source": source,
+                },
+            ).fetchone()
+        if row is None or not row[0]:
+            raise DatabaseError(f"job {job_id} does not exist")
+        return bool(row[1])
 
-    def mirror(self, job_id: str, status: JobStatus | int, text: str, details: dict[str, Any], source: str) -> None:
-        """An engine's view of an unfinished job, in one statement: ``details`` merged in, the status set,
-        and an event written only when the status (or its text) changed. A finished job is left alone."""
-        code = int(status)
+    def mirror(self, job_id: str, statuses: Sequence[tuple[int, str]], details: dict[str, Any], source: str) -> None:
+        """An engine's view of an unfinished job, in one statement: ``details`` merged in, the status set to
+        the last of ``statuses`` (the (code, text) the job went through since the previous mirror, in order)
+        and an event written for each change among them. A finished job is left alone."""
+        if not statuses:
+            raise ValueError("mirror needs at least one status")
+        chain = [[int(code), text] for code, text in statuses]
         with self.pool.connection() as conn:
             conn.execute(
                 "WITH old AS (SELECT status, status_text FROM jobs "
                 "  WHERE job_id = %(id)s AND date_finished IS NULL FOR UPDATE), "
                 "changed AS (UPDATE jobs SET details = jobs.details || %(details)s, status = %(status)s, "
                 "  status_text = %(text)s, updated_at = clock_timestamp() FROM old WHERE jobs.job_id = %(id)s "
-                "  RETURNING old.status AS old_status, old.status_text AS old_text) "
+                "  RETURNING old.status AS old_status, old.status_text AS old_text), "
+                "chain AS (SELECT n, (item->>0)::int AS status, item->>1 AS text, "
+                "  lag((item->>0)::int) OVER (ORDER BY n) AS prev_status, lag(item->>1) OVER (ORDER BY n) AS prev_text "
+                "  FROM jsonb_array_elements(%(chain)s) WITH ORDINALITY AS items(item, n)) "
                 "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
-                "SELECT %(id)s, old_status, %(status)s, %(text)s, %(source)s, '{}'::jsonb FROM changed "
-                "WHERE (old_status, old_text) IS DISTINCT FROM (%(status)s, %(text)s)",
-                {"id": job_id, "details": Jsonb(details), "status": code, "text": text, "source": source},
+                "SELECT %(id)s, coalesce(prev_status, old_status), status, text, %(source)s, '{}'::jsonb "
+                "FROM changed, chain WHERE (CASE WHEN n = 1 THEN old_status ELSE prev_status END, "
+                "  CASE WHEN n = 1 THEN old_text ELSE prev_text END) IS DISTINCT FROM (status, text) ORDER BY n",
+                {
+                    "id": job_id,
+                    "details": Jsonb(details),
+                    "status": chain[-1][0],
+                    "text": chain[-1][1],
+                    "chain": Jsonb(chain),
+                    "source": source,
+                },
             )
 
     def claim_queued(self, engine: str, limit: int, source: str) -> list[JobRecord]:

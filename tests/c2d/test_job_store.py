@@ -75,17 +75,36 @@ def test_transitions_write_one_event_each_and_replays_change_nothing(pool: Pool)
 def test_mirror_merges_details_and_writes_an_event_only_on_a_change(pool: Pool) -> None:
     store = JobStore(pool)
     job = store.create(new_job())
-    store.mirror(job.job_id, 20, "Configuring volumes", {"steps": {"a": 1}}, "test")
-    store.mirror(job.job_id, 20, "Configuring volumes", {"steps": {"a": 2}}, "test")  # same status: no event
-    store.mirror(job.job_id, 30, "Provisioning success", {"other": True}, "test")
+    store.mirror(job.job_id, [(20, "Configuring volumes")], {"steps": {"a": 1}}, "test")
+    store.mirror(job.job_id, [(20, "Configuring volumes")], {"steps": {"a": 2}}, "test")  # same status: no event
+    store.mirror(job.job_id, [(30, "Provisioning success")], {"other": True}, "test")
     record = store.get(job.job_id)
     assert record is not None and (record.status, record.details) == (30, {"steps": {"a": 2}, "other": True})
     assert [(e.old_status, e.status) for e in store.events(job.job_id)] == [(None, 1), (1, 20), (20, 30)]
     store.transition(job.job_id, 70, source="test", finished=True)
-    store.mirror(job.job_id, 40, "Running algorithm ", {"late": True}, "test")  # final is final
+    store.mirror(job.job_id, [(40, "Running algorithm ")], {"late": True}, "test")  # final is final
     record = store.get(job.job_id)
     assert record is not None and record.status == 70 and "late" not in record.details
     assert len(store.events(job.job_id)) == 4
+
+
+def test_mirror_of_several_statuses_writes_each_change_in_order(pool: Pool) -> None:
+    store = JobStore(pool)
+    job = store.create(new_job())
+    store.mirror(job.job_id, [(20, "Configuring volumes")], {}, "test")
+    chain = [(20, "Configuring volumes"), (30, "Provisioning success"), (30, "Provisioning success"), (40, "Running")]
+    store.mirror(job.job_id, chain, {"steps": {"b": 1}}, "test")
+    store.mirror(job.job_id, [(40, "Running"), (41, "Algorithm failed: x"), (41, "Algorithm failed: y")], {}, "test")
+    record = store.get(job.job_id)
+    assert record is not None and (record.status, record.status_text) == (41, "Algorithm failed: y")
+    events = [(e.old_status, e.status, e.status_text) for e in store.events(job.job_id)][1:]
+    assert events == [
+        (1, 20, "Configuring volumes"),
+        (20, 30, "Provisioning success"),
+        (30, 40, "Running"),
+        (40, 41, "Algorithm failed: x"),
+        (41, 41, "Algorithm failed: y"),
+    ]
 
 
 def test_find_is_case_insensitive_on_owner_and_filters_by_job_and_did(pool: Pool) -> None:

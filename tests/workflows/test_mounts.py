@@ -25,7 +25,7 @@ def _run(tmp_path: Path) -> JobRun:
         engine=EngineSettings(),
         store_dir=tmp_path / "store",
         hidden=(),
-        on_change=lambda states: None,
+        on_change=lambda states, write: None,
     )
 
 

@@ -51,6 +51,7 @@ class LocalEngine(BackgroundEngine):
         self.store = JobStore(pool)
         self.dsn = dsn
         self.running: dict[str, JobRun] = {}
+        self.unwritten: dict[str, list[tuple[int, str]]] = {}  # job id -> statuses its next mirror writes
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self.executor = ThreadPoolExecutor(settings.engine.max_parallel_jobs, thread_name_prefix="c2d-job")
@@ -164,7 +165,7 @@ class LocalEngine(BackgroundEngine):
             engine=self.settings.engine,
             store_dir=self.settings.store_dir,
             hidden=(self.settings.data_dir,),
-            on_change=lambda states: self._mirror(record.job_id, plan, states),
+            on_change=lambda states, write: self._mirror(record.job_id, plan, states, write),
             warm=self.warm,
         )
         if resume:
@@ -195,6 +196,7 @@ class LocalEngine(BackgroundEngine):
         finally:
             with self.lock:
                 self.running.pop(run.job_id, None)
+                self.unwritten.pop(run.job_id, None)
             self.wakeup.set()
 
     # -- mirroring ----------------------------------------------------------------------------
@@ -203,13 +205,19 @@ class LocalEngine(BackgroundEngine):
             return run.stopreq
         return STOPREQ_API if run.stop.is_set() else 0
 
-    def _mirror(self, job_id: str, plan: Plan, states: dict[str, dict[str, Any]]) -> None:
+    def _mirror(self, job_id: str, plan: Plan, states: dict[str, dict[str, Any]], write: bool) -> None:
+        """Called by the job's own thread only. Statuses not written yet are kept in order and written with
+        the next write (one statement; an event for each change)."""
         with self.lock:
             run = self.running.get(job_id)
+            unwritten = self.unwritten.setdefault(job_id, [])
         stopreq = self._stopreq(run) if run else 0
         steps = [_state(step.task, step.stage, states) for step in plan.steps]
         status = ocean_status(steps, workflow_done=False, stopreq=stopreq)
-        self._db(lambda: self.store.mirror(job_id, status.status, status.text, {"steps": states}, SOURCE))
+        unwritten.append((int(status.status), status.text))
+        if write:
+            self._db(lambda: self.store.mirror(job_id, unwritten, {"steps": states}, SOURCE))
+            unwritten.clear()
 
     def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
         stopreq = self._stopreq(run)

@@ -1,6 +1,8 @@
 """Run one job's Plan on this machine: each step in its sandbox, in DAG order, with retries.
 
-Reports every step state change to ``on_change`` (the engine mirrors it into Postgres). Data lives
+Reports every step state change to ``on_change(states, write)`` (the engine mirrors it into Postgres;
+``write=False``: a step's end, which the engine may hold back until the next write — the next step's
+start follows at once, and a step starts only once its start is written). Data lives
 in ``<jobs dir>/<job id>/`` (mode 0700): ``volumes/<name>`` for the job's volumes and
 ``steps/<task>.log`` for each step's own output.
 """
@@ -57,7 +59,7 @@ class JobRun:
     engine: EngineSettings
     store_dir: Path
     hidden: tuple[Path, ...]
-    on_change: Callable[[dict[str, dict[str, Any]]], None]
+    on_change: Callable[[dict[str, dict[str, Any]], bool], None]
     stop: threading.Event = field(default_factory=threading.Event)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopreq: int = 0
@@ -67,10 +69,18 @@ class JobRun:
     limits_missing: list[str] = field(default_factory=list)
     warm: WarmRunner | None = None  # runs the node's own step programs without a fresh sandbox each
     mounted: dict[str, list[Bind]] = field(default_factory=dict)  # task -> its mounts at its last attempt
+    unwritten: bool = False  # a state change is held back by the engine (see flush)
 
-    def _set(self, task: str, **values: Any) -> None:
+    def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
-        self.on_change(self.states)
+        self.unwritten = not write
+        self.on_change(self.states, write)
+
+    def flush(self) -> None:
+        """Have the engine write the state changes it holds back."""
+        if self.unwritten:
+            self.unwritten = False
+            self.on_change(self.states, True)
 
     def phases(self) -> dict[str, str]:
         return {task: state["phase"] for task, state in self.states.items() if "phase" in state}
@@ -186,14 +196,15 @@ class JobRun:
         deadline = time.monotonic() + self.plan.deadline if self.plan.deadline else None
         for step in self.plan.steps:
             if self.abandoned:
+                self.flush()
                 return None
             if self.states.get(step.task, {}).get("phase") in DONE_PHASES:
                 continue  # resumed job: this step already ran
             if deadline is not None and time.monotonic() >= deadline:
-                self._set(step.task, phase="Omitted", message="workflow deadline exceeded")
+                self._set(step.task, phase="Omitted", message="workflow deadline exceeded", write=False)
                 continue
             if not depends_met(step.depends, self.phases()):
-                self._set(step.task, phase="Omitted")
+                self._set(step.task, phase="Omitted", write=False)
                 continue
             outcome = self._run_step(step, deadline)
             if self.abandoned:
@@ -211,7 +222,10 @@ class JobRun:
                 reason=outcome.reason,
                 finishedAt=_now(),
                 results=results,
+                write=False,  # written with the next step's start, or below
             )
+        # written before the engine removes the job's folder: a crash after that still finds the results
+        self.flush()
         return self.results()
 
     def results(self) -> list[dict[str, Any]] | None:
