@@ -9,7 +9,6 @@ missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
-command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 if [ "${1:-}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v curl >/dev/null 2>&1 || missing+=(curl)

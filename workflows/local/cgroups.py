@@ -19,6 +19,9 @@ from pathlib import Path
 CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
+# POSIX sh's ulimit: -c and -f count 512-byte blocks, -v (not POSIX, but dash's and bash's) KiB
+ULIMIT_FLAGS = {"core": "c", "nofile": "n", "fsize": "f", "as": "v"}
+_ULIMIT_UNITS = {"core": 512, "fsize": 512, "as": 1024, "nofile": 1}
 
 
 @functools.cache
@@ -77,13 +80,17 @@ class StepCgroup:
             made.groups[controller] = group
         return made
 
-    def prefix(self) -> list[str]:
-        """Command prefix: join every group, then exec the rest of the command line."""
-        if not self.groups:
-            return []
-        script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+    def prefix(self, rlimits: dict[str, int]) -> list[str]:
+        """Command prefix, one shell and no other process: join every group, set the resource limits
+        (``core``, ``nofile``, ``fsize`` and ``as`` in bytes or files), then exec the rest of the command
+        line. On failure: a ``c2d-step:`` line on stderr and exit code 125."""
+        fail = '{ echo "c2d-step: could not %s" >&2; exit 125; }'
+        script = f'while [ "$1" != -- ]; do echo $$ > "$1" || {fail % "join the cgroup $1"}; shift; done; shift; '
+        for name, value in rlimits.items():
+            limit = f"ulimit -{ULIMIT_FLAGS[name]} {_ulimit_value(name, value)}"
+            script += f"{limit} || {fail % ('set ' + name + ' to ' + str(value))}; "
         files = [str(group / "cgroup.procs") for group in self.groups.values()]
-        return ["/bin/sh", "-c", script, "c2d-cgroup", *files, "--"]
+        return ["/bin/sh", "-c", script + 'exec "$@"', "c2d-step", *files, "--"]
 
     def join(self, pid: int) -> None:
         """Put a process (not started through :meth:`prefix`) into every group."""
@@ -135,6 +142,11 @@ class StepCgroup:
                 self.kill()
                 _rmdir(group)
         self.groups.clear()
+
+
+def _ulimit_value(name: str, value: int) -> int:
+    unit = _ULIMIT_UNITS[name]
+    return -(-int(value) // unit)  # rounded up: a limit is never tighter than asked
 
 
 def _rmdir(group: Path, attempts: int = 50) -> bool:

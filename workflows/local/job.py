@@ -156,8 +156,7 @@ class JobRun:
                     self.warm.launch, step, binds, tmp, log_file, rlimits, cgroup
                 )
             else:
-                argv = [*cgroup.prefix(), "prlimit", *(f"--{name}={value}" for name, value in rlimits.items())]
-                argv += ["--", *bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)]
+                argv = [*cgroup.prefix(rlimits), *bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)]
                 env = step_environment(step, runtime)
                 start = functools.partial(SandboxProcess, argv, env, log_file)
         except SandboxError as exc:

@@ -154,7 +154,7 @@ def run_step(
         if proc.poll() is None:
             _kill(proc, cgroup)
         cgroup.kill()
-    return _outcome(step, code, reason, cgroup, watch, log_file)
+    return step_outcome(step, code, reason, cgroup, watch, log_file)
 
 
 def _kill(proc: StepProcess, cgroup: StepCgroup) -> None:
@@ -168,7 +168,9 @@ def _mib(value: int | None) -> str:
     return f"{(value or 0) / 1024**2:.0f} MiB"
 
 
-def _outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, watch: Watch, log: Path) -> Outcome:
+def step_outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, watch: Watch, log: Path) -> Outcome:
+    """What a step's end means (its Argo phase and message): the exit code, why it was killed if it was,
+    its cgroup's OOM count, and the last lines of its log (sandbox or launch errors, the step's ERROR)."""
     if reason is None and code != 0 and watch.disk and _usage(watch.writable, None)[0] >= watch.disk:
         reason = "disk"  # the file-size rlimit stopped a write (EFBIG) before the next scan saw it
     if reason == "stopped":
@@ -189,8 +191,9 @@ def _outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, watc
     setup_error = _last(lines, "bwrap: ")
     if setup_error:
         return Outcome("Error", code, f"sandbox setup failed: {setup_error}")
-    if code == 125 and cgroup.groups:
-        return Outcome("Error", code, "could not join the step's cgroups")
+    launch_error = _last(lines, "c2d-step: ")
+    if code == 125 and launch_error:
+        return Outcome("Error", code, launch_error)
     # The node's own steps (fetch, publish) end with an ERROR line that says what went wrong.
     reason = _last(lines, " ERROR ") if step.stage in ("configure", "publish") else None
     return Outcome("Failed", code, reason or f"exit code {code}")

@@ -1,0 +1,62 @@
+"""The one shell a sandboxed step starts from: joins its cgroups, sets its rlimits, execs the sandbox."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from pathlib import Path
+
+from workflows.local.cgroups import StepCgroup
+from workflows.local.interpret import Step
+from workflows.local.runner import Watch, step_outcome
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+def _limits(text: str) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in text.splitlines()[1:]:
+        soft, hard = line[26:].split()[:2]
+        rows[line[:26].strip()] = (soft, hard)
+    return rows
+
+
+def test_limits_and_groups_apply_to_what_it_execs() -> None:
+    cgroup = StepCgroup.create(ROOT, f"test-{secrets.token_hex(4)}", memory=256 * 1024**2, pids=32, cpu=None)
+    try:
+        rlimits = {"core": 0, "nofile": 512, "fsize": 1_000_000, "as": 3 * 1024**3}
+        done = subprocess.run(
+            [*cgroup.prefix(rlimits), "sh", "-c", "cat /proc/self/limits; echo ---; cat /proc/self/cgroup"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        limits_text, groups_text = done.stdout.split("---\n")
+        limits = _limits(limits_text)
+        assert limits["Max core file size"] == ("0", "0")
+        assert limits["Max open files"] == ("512", "512")
+        assert limits["Max file size"] == ("1000448", "1000448")  # rounded up to 512-byte blocks
+        assert limits["Max address space"] == (str(3 * 1024**3), str(3 * 1024**3))
+        for controller, group in cgroup.groups.items():
+            inside = str(group).split(f"/{controller}", 1)[1]
+            assert any(line.endswith(f":{inside}") for line in groups_text.splitlines()), (controller, inside)
+    finally:
+        cgroup.remove()
+
+
+def test_a_limit_it_cannot_set_fails_the_step_with_the_reason(tmp_path: Path) -> None:
+    cgroup = StepCgroup()
+    log = tmp_path / "step.log"
+    with open(log, "wb") as out:
+        code = subprocess.run([*cgroup.prefix({"nofile": 10**9}), "true"], stdout=out, stderr=out).returncode
+    assert code == 125
+    step = Step(
+        task="algorithm", template="algorithm", stage="algorithm", image="python", command=["true"], env={},
+        working_dir=None, mounts=[], egress=False, cpu=None, memory=None, disk=None, pids=None, max_files=None,
+        deadline=None, retry=None, outputs={}, depends=None,
+    )  # fmt: skip
+    outcome = step_outcome(step, code, None, cgroup, Watch((), None, None), log)
+    assert (outcome.phase, outcome.message) == ("Error", "could not set nofile to 1000000000")
+    # the algorithm's own exit code 125 stays the algorithm's failure
+    log.write_text("algorithm output\n")
+    assert step_outcome(step, 125, None, cgroup, Watch((), None, None), log).phase == "Failed"
