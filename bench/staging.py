@@ -96,7 +96,7 @@ def main() -> int:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": f"{REPO}:{packages}"}
         python = [sys.executable, "-S"]
         runs: dict[str, list[tuple[float, float]]] = {}
-        for run in range(4):  # the first warms the page cache; the median of the other three is kept
+        for run in range(6):  # the first warms the page cache; the median of the other five is kept
             results: dict[str, tuple[float, float]] = {}
             shutil.rmtree(work / "curl", ignore_errors=True)
             (work / "curl").mkdir()
