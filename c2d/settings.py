@@ -93,6 +93,13 @@ class ProviderSettings(BaseModel):
     authorized_decrypters: list[str] = Field(
         default_factory=list, description="Addresses allowed to call /decrypt (besides the provider itself)."
     )
+    keep_alive_seconds: int = Field(
+        default=65,
+        ge=1,
+        description="Idle keep-alive connections are closed after this long. Longer than clients' polling "
+        "intervals (and than a load balancer's idle timeout, often 60 s): a poll sent just as the server closes "
+        "the idle connection fails.",
+    )
 
 
 class S3Settings(BaseModel):

@@ -39,7 +39,12 @@ class Node:
         self.retention = Retention(services.jobs, services.results, settings.storage.cleanup_seconds)
         self.result_assets = ResultAssets(services)
         config = uvicorn.Config(
-            serve_app(app), host=settings.host, port=settings.provider.port, log_level="warning", proxy_headers=False
+            serve_app(app),
+            host=settings.host,
+            port=settings.provider.port,
+            log_level="warning",
+            proxy_headers=False,
+            timeout_keep_alive=settings.provider.keep_alive_seconds,
         )
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None

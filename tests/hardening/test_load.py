@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import signal
+import socket
 import threading
 import time
 
@@ -11,7 +11,7 @@ import httpx
 
 from c2d.stack.stack import Stack
 from tests.fileserver import FileServer
-from tests.helpers import node_process
+from tests.helpers import node_process, stop_node
 from tests.workflows.conftest import Jobs
 from tests.workflows.jobs import OWNER, job_spec, make_environment
 
@@ -19,10 +19,29 @@ CLIENTS = 200
 JOBS = 50
 
 
+def _response_status(conn: socket.socket) -> int:
+    """Read one HTTP/1.1 response (with a Content-Length body) off a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return int(head.split(b" ")[1])
+
+
 def test_polling_clients_while_jobs_run(fault_stack: Stack, fault_jobs: Jobs, file_server: FileServer) -> None:
     file_server.files["/load.csv"] = b"1\n"
     settings = fault_stack.settings
-    provider = node_process(settings, "provider", settings.data_dir / "provider-load.log")
+    log = settings.data_dir / "provider-load.log"
+    provider = node_process(settings, "provider", log)
     url = f"{settings.provider_url}/api/services/compute"
     try:
         end = time.monotonic() + 60
@@ -72,6 +91,14 @@ def test_polling_clients_while_jobs_run(fault_stack: Stack, fault_jobs: Jobs, fi
         assert errors == [], errors[:5]
         assert [job.status for job in finished] == [70] * JOBS
         assert len(latencies) > CLIENTS  # every client polled
+        # A client that polls less often than uvicorn's default keep-alive (5 s) keeps its connection: a
+        # poll sent just as the server closes an idle connection would fail (a starved client thread above
+        # waited up to 4 s between two polls).
+        with socket.create_connection(("127.0.0.1", settings.provider.port), timeout=10) as conn:
+            request = f"GET /api/services/compute?consumerAddress={OWNER} HTTP/1.1\r\nHost: c2d\r\n\r\n".encode()
+            for _ in range(2):
+                conn.sendall(request)
+                assert _response_status(conn) == 200
+                time.sleep(6)
     finally:
-        provider.send_signal(signal.SIGINT)
-        provider.wait(30)
+        stop_node(provider, log)
