@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +43,8 @@ def main(
     ] = None,
 ) -> None:
     """Read the settings once; every command gets them from the context."""
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck node is doing, without stopping it
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
@@ -149,7 +153,6 @@ def engine(ctx: typer.Context) -> None:
     status back (the watcher; the ``c2d-watcher`` Deployment runs this command).
     """
     import contextlib
-    import signal
     import threading
 
     from c2d.db.pool import open_pool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -65,6 +66,24 @@ def algorithm_processes() -> list[str]:
         if "/data/transformations/algorithm" in cmdline:
             found.append(cmdline)
     return found
+
+
+def stop_node(proc: subprocess.Popen[bytes], log: Path | None = None, timeout: float = 30) -> str:
+    """Ctrl-C a :func:`node_process` and return its output. If it does not stop in ``timeout`` seconds,
+    fail with every thread's stack (``c2d`` prints them on SIGUSR1) and kill it, so that one stuck node
+    does not hold its locks for the tests after it."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        output = proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        output = proc.communicate()[0]
+        text = (output or b"").decode(errors="replace") + (log.read_text(errors="replace") if log else "")
+        message = f"the node did not stop within {timeout} s after Ctrl-C; its threads:\n{text[-8000:]}"
+        raise AssertionError(message) from None
+    return (output or b"").decode(errors="replace")
 
 
 def node_process(settings: Settings, command: str, log: Path | None = None) -> subprocess.Popen[bytes]:

@@ -14,7 +14,7 @@ from c2d.db.pool import Pool
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
 from tests.fileserver import FileServer
-from tests.helpers import algorithm_processes, node_process
+from tests.helpers import algorithm_processes, node_process, stop_node
 from tests.workflows.conftest import Jobs
 from tests.workflows.jobs import job_spec, make_environment
 from workflows.local.engine import LocalEngine
@@ -81,5 +81,4 @@ def test_provider_killed_mid_job(fault_stack: Stack, fault_jobs: Jobs, file_serv
         )
         assert answer.status_code == 200 and answer.json()[0]["status"] == 41
     finally:
-        provider.send_signal(signal.SIGINT)
-        provider.wait(30)
+        stop_node(provider, log)

@@ -11,7 +11,7 @@ import pytest
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
-from tests.helpers import algorithm_processes, node_process
+from tests.helpers import algorithm_processes, node_process, stop_node
 
 from .conftest import FileServer, Jobs
 from .jobs import job_spec, make_environment
@@ -53,8 +53,7 @@ def test_killed_engine_leaves_no_job_running(offline_jobs: Jobs, stack: Stack, f
         assert "long algorithm started" in jobs.stored(running, "logs/algorithm.log").read_text()
         assert jobs.wait(queued, timeout=60).status == 70
     finally:
-        second.send_signal(signal.SIGINT)
-        output = second.communicate(timeout=30)[0].decode()
+        output = stop_node(second)
     assert second.returncode == 0, output
     assert "local engine stopped" in output
 
@@ -70,8 +69,7 @@ def test_only_one_engine_per_database(stack: Stack) -> None:
         assert second.returncode == 1
         assert "another local engine is already running on this database" in out
     finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=30)
+        stop_node(first)
 
 
 def test_graceful_shutdown_leaves_jobs_for_recovery(
