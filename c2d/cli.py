@@ -152,7 +152,6 @@ def engine(ctx: typer.Context) -> None:
     ``local``: runs queued jobs on this machine. ``argo``: submits them to Argo and mirrors their
     status back (the watcher; the ``c2d-watcher`` Deployment runs this command).
     """
-    import contextlib
     import threading
 
     from c2d.db.pool import open_pool
@@ -162,7 +161,10 @@ def engine(ctx: typer.Context) -> None:
 
     settings: Settings = ctx.obj
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # Ctrl-C stops it however it was started: a shell without job control starts background commands with
+    # SIGINT ignored, and Python keeps an ignored SIGINT ignored
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: done.set())
     kind = settings.engine.kind
     try:
         dsn = database_dsn(settings)
@@ -173,9 +175,8 @@ def engine(ctx: typer.Context) -> None:
                 _echo(f"local engine running (up to {settings.engine.max_parallel_jobs} jobs at once); Ctrl-C stops it")
             else:
                 _echo(f"argo engine + watcher running on namespace {settings.engine.namespace}; Ctrl-C stops it")
-            with contextlib.suppress(KeyboardInterrupt):
-                while not done.wait(1.0) and getattr(runner, "failure", None) is None:
-                    pass
+            while not done.wait(1.0) and getattr(runner, "failure", None) is None:
+                pass
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None
     failure = getattr(runner, "failure", None)
