@@ -195,8 +195,8 @@ class JobStore(JobResults):
                 "  FROM jsonb_array_elements(%(chain)s) WITH ORDINALITY AS items(item, n)) "
                 "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
                 "SELECT %(id)s, coalesce(prev_status, old_status), status, text, %(source)s, '{}'::jsonb "
-                "FROM changed, chain WHERE (CASE WHEN n = 1 THEN old_status ELSE prev_status END, "
-                "  CASE WHEN n = 1 THEN old_text ELSE prev_text END) IS DISTINCT FROM (status, text) ORDER BY n",
+                "FROM changed, chain WHERE (coalesce(prev_status, old_status), coalesce(prev_text, old_text)) "
+                "  IS DISTINCT FROM (status, text) ORDER BY n",
                 {
                     "id": job_id,
                     "details": Jsonb(details),

@@ -19,9 +19,8 @@ from pathlib import Path
 CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
-# POSIX sh's ulimit: -c and -f count 512-byte blocks, -v (not POSIX, but dash's and bash's) KiB
-ULIMIT_FLAGS = {"core": "c", "nofile": "n", "fsize": "f", "as": "v"}
-_ULIMIT_UNITS = {"core": 512, "fsize": 512, "as": 1024, "nofile": 1}
+# rlimit -> (sh's ulimit flag, its unit): POSIX counts -c and -f in 512-byte blocks; -v (dash, bash) in KiB
+ULIMITS = {"core": ("c", 512), "nofile": ("n", 1), "fsize": ("f", 512), "as": ("v", 1024)}
 
 
 @functools.cache
@@ -87,7 +86,8 @@ class StepCgroup:
         fail = '{ echo "c2d-step: could not %s" >&2; exit 125; }'
         script = f'while [ "$1" != -- ]; do echo $$ > "$1" || {fail % "join the cgroup $1"}; shift; done; shift; '
         for name, value in rlimits.items():
-            limit = f"ulimit -{ULIMIT_FLAGS[name]} {_ulimit_value(name, value)}"
+            flag, unit = ULIMITS[name]
+            limit = f"ulimit -{flag} {-(-int(value) // unit)}"  # rounded up: never tighter than asked
             script += f"{limit} || {fail % ('set ' + name + ' to ' + str(value))}; "
         files = [str(group / "cgroup.procs") for group in self.groups.values()]
         return ["/bin/sh", "-c", script + 'exec "$@"', "c2d-step", *files, "--"]
@@ -142,11 +142,6 @@ class StepCgroup:
                 self.kill()
                 _rmdir(group)
         self.groups.clear()
-
-
-def _ulimit_value(name: str, value: int) -> int:
-    unit = _ULIMIT_UNITS[name]
-    return -(-int(value) // unit)  # rounded up: a limit is never tighter than asked
 
 
 def _rmdir(group: Path, attempts: int = 50) -> bool:

@@ -69,17 +69,17 @@ class JobRun:
     limits_missing: list[str] = field(default_factory=list)
     warm: WarmRunner | None = None  # runs the node's own step programs without a fresh sandbox each
     mounted: dict[str, list[Bind]] = field(default_factory=dict)  # task -> its mounts at its last attempt
-    unwritten: bool = False  # a state change is held back by the engine (see flush)
+    held_back: bool = False  # a state change is held back by the engine (see flush)
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
-        self.unwritten = not write
+        self.held_back = not write
         self.on_change(self.states, write)
 
     def flush(self) -> None:
         """Have the engine write the state changes it holds back."""
-        if self.unwritten:
-            self.unwritten = False
+        if self.held_back:
+            self.held_back = False
             self.on_change(self.states, True)
 
     def phases(self) -> dict[str, str]:

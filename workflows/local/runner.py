@@ -191,8 +191,7 @@ def step_outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, 
     setup_error = _last(lines, "bwrap: ")
     if setup_error:
         return Outcome("Error", code, f"sandbox setup failed: {setup_error}")
-    launch_error = _last(lines, "c2d-step: ")
-    if code == 125 and launch_error:
+    if code == 125 and (launch_error := _last(lines, "c2d-step: ")):
         return Outcome("Error", code, launch_error)
     # The node's own steps (fetch, publish) end with an ERROR line that says what went wrong.
     reason = _last(lines, " ERROR ") if step.stage in ("configure", "publish") else None
