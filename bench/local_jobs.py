@@ -9,21 +9,26 @@ results listed, everything in between (claim, input-fetch, the trivial algorithm
 in its sandbox, every status mirrored). Printed next to the floor measured in the same run: three bare
 sandboxed process starts (bubblewrap with the same flags, running /bin/true), the least a three-step
 job can cost. Throughput: trivial jobs finished per second over ``--seconds`` with the queue kept
-full, then every job must end 70 (lost or stuck jobs are counted; the exit code is 1 if any).
+full, then every job must end 70 (lost or stuck jobs are counted; the exit code is 1 if any); with it,
+the whole machine's CPU time per job finished in that window (every process and the kernel: engine,
+step runner, sandboxes, Postgres, this driver) and the rate that allows on this machine's cores — the
+ceiling a saturated machine runs into.
 Targets (issue 7): overhead p50 <= 0.3 s, p95 <= 0.6 s; throughput >= 20 jobs/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import bench_settings, file_server, peak_rss_mib, percentile
+from common import bench_settings, file_server, machine_cpu_seconds, peak_rss_mib, percentile
 
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool, open_pool
@@ -102,11 +107,19 @@ def overhead(pool: Pool, submitter: Submitter, jobs: int) -> list[float]:
     return latencies
 
 
-def throughput(pool: Pool, submitter: Submitter, seconds: float, backlog: int) -> tuple[float, int, int, int, int]:
-    """(jobs/s finished during the window, submitted, finished 70, failed, lost or stuck)."""
+@dataclass
+class Throughput:
+    rate: float  # jobs/s finished during the window
+    cpu_per_job: float  # seconds of the whole machine's CPU per job finished in the window
+    submitted: int
+    ok: int  # finished 70 with results listed
+    failed: int
+    lost: int  # not finished 2 minutes after the window
+
+
+def throughput(pool: Pool, submitter: Submitter, seconds: float, backlog: int) -> Throughput:
     submitted: list[str] = []
-    start = time.monotonic()
-    finished_in_window = 0
+    start, busy = time.monotonic(), machine_cpu_seconds()
     while time.monotonic() - start < seconds:
         done = _finished(pool, submitted[-4 * backlog :]) if submitted else {}
         pending = sum(1 for job_id in submitted[-4 * backlog :] if job_id not in done)
@@ -114,13 +127,20 @@ def throughput(pool: Pool, submitter: Submitter, seconds: float, backlog: int) -
             submitted.append(submitter.submit())
         time.sleep(0.05)  # the backlog covers it; polling faster only takes CPU from the jobs measured
     finished_in_window = len(_finished(pool, submitted))
+    busy = machine_cpu_seconds() - busy
     drain_end = time.monotonic() + 120
     while time.monotonic() < drain_end and len(_finished(pool, submitted)) < len(submitted):
         time.sleep(0.2)
     final = _finished(pool, submitted)
     ok = sum(1 for status, _, listed in final.values() if status == 70 and listed)
-    failed = len(final) - ok
-    return finished_in_window / seconds, len(submitted), ok, failed, len(submitted) - len(final)
+    return Throughput(
+        rate=finished_in_window / seconds,
+        cpu_per_job=busy / max(1, finished_in_window),
+        submitted=len(submitted),
+        ok=ok,
+        failed=len(final) - ok,
+        lost=len(submitted) - len(final),
+    )
 
 
 def main() -> int:
@@ -146,12 +166,15 @@ def main() -> int:
                     ratio = f"{value / floor:.1f}x floor; target <= {target}"
                     print(f"per-job overhead {name}              {value * 1000:7.1f} ms  ({ratio})")
                 print(f"running {args.seconds:.0f} s of jobs, {args.parallel} at a time ...", flush=True)
-                rate, submitted, ok, failed, lost = throughput(pool, submitter, args.seconds, 2 * args.parallel)
-                print(f"throughput                        {rate:7.1f} jobs/s  (target >= 20)")
-                print(f"jobs submitted / ok / failed      {submitted} / {ok} / {failed}")
-                print(f"lost or stuck                     {lost}")
+                run = throughput(pool, submitter, args.seconds, 2 * args.parallel)
+                cores = os.cpu_count() or 1
+                ceiling = f"{cores} cores: at most {cores / run.cpu_per_job:.1f} jobs/s"
+                print(f"throughput                        {run.rate:7.1f} jobs/s  (target >= 20)")
+                print(f"machine CPU per job               {run.cpu_per_job * 1000:7.1f} ms  ({ceiling})")
+                print(f"jobs submitted / ok / failed      {run.submitted} / {run.ok} / {run.failed}")
+                print(f"lost or stuck                     {run.lost}")
                 print(f"engine process peak RSS           {peak_rss_mib():7.0f} MiB")
-    return 1 if failed or lost else 0
+    return 1 if run.failed or run.lost else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,16 @@ from c2d.status import JobStatus
 
 __all__ = ["JOB_COLUMNS", "JobEvent", "JobRecord", "JobStore", "NewJob", "UsedOrder"]
 
+# The statuses a job went through (``%(chain)s``: a JSON list of [code, text], in order), each with the
+# one before it; with a ``changed`` CTE that returns the row's old status and text, CHANGED_IN_CHAIN
+# selects those that are a change (an event each).
+CHAIN = (
+    "chain AS (SELECT n, (item->>0)::int AS status, item->>1 AS text, "
+    "  lag((item->>0)::int) OVER (ORDER BY n) AS prev_status, lag(item->>1) OVER (ORDER BY n) AS prev_text "
+    "  FROM jsonb_array_elements(%(chain)s) WITH ORDINALITY AS items(item, n))"
+)
+CHANGED_IN_CHAIN = "(coalesce(prev_status, old_status), coalesce(prev_text, old_text)) IS DISTINCT FROM (status, text)"
+
 
 class JobStore(JobResults):
     """Repository of the ``jobs``, ``job_events`` and ``used_orders`` tables."""
@@ -135,14 +145,17 @@ class JobStore(JobResults):
         results: list[dict[str, Any]] | None = None,
         stopreq: int | None = None,
         detail: dict[str, Any] | None = None,
+        via: Sequence[tuple[int, str]] = (),
     ) -> bool:
         """Move an unfinished job to ``status``; write an event. Returns False when nothing changed.
 
-        Idempotent: replaying a transition the job already made changes nothing, and a finished job
-        is never changed again (its final state is final).
+        ``via``: (code, text) the job went through first, in order, not written yet (an event for each
+        change among them). Idempotent: replaying a transition the job already made changes nothing, and
+        a finished job is never changed again (its final state is final).
         """
         code = int(status)
         status_text = text if text is not None else JobStatus(code).text
+        chain = [*([int(c), t] for c, t in via), [code, status_text]]
         with self.pool.connection() as conn:
             row = conn.execute(
                 "WITH old AS (SELECT status, status_text, date_finished FROM jobs WHERE job_id = %(id)s FOR UPDATE), "
@@ -155,10 +168,14 @@ class JobStore(JobResults):
                 "  results = coalesce(%(results)s, jobs.results), stopreq = coalesce(%(stopreq)s, jobs.stopreq), "
                 "  details = jobs.details || %(detail)s "
                 "  FROM old WHERE jobs.job_id = %(id)s AND old.date_finished IS NULL AND (%(finished)s "
-                "    OR %(has_results)s OR (old.status, old.status_text) IS DISTINCT FROM (%(status)s, %(text)s)) "
-                "  RETURNING old.status AS old_status), "
+                "    OR %(has_results)s OR %(last)s > 1 "
+                "    OR (old.status, old.status_text) IS DISTINCT FROM (%(status)s, %(text)s)) "
+                "  RETURNING old.status AS old_status, old.status_text AS old_text), "
+                f"{CHAIN}, "
                 "event AS (INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
-                "  SELECT %(id)s, old_status, %(status)s, %(text)s, %(source)s, %(detail)s FROM changed) "
+                "  SELECT %(id)s, coalesce(prev_status, old_status), status, text, %(source)s, "
+                "    CASE WHEN n = %(last)s THEN %(detail)s ELSE '{}'::jsonb END "
+                f"  FROM changed, chain WHERE n = %(last)s OR {CHANGED_IN_CHAIN} ORDER BY n) "
                 "SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM changed)",
                 {
                     "id": job_id,
@@ -170,6 +187,8 @@ class JobStore(JobResults):
                     "stopreq": stopreq,
                     "detail": Jsonb(detail or {}),
                     "source": source,
+                    "chain": Jsonb(chain),
+                    "last": len(chain),
                 },
             ).fetchone()
         if row is None or not row[0]:
@@ -190,13 +209,10 @@ class JobStore(JobResults):
                 "changed AS (UPDATE jobs SET details = jobs.details || %(details)s, status = %(status)s, "
                 "  status_text = %(text)s, updated_at = clock_timestamp() FROM old WHERE jobs.job_id = %(id)s "
                 "  RETURNING old.status AS old_status, old.status_text AS old_text), "
-                "chain AS (SELECT n, (item->>0)::int AS status, item->>1 AS text, "
-                "  lag((item->>0)::int) OVER (ORDER BY n) AS prev_status, lag(item->>1) OVER (ORDER BY n) AS prev_text "
-                "  FROM jsonb_array_elements(%(chain)s) WITH ORDINALITY AS items(item, n)) "
+                f"{CHAIN} "
                 "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
                 "SELECT %(id)s, coalesce(prev_status, old_status), status, text, %(source)s, '{}'::jsonb "
-                "FROM changed, chain WHERE (coalesce(prev_status, old_status), coalesce(prev_text, old_text)) "
-                "  IS DISTINCT FROM (status, text) ORDER BY n",
+                f"FROM changed, chain WHERE {CHANGED_IN_CHAIN} ORDER BY n",
                 {
                     "id": job_id,
                     "details": Jsonb(details),

@@ -107,6 +107,25 @@ def test_mirror_of_several_statuses_writes_each_change_in_order(pool: Pool) -> N
     ]
 
 
+def test_final_transition_writes_the_statuses_it_went_through_first(pool: Pool) -> None:
+    store = JobStore(pool)
+    job = store.create(new_job())
+    store.mirror(job.job_id, [(40, "Running")], {}, "test")
+    via = [(40, "Running"), (60, "Publishing results"), (62, "Results upload failed: x")]
+    assert store.transition(job.job_id, 62, source="test", text="Results upload failed: x", finished=True, via=via)
+    events = [(e.old_status, e.status, e.status_text) for e in store.events(job.job_id)][2:]
+    assert events == [
+        (40, 60, "Publishing results"),
+        (60, 62, "Results upload failed: x"),
+        (62, 62, "Results upload failed: x"),  # the final event is always written
+    ]
+    record = store.get(job.job_id)
+    assert record is not None and record.finished and (record.status, len(events)) == (62, 3)
+    # A finished job is final: nothing of a late chain is written either
+    assert not store.transition(job.job_id, 70, source="late", finished=True, via=[(40, "Running")])
+    assert len(store.events(job.job_id)) == 5
+
+
 def test_find_is_case_insensitive_on_owner_and_filters_by_job_and_did(pool: Pool) -> None:
     store = JobStore(pool)
     owner = "0xAbCdEf" + secrets.token_hex(17)

@@ -50,6 +50,13 @@ class Jobs:
         job = self.store.get(job_id)
         raise AssertionError(f"job {job_id} still {job.status if job else None} after {timeout} s: {job}")
 
+    def wait_removed(self, job_id: str, timeout: float = 10) -> None:
+        """Until the job's folder is gone."""
+        end = time.monotonic() + timeout
+        while (self.settings.jobs_dir / job_id).exists():
+            assert time.monotonic() < end, f"the folder of job {job_id} is still there after {timeout} s"
+            time.sleep(0.02)
+
     def live_log(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id / "volumes" / "data" / "logs" / "algorithm.log"
 

@@ -117,3 +117,27 @@ def test_job_recorded_as_published_finishes_with_its_results(
         job = jobs.wait(job_id, timeout=30)
     assert (job.status, job.results) == (70, results)
     assert file_server.hits.get("/published.csv") is None  # nothing ran again
+
+
+def test_engine_start_removes_the_folders_of_jobs_that_are_not_running(
+    offline_jobs: Jobs, stack: Stack, pool: Pool, file_server: FileServer
+) -> None:
+    """An engine that died between a job's final status and the removal of its folder: the consumer's
+    data left there is removed by the next start; a half-run job's folder is kept for its recovery."""
+    from c2d.stack.postgres import database_dsn
+    from workflows.local.engine import LocalEngine
+
+    jobs = offline_jobs
+    finished = jobs.submit(job_spec("print('x')", [f"{file_server.url}/left.csv"]), ENV)
+    jobs.store.transition(finished, 70, source="test", finished=True, results=[])
+    running = jobs.submit(job_spec("print('x')", [f"{file_server.url}/kept.csv"]), ENV)
+    jobs.store.transition(running, 20, source="test")  # its input-fetch was running: run again from the start
+    for job_id in (finished, running):
+        data = stack.settings.jobs_dir / job_id / "volumes" / "data" / "inputs"
+        data.mkdir(parents=True)
+        (data / "0").write_text("private")
+    with LocalEngine(stack.settings, pool, database_dsn(stack.settings)):
+        assert not (stack.settings.jobs_dir / finished).exists()
+        file_server.files["/kept.csv"] = b"x"
+        assert jobs.wait(running, timeout=30).status == 70
+    assert file_server.hits.get("/left.csv") is None

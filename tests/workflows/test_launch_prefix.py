@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
-from workflows.local.cgroups import StepCgroup
+import pytest
+
+from workflows.local.cgroups import STALE_AFTER, StepCgroup, remove_stale_groups
 from workflows.local.interpret import Step
 from workflows.local.runner import Watch, step_outcome
 
@@ -60,3 +64,29 @@ def test_a_limit_it_cannot_set_fails_the_step_with_the_reason(tmp_path: Path) ->
     # the algorithm's own exit code 125 stays the algorithm's failure
     log.write_text("algorithm output\n")
     assert step_outcome(step, 125, None, cgroup, Watch((), None, None), log).phase == "Failed"
+
+
+def test_stale_step_groups_are_removed_but_not_busy_or_new_ones() -> None:
+    """What a killed engine left (empty, old) goes; a group in use or just created stays."""
+    stale, busy, new = (
+        StepCgroup.create(ROOT, f"test-{name}-{secrets.token_hex(4)}", memory=None, pids=64, cpu=1.0)
+        for name in ("stale", "busy", "new")
+    )
+    if not stale.groups:
+        pytest.skip("no cgroup v1 pids or cpu controller this process may write to")
+    sleeper = subprocess.Popen([*busy.prefix({}), "sleep", "60"])
+    try:
+        end = time.monotonic() + 10
+        while sleeper.pid not in busy.pids():
+            assert time.monotonic() < end and sleeper.poll() is None, "the sleeper did not join its groups"
+            time.sleep(0.01)
+        for group in [*stale.groups.values(), *busy.groups.values()]:
+            os.utime(group, (time.time() - 2 * STALE_AFTER,) * 2)
+        remove_stale_groups(ROOT)
+        assert not any(group.exists() for group in stale.groups.values())
+        assert all(group.exists() for group in [*busy.groups.values(), *new.groups.values()])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for cgroup in (stale, busy, new):
+            cgroup.remove()

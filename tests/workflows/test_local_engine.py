@@ -60,7 +60,7 @@ def test_success_path(jobs: Jobs, file_server: FileServer) -> None:
     assert "algorithm done" in jobs.stored(job_id, "logs/algorithm.log").read_text()
     configure = jobs.stored(job_id, "logs/configure.log").read_text()
     assert "size and sha256 verified" in configure and file_server.url not in configure  # URLs are secret
-    assert not (jobs.settings.jobs_dir / job_id).exists()  # the job folder is deleted after publish
+    jobs.wait_removed(job_id)  # the job folder is deleted once the job is final
     assert job.details["steps"]["algorithm"]["phase"] == "Succeeded"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
+STALE_AFTER = 600.0  # seconds: a step group empty and this old was left by an engine that was killed
 JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
 # rlimit -> (sh's ulimit flag, its unit): POSIX counts -c and -f in 512-byte blocks; -v (dash, bash) in KiB
 ULIMITS = {"core": ("c", 512), "nofile": ("n", 1), "fsize": ("f", 512), "as": ("v", 1024)}
@@ -44,6 +45,27 @@ def prepare_jobs_group(root: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def remove_stale_groups(root: Path, min_age: float = STALE_AFTER) -> int:
+    """Remove the empty step groups older than ``min_age`` seconds (an engine killed mid-step never
+    removed its own); returns how many. A group with a process in it is never removed (the kernel
+    refuses), and the age spares a group that an engine on this host has just created for its step."""
+    removed = 0
+    now = time.time()
+    for controller in CONTROLLERS:
+        try:
+            entries = list(os.scandir(root / controller / _own_path(controller) / "c2d"))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False) and now - entry.stat().st_mtime >= min_age:
+                    os.rmdir(entry.path)
+                    removed += 1
+            except OSError:  # in use, or removed by its own engine meanwhile
+                continue
+    return removed
 
 
 @dataclass

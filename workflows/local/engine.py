@@ -27,7 +27,7 @@ from c2d.settings import Settings
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, UnsupportedWorkflowError
-from workflows.local.cgroups import prepare_jobs_group
+from workflows.local.cgroups import prepare_jobs_group, remove_stale_groups
 from workflows.local.interpret import Plan, interpret
 from workflows.local.job import REPO_ROOT, JobRun
 from workflows.local.recovery import prepare_resume
@@ -70,6 +70,8 @@ class LocalEngine(BackgroundEngine):
         self.lock_conn = conn
         if not prepare_jobs_group(self.settings.engine.cgroup_root):
             log.warning("job steps could not get a lower CPU weight than the node (no cgroup v1 cpu controller)")
+        if stale := remove_stale_groups(self.settings.engine.cgroup_root):
+            log.info("removed %d step cgroup(s) left by engines that were killed", stale)
         if not compile_steps(REPO_ROOT):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -185,11 +187,10 @@ class LocalEngine(BackgroundEngine):
             if run.abandoned:
                 log.warning("job %s: left for recovery (engine shutting down)", run.job_id)
                 return
-            # The folder goes first: once the job is final nothing of it is left on disk (a crash in
-            # between is recovered from the recorded step states, which hold the result list).
+            self._finish(run, results)
+            # Then the folder (a crash in between leaves it to the next start's sweep, see _recover)
             if not self.settings.engine.keep_job_dirs:
                 run.cleanup()
-            self._finish(run, results)
         except Exception:  # a job thread must never leave its job running forever
             log.exception("job %s: engine error", run.job_id)
             self._finish_error(run.job_id, "internal engine error (see the engine log)")
@@ -228,6 +229,8 @@ class LocalEngine(BackgroundEngine):
         detail: dict[str, Any] = {"steps": run.states}
         if run.limits_missing:
             detail["limitsNotEnforced"] = run.limits_missing
+        with self.lock:
+            via = self.unwritten.pop(run.job_id, [])  # held back by the last step's end
         self._db(
             lambda: self.store.transition(
                 run.job_id,
@@ -238,6 +241,7 @@ class LocalEngine(BackgroundEngine):
                 results=results if results is not None else [],
                 stopreq=stopreq or None,
                 detail=detail,
+                via=via,
             )
         )
 
@@ -252,7 +256,15 @@ class LocalEngine(BackgroundEngine):
 
     # -- recovery -----------------------------------------------------------------------------
     def _recover(self) -> None:
-        for record in self.store.unfinished(ENGINE):
+        unfinished = self.store.unfinished(ENGINE)
+        # A job's folder outlives it only when an engine died between its final status and the folder's
+        # removal (or while a job failed to start): none of a finished job's data stays on disk.
+        keep = {record.job_id for record in unfinished}
+        for folder in [] if self.settings.engine.keep_job_dirs else self.settings.jobs_dir.iterdir():
+            if folder.name not in keep:
+                log.warning("removing the folder of job %s: the job is not running", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+        for record in unfinished:
             if record.status == JobStatus.WARMING_UP:
                 continue  # still queued: the dispatcher claims it
             log.warning("job %s: found unfinished after an engine restart (status %s)", record.job_id, record.status)

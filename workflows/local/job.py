@@ -2,7 +2,8 @@
 
 Reports every step state change to ``on_change(states, write)`` (the engine mirrors it into Postgres;
 ``write=False``: a step's end, which the engine may hold back until the next write — the next step's
-start follows at once, and a step starts only once its start is written). Data lives
+start follows at once, or the job's final status; a step starts only once its start is written, but
+for the input-fetch that starts a job: recovery runs it again from the start anyway). Data lives
 in ``<jobs dir>/<job id>/`` (mode 0700): ``volumes/<name>`` for the job's volumes and
 ``steps/<task>.log`` for each step's own output.
 """
@@ -169,7 +170,7 @@ class JobRun:
         # Publishing is not interrupted by a stop request: the user's logs and outputs are on their way.
         stop = threading.Event() if step.stage == "publish" else self.stop
         try:
-            return run_step(step, start, log_file, cgroup, watch, stop, min(ends) if ends else None)
+            return run_step(step, start, log_file, cgroup, watch, stop, min(ends) if ends else None, self.flush)
         finally:
             cgroup.remove()
 
@@ -177,7 +178,10 @@ class JobRun:
         attempt = 0
         while True:
             runner = "warm" if self.warm is not None and self.warm.supports(step) else "sandbox"
-            self._set(step.task, phase="Running", startedAt=_now(), attempt=attempt, runner=runner)
+            # Input-fetch steps that start a job are run again from the start by recovery anyway: their
+            # start is written with their end, or once they have run POLL seconds (see run_step).
+            first = step.stage == "configure" and all(self.plan.step(t).stage == "configure" for t in self.states)
+            self._set(step.task, phase="Running", startedAt=_now(), attempt=attempt, runner=runner, write=not first)
             outcome = self._attempt(step, attempt, deadline)
             retry = step.retry
             if outcome.phase == "Succeeded" or retry is None or attempt >= retry.limit or outcome.reason:
@@ -223,9 +227,7 @@ class JobRun:
                 results=results,
                 write=False,  # written with the next step's start, or below
             )
-        # written before the engine removes the job's folder: a crash after that still finds the results
-        self.flush()
-        return self.results()
+        return self.results()  # the last step's end is written with the job's final status
 
     def results(self) -> list[dict[str, Any]] | None:
         """The result list recorded by the step that declares a ``results`` output (None if none ran)."""

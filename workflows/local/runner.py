@@ -122,8 +122,10 @@ def run_step(
     watch: Watch,
     stop: threading.Event,
     deadline: float | None,
+    on_running: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Start the step and wait for it, killing it on stop/deadline/cap. ``deadline`` is monotonic."""
+    """Start the step and wait for it, killing it on stop/deadline/cap. ``deadline`` is monotonic.
+    ``on_running`` is called once if the step still runs after its first POLL seconds."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         proc = start()
@@ -131,9 +133,13 @@ def run_step(
         return Outcome("Error", None, f"could not start the sandbox: {exc.strerror or exc}")
     reason: str | None = None
     next_scan = time.monotonic() + SCAN_EVERY
+    running_since = time.monotonic()
     try:
         while proc.poll() is None:
             now = time.monotonic()
+            if on_running is not None and now - running_since >= POLL:
+                on_running()
+                on_running = None
             if stop.is_set():
                 reason = "stopped"
             elif deadline is not None and now >= deadline:
