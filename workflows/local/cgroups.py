@@ -80,20 +80,24 @@ class StepCgroup:
         for controller, value in wanted.items():
             if value is None:
                 continue
-            base = root / controller
-            group = base / _own_path(controller) / "c2d" / name
+            parent = root / controller / _own_path(controller) / "c2d"
+            group = parent / name
             try:
-                group.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.mkdir(group)
+                except FileNotFoundError:
+                    group.mkdir(parents=True, exist_ok=True)
+                except FileExistsError:
+                    pass
                 if controller == "memory":
-                    (group / "memory.limit_in_bytes").write_text(str(int(value)))
-                    memsw = group / "memory.memsw.limit_in_bytes"
-                    if memsw.exists():  # no swapping around the limit
-                        memsw.write_text(str(int(value)))
+                    _write(group / "memory.limit_in_bytes", int(value))
+                    if _has_memsw(parent):  # no swapping around the limit
+                        _write(group / "memory.memsw.limit_in_bytes", int(value))
                 elif controller == "pids":
-                    (group / "pids.max").write_text(str(int(value)))
+                    _write(group / "pids.max", int(value))
                 else:
-                    (group / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-                    (group / "cpu.cfs_quota_us").write_text(str(max(1000, int(float(value) * CPU_PERIOD_US))))
+                    _write(group / "cpu.cfs_period_us", CPU_PERIOD_US)
+                    _write(group / "cpu.cfs_quota_us", max(1000, int(float(value) * CPU_PERIOD_US)))
             except OSError:
                 made.missing.append(controller)
                 _rmdir(group)
@@ -117,15 +121,21 @@ class StepCgroup:
     def join(self, pid: int) -> None:
         """Put a process (not started through :meth:`prefix`) into every group."""
         for group in self.groups.values():
-            (group / "cgroup.procs").write_text(str(pid))
+            _write(group / "cgroup.procs", pid)
 
     def pids(self) -> set[int]:
         found: set[int] = set()
         for group in self.groups.values():
             try:
-                found.update(int(pid) for pid in (group / "cgroup.procs").read_text().split())
+                fd = os.open(group / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
+            try:
+                found.update(int(pid) for pid in _read_all(fd).split())
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
         return found
 
     def kill(self, timeout: float = 2.0) -> None:
@@ -164,6 +174,27 @@ class StepCgroup:
                 self.kill()
                 _rmdir(group)
         self.groups.clear()
+
+
+def _write(path: Path, value: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@functools.cache
+def _has_memsw(parent: Path) -> bool:
+    """Whether memory groups have a memory+swap limit here (swap accounting on); the same for every group."""
+    return (parent / "memory.memsw.limit_in_bytes").exists()
 
 
 def _rmdir(group: Path, attempts: int = 50) -> bool:
