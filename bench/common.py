@@ -89,6 +89,14 @@ def processes_named(name: str) -> list[int]:
     return pids
 
 
+def process_cmdline(pid: int) -> str:
+    """A process's command line (its arguments joined by NUL); empty if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def child_pids(pid: int) -> list[int]:
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -36,6 +36,7 @@ from common import (
     machine_cpu_seconds,
     peak_rss_mib,
     percentile,
+    process_cmdline,
     process_cpu_seconds,
     processes_named,
 )
@@ -131,11 +132,7 @@ def cpu_snapshot(settings: Settings, engine: LocalEngine) -> dict[str, float]:
     """CPU seconds spent so far by the machine and by each part of the node (see CPU_PARTS)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     runner = engine.warm.proc.pid if engine.warm is not None and engine.warm.proc is not None else None
-    postmasters = [
-        pid
-        for pid in processes_named("postgres")
-        if str(settings.data_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    ]
+    postmasters = [pid for pid in processes_named("postgres") if str(settings.data_dir) in process_cmdline(pid)]
     return {
         "machine": machine_cpu_seconds(),
         "engine": own.ru_utime + own.ru_stime,
