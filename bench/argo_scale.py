@@ -159,7 +159,7 @@ def main() -> int:
             history = conn.execute(
                 "SELECT job_id, array_agg(status ORDER BY id) FROM job_events GROUP BY job_id"
             ).fetchall()
-        submit_times = sorted(datetime.fromisoformat(r[3]).timestamp() for r in rows if r[3])
+        submit_times = sorted(datetime.fromisoformat(str(r[3])).timestamp() for r in rows if r[3])
         lags = []
         lost = failed = 0
         for job_id, status, finished, _ in rows:
@@ -169,9 +169,9 @@ def main() -> int:
             # lost: the Workflow ended but Postgres does not say so (or says the opposite)
             if seen is not None and (finished is None or (status == 70) != (phase == "Succeeded")):
                 lost += 1
-            if seen is not None and finished is not None:
+            if seen is not None and isinstance(finished, datetime):
                 lags.append(finished.replace(tzinfo=finished.tzinfo or UTC).timestamp() - seen)
-        disorder = sum(1 for _, statuses in history if list(statuses) != sorted(statuses))
+        disorder = sum(1 for _, statuses in history if isinstance(statuses, list) and statuses != sorted(statuses))
         span = (submit_times[-1] - submit_times[0]) if len(submit_times) > 1 else float("nan")
         print()
         print(f"jobs                       {args.jobs}")

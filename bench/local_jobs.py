@@ -95,7 +95,7 @@ def _finished(pool: Pool, job_ids: list[str]) -> dict[str, tuple[int, float, boo
             "FROM jobs WHERE job_id = ANY(%s) AND date_finished IS NOT NULL",
             (job_ids,),
         ).fetchall()
-    return {str(r[0]): (int(r[1]), float(r[2]), bool(r[3])) for r in rows}
+    return {str(r[0]): (int(str(r[1])), float(str(r[2])), bool(r[3])) for r in rows}
 
 
 def overhead(pool: Pool, submitter: Submitter, jobs: int) -> list[float]:

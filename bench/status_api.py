@@ -140,6 +140,7 @@ def main() -> int:
                 started = time.monotonic()
                 load = wrk(status_url, max(args.seconds, 15), 200, think_ms=100)
                 end = time.monotonic() + 120
+                finished = ok = 0
                 while time.monotonic() < end:
                     with pool.connection() as conn:
                         row = conn.execute(
@@ -148,19 +149,20 @@ def main() -> int:
                             (jobs,),
                         ).fetchone()
                     assert row is not None
-                    if row[0] == len(jobs):
+                    finished, ok = int(str(row[0])), int(str(row[1]))
+                    if finished == len(jobs):
                         break
                     time.sleep(0.5)
                 print(
                     f"200 clients polling every 0.1 s while {len(jobs)} jobs run: {load[0]:.0f} req/s, "
-                    f"p99 {load[1]:.1f} ms, errors {load[2]}, jobs finished {row[0]}/{len(jobs)} ({row[1]} ok) "
+                    f"p99 {load[1]:.1f} ms, errors {load[2]}, jobs finished {finished}/{len(jobs)} ({ok} ok) "
                     f"after {time.monotonic() - started:.0f} s"
                 )
             finally:
                 for proc in (provider, hello):
                     proc.terminate()
                     proc.wait(30)
-    failed = ours[2] or load[2] or row[0] != len(jobs)
+    failed = ours[2] or load[2] or finished != len(jobs)
     return 1 if failed else 0
 
 

@@ -82,7 +82,8 @@ def make_environment(**overrides: object) -> ComputeEnvironment:
 
 def render(spec: JobSpec, env: ComputeEnvironment, store_dir: Path, volume: str = "pvc") -> dict[str, object]:
     options = BuildOptions(results_host_dir=str(store_dir / spec.job_id), volume=volume)
-    return build_workflow(spec, env, default_registry(), options).to_dict()
+    workflow: dict[str, object] = build_workflow(spec, env, default_registry(), options).to_dict()
+    return workflow
 
 
 def new_job(spec: JobSpec, env: ComputeEnvironment, workflow: dict[str, Any], engine: str) -> NewJob:
