@@ -35,10 +35,15 @@ def _own_path(controller: str) -> str:
     return ""
 
 
+def _jobs_group(root: Path, controller: str) -> Path:
+    """The group under which every step's group of ``controller`` is made (``c2d`` below this process's)."""
+    return root / controller / _own_path(controller) / "c2d"
+
+
 def prepare_jobs_group(root: Path) -> bool:
     """Give the group that holds every step a low CPU weight: when the machine is saturated, the node's
     own processes (the API, the engine, Postgres) still get the CPU they need. False if not possible."""
-    group = root / "cpu" / _own_path("cpu") / "c2d"
+    group = _jobs_group(root, "cpu")
     try:
         group.mkdir(parents=True, exist_ok=True)
         (group / "cpu.shares").write_text(str(JOBS_CPU_SHARES))
@@ -55,7 +60,7 @@ def remove_stale_groups(root: Path, min_age: float = STALE_AFTER) -> int:
     now = time.time()
     for controller in CONTROLLERS:
         try:
-            entries = list(os.scandir(root / controller / _own_path(controller) / "c2d"))
+            entries = list(os.scandir(_jobs_group(root, controller)))
         except OSError:
             continue
         for entry in entries:
@@ -80,15 +85,10 @@ class StepCgroup:
         for controller, value in wanted.items():
             if value is None:
                 continue
-            parent = root / controller / _own_path(controller) / "c2d"
+            parent = _jobs_group(root, controller)
             group = parent / name
             try:
-                try:
-                    os.mkdir(group)
-                except FileNotFoundError:
-                    group.mkdir(parents=True, exist_ok=True)
-                except FileExistsError:
-                    pass
+                group.mkdir(parents=True, exist_ok=True)
                 if controller == "memory":
                     _write(group / "memory.limit_in_bytes", int(value))
                     if _has_memsw(parent):  # no swapping around the limit
@@ -127,15 +127,10 @@ class StepCgroup:
         found: set[int] = set()
         for group in self.groups.values():
             try:
-                fd = os.open(group / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+                with open(group / "cgroup.procs", "rb", buffering=0) as procs:
+                    found.update(int(pid) for pid in procs.read().split())
             except OSError:
                 continue
-            try:
-                found.update(int(pid) for pid in _read_all(fd).split())
-            except OSError:
-                continue
-            finally:
-                os.close(fd)
         return found
 
     def kill(self, timeout: float = 2.0) -> None:
@@ -182,13 +177,6 @@ def _write(path: Path, value: int) -> None:
         os.write(fd, str(value).encode())
     finally:
         os.close(fd)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @functools.cache

@@ -259,11 +259,12 @@ class LocalEngine(BackgroundEngine):
         unfinished = self.store.unfinished(ENGINE)
         # A job's folder outlives it only when an engine died between its final status and the folder's
         # removal (or while a job failed to start): none of a finished job's data stays on disk.
-        keep = {record.job_id for record in unfinished}
-        for folder in [] if self.settings.engine.keep_job_dirs else self.settings.jobs_dir.iterdir():
-            if folder.name not in keep:
-                log.warning("removing the folder of job %s: the job is not running", folder.name)
-                shutil.rmtree(folder, ignore_errors=True)
+        if not self.settings.engine.keep_job_dirs:
+            keep = {record.job_id for record in unfinished}
+            for folder in self.settings.jobs_dir.iterdir():
+                if folder.name not in keep:
+                    log.warning("removing the folder of job %s: the job is not running", folder.name)
+                    shutil.rmtree(folder, ignore_errors=True)
         for record in unfinished:
             if record.status == JobStatus.WARMING_UP:
                 continue  # still queued: the dispatcher claims it

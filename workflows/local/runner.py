@@ -132,8 +132,8 @@ def run_step(
     except OSError as exc:
         return Outcome("Error", None, f"could not start the sandbox: {exc.strerror or exc}")
     reason: str | None = None
-    next_scan = time.monotonic() + SCAN_EVERY
     running_since = time.monotonic()
+    next_scan = running_since + SCAN_EVERY
     try:
         while proc.poll() is None:
             now = time.monotonic()
