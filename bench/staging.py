@@ -69,13 +69,21 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
             ["/usr/bin/time", "-f", "%M", "-o", report.name, *argv], env=env, capture_output=True, text=True
         )
         seconds = time.perf_counter() - start
+        subprocess.run(["sync"], check=False)  # untimed: the next run does not start with this one's writeback
         if done.returncode != 0:
             raise SystemExit(f"{argv[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
         return seconds, int(report.read().split()[-1]) / 1024
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=False)
+def fresh(folder: Path, *, create: bool = True) -> None:
+    """Remove ``folder`` (this program's output of the previous round) right before a timed run. Every
+    timed run is followed by a sync (see :func:`timed`), so every run starts the same way: nothing left
+    to write back, and its previous 1 GiB just removed. (Before, input-fetch started right after the
+    write-back of curl's 1 GiB, curl after next to none; input-fetch measured ~50% slower so on this
+    VM, curl the same either way.)"""
+    shutil.rmtree(folder, ignore_errors=True)
+    if create:
+        folder.mkdir()
 
 
 def main() -> int:
@@ -100,31 +108,24 @@ def main() -> int:
         runs: dict[str, list[tuple[float, float]]] = {}
         for run in range(6):  # the first warms the page cache; the median of the other five is kept
             results: dict[str, tuple[float, float]] = {}
-            shutil.rmtree(work / "curl", ignore_errors=True)
-            (work / "curl").mkdir()
-            drop_caches()
+            fresh(work / "curl")
             results["raw fetch (curl)"] = timed(["curl", "-sf", "-o", str(work / "curl" / "big.bin"), url])
-            shutil.rmtree(work / "data", ignore_errors=True)
             spec = FetchSpec(
                 datasets=[DatasetInput(did=DID, files=[InputFile(url=url, checksum=digest.hexdigest())])],
                 algorithm=AlgorithmInput(raw_code="pass"),
                 max_bytes=2 * size,
                 access=StoreAccess(allow_hosts=[url.split("/")[2]]),
             )
-            drop_caches()
+            fresh(work / "data", create=False)
             fetch_env = env | {"C2D_FETCH_SPEC": spec.model_dump_json()}
             results["input-fetch"] = timed([*python, "-m", "steps.fetch", "--data", str(work / "data")], fetch_env)
             outputs = work / "data" / "outputs"
             os.replace(work / "data" / "inputs" / DID.removeprefix("did:op:") / "0", outputs / "big.bin")
-            shutil.rmtree(work / "cp", ignore_errors=True)
-            (work / "cp").mkdir()
-            drop_caches()
+            fresh(work / "cp")
             results["raw publish (cp + sync)"] = timed(
                 ["sh", "-c", f"cp {outputs / 'big.bin'} {work / 'cp'} && sync -f {work / 'cp' / 'big.bin'}"]
             )
-            shutil.rmtree(work / "store", ignore_errors=True)
-            (work / "store").mkdir()
-            drop_caches()
+            fresh(work / "store")
             results["output-publish"] = timed(
                 [
                     *python,
