@@ -8,6 +8,7 @@ algorithm failed, 75 a transient failure remained after retries, 2 bad instructi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -116,6 +117,7 @@ def load_spec(raw: str | None) -> FetchPlan:
     return parse_fetch_spec(raw)
 
 
+@functools.cache  # one per process: the warm step runner's children reuse the one it built
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steps.fetch", description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="the job's data volume")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import stat
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from steps.common import setup_logging, walk_entries
 DEFAULT_DENY = ("*.key", "*.pem")
 
 
+@functools.cache  # one per process: the warm step runner's children reuse the one it built
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steps.filter", description=__doc__)
     parser.add_argument("--outputs", type=Path, required=True)

@@ -97,6 +97,7 @@ class Publisher:
         return 0
 
 
+@functools.cache  # one per process: the warm step runner's children reuse the one it built
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steps.publish", description=__doc__)
     parser.add_argument("--data", type=Path, required=True)

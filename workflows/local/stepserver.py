@@ -115,8 +115,8 @@ def serve(sock: socket.socket) -> None:
 def main() -> int:
     for module in PRELOAD:
         importlib.import_module(module)
-    for module in PROGRAMS:  # the point of the server: every child starts with these loaded, and with the
-        importlib.import_module(module).parser()  # regexes and translations of argparse already cached
+    for module in PROGRAMS:  # the point of the server: every child starts with these loaded, and with each
+        importlib.import_module(module).parser()  # program's argument parser built (it is cached)
     # Nothing allocated so far is ever collected: the collector then never writes to those objects, and
     # the children's copy-on-write pages stay shared.
     gc.freeze()
