@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
 	@echo "make test   - set everything up and run the test suite (what CI runs)"
-	@echo "make lint   - ruff + mypy (strict) on our packages and the benchmarks"
+	@echo "make lint   - ruff + mypy (strict) on our packages, the tests and the benchmarks"
 	@echo "make bench  - the local benchmarks: per-job overhead and throughput, status endpoint, staging"
 	@echo "make e2e    - build (cached) and start the kwok + real Argo control plane, run the e2e tests"
 	@echo "make cluster-up / cluster-down - start / stop that control plane (127.0.0.1 only)"
@@ -60,6 +60,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check c2d provider workflows steps tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy bench
+	$(VENV)/bin/mypy tests
 
 bench: setup
 	@tools/setup_system.sh bench

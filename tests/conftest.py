@@ -79,14 +79,17 @@ def addresses(stack: Stack) -> OceanAddresses:
 
 @pytest.fixture(scope="session")
 def provider_account(settings: Settings) -> LocalAccount:
-    return Account.from_key(settings.provider.private_key.get_secret_value())
+    account: LocalAccount = Account.from_key(settings.provider.private_key.get_secret_value())
+    return account
 
 
 @pytest.fixture(scope="session")
 def publisher() -> LocalAccount:
-    return Account.from_key(ANVIL_KEYS[2])
+    account: LocalAccount = Account.from_key(ANVIL_KEYS[2])
+    return account
 
 
 @pytest.fixture(scope="session")
 def consumer() -> LocalAccount:
-    return Account.from_key(ANVIL_KEYS[3])
+    account: LocalAccount = Account.from_key(ANVIL_KEYS[3])
+    return account

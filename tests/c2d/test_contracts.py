@@ -7,6 +7,7 @@ import time
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 
 from c2d.chain.assets import (
     ONE_TOKEN,
@@ -56,7 +57,7 @@ def test_every_contract_of_the_address_file_is_on_the_chain(
 
 def _fee(provider: LocalAccount, datatoken: str, valid_for: int = 600) -> ProviderFee:
     data = provider_data_bytes("env-1", time.time(), datatoken, "svc-compute")
-    return sign_provider_fee(provider.key.to_0x_hex(), data, ZERO_ADDRESS, 0, int(time.time()) + valid_for)
+    return sign_provider_fee(HexBytes(provider.key).to_0x_hex(), data, ZERO_ADDRESS, 0, int(time.time()) + valid_for)
 
 
 def test_create_nft_and_datatoken_then_start_an_order_and_read_its_events(

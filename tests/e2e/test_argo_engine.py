@@ -21,6 +21,7 @@ from workflows.argo.kube import KubeClient
 from workflows.argo.objects import FINALIZER, secret_name
 from workflows.argo.watcher import SELECTOR, Watcher
 from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
+from workflows.spec import JobSpec
 
 from .conftest import DURATION, EXIT_CODE, RESULTS, ArgoJobs, Cluster, EngineProcess
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.e2e
 ENV = make_environment()
 
 
-def _spec() -> object:
+def _spec() -> JobSpec:
     return job_spec("print('hi')", ["https://example.com/data.csv"])
 
 
@@ -146,7 +147,9 @@ def test_killing_and_restarting_the_watcher_mid_run_loses_nothing(
         argo_jobs.wait_workflow(
             job_id, lambda w: bool(w["metadata"].get("deletionTimestamp")), timeout=60
         )  # finished, and deleted by its TTL
-        assert argo_jobs.store.get(job_id).status == JobStatus.RUNNING_ALGORITHM  # nobody mirrored it
+        mirrored = argo_jobs.store.get(job_id)
+        assert mirrored is not None
+        assert mirrored.status == JobStatus.RUNNING_ALGORITHM  # nobody mirrored it
         engine.start()
         job = argo_jobs.wait(job_id, timeout=60)
         assert job.status == JobStatus.JOB_FINISHED, job.status_text
@@ -191,13 +194,16 @@ def test_replaying_an_event_changes_nothing(
     job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "3000"}})
     argo_jobs.wait(job_id, lambda job: job.status == JobStatus.RUNNING_ALGORITHM)
     running = argo_jobs.workflow(job_id)
+    assert running is not None
     argo_jobs.wait(job_id)
     final = argo_jobs.store.get(job_id)
+    assert final is not None
     events = argo_jobs.store.events(job_id)
     watcher = Watcher(argo_settings, pool, kube)
     for replay in (running, running):  # an old event, twice: the final state stays final
         watcher.handle(replay)
     after = argo_jobs.store.get(job_id)
+    assert after is not None
     assert (after.status, after.status_text, after.results, after.details) == (
         final.status,
         final.status_text,

@@ -26,7 +26,7 @@ def test_a_job_started_through_the_provider_runs_on_argo(
     assert response.status_code == 200, response.text
     job_id = response.json()[0]["jobId"]
 
-    seen = []
+    seen: list[int] = []
     end = time.monotonic() + 90
     while True:
         (status,) = market.client.get(

@@ -4,10 +4,12 @@ starts anything."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from c2d.chain.assets import DataAsset
 from c2d.chain.signing import ProviderFee, sign_provider_fee
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
@@ -23,9 +25,10 @@ ALGORITHM = (
     b"open('/data/outputs/count.txt', 'w').write(str(len(rows)))\n"
 )
 DATA = b"a\nb\nc\n"
+Bought = tuple[DataAsset, DataAsset, str, str | None]  # dataset, algorithm, their transferTxIds
 
 
-def _trust(algorithm_did: str, **extra: str) -> dict[str, object]:
+def _trust(algorithm_did: str, **extra: str) -> dict[str, Any]:  # keyword arguments of Market.publish
     return {
         "compute": {
             "allowRawAlgorithm": False,
@@ -63,7 +66,7 @@ def test_order_and_run_a_job_end_to_end(market: Market, consumer: LocalAccount, 
     assert answer["datasets"][0]["validOrder"] == data_tx and "providerFee" in answer["datasets"][0]
 
 
-def _rejected(market: Market, pool: Pool, consumer: LocalAccount, body: dict[str, object]) -> dict[str, object]:
+def _rejected(market: Market, pool: Pool, consumer: LocalAccount, body: dict[str, Any]) -> dict[str, Any]:
     before = _job_count(pool, consumer)
     response = market.client.post("/api/services/compute", json=body)
     assert response.status_code == 400, response.text
@@ -72,7 +75,7 @@ def _rejected(market: Market, pool: Pool, consumer: LocalAccount, body: dict[str
 
 
 @pytest.fixture
-def bought(market: Market, consumer: LocalAccount) -> tuple[object, object, str, str | None]:
+def bought(market: Market, consumer: LocalAccount) -> Bought:
     algorithm = market.publish("algorithm", ALGORITHM)
     dataset = market.publish("dataset", DATA, **_trust(algorithm.did))
     data_tx, algo_tx = market.buy(consumer, dataset, algorithm)
@@ -80,7 +83,7 @@ def bought(market: Market, consumer: LocalAccount) -> tuple[object, object, str,
 
 
 def test_signature_nonce_environment_and_did_rejections(
-    market: Market, pool: Pool, consumer: LocalAccount, publisher: LocalAccount, bought: tuple
+    market: Market, pool: Pool, consumer: LocalAccount, publisher: LocalAccount, bought: Bought
 ) -> None:
     dataset, algorithm, data_tx, algo_tx = bought
     forged = market.start_body(consumer, dataset, data_tx, algorithm, algo_tx, signer=publisher)
@@ -93,26 +96,26 @@ def test_signature_nonce_environment_and_did_rejections(
     assert "not greater than the last one used" in str(_rejected(market, pool, consumer, body)["errors"])
 
     body = market.start_body(consumer, dataset, data_tx, algorithm, algo_tx)
-    body["dataset"]["documentId"] = "did:op:" + "00" * 32  # type: ignore[index]
+    body["dataset"]["documentId"] = "did:op:" + "00" * 32
     body["signature"] = _resign(consumer, body)
     assert _rejected(market, pool, consumer, body)["error"] == {"dataset.documentId": "did_not_found"}
 
 
-def _resign(account: LocalAccount, body: dict[str, object]) -> str:
+def _resign(account: LocalAccount, body: dict[str, Any]) -> str:
     from c2d.chain.signing import sign_message
 
-    did = body["dataset"]["documentId"]  # type: ignore[index]
+    did = body["dataset"]["documentId"]
     return sign_message(account.key.hex(), f"{account.address}{did}{body['nonce']}")
 
 
 def test_order_rejections(
-    market: Market, pool: Pool, consumer: LocalAccount, publisher: LocalAccount, bought: tuple
+    market: Market, pool: Pool, consumer: LocalAccount, publisher: LocalAccount, bought: Bought
 ) -> None:
     dataset, algorithm, data_tx, algo_tx = bought
     # Someone else presents the consumer's order.
     body = market.start_body(publisher, dataset, data_tx, algorithm, algo_tx)
     error = _rejected(market, pool, publisher, body)
-    assert list(error["error"].values()) == ["order_invalid"]  # type: ignore[union-attr]
+    assert list(error["error"].values()) == ["order_invalid"]
     assert "not for " + publisher.address in str(error["reason"])
 
     # A provider fee signed by another key (valid on chain, not ours).
@@ -156,7 +159,7 @@ def test_order_rejections(
 
 def test_trusted_algorithm_rejections(market: Market, pool: Pool, consumer: LocalAccount) -> None:
     algorithm = market.publish("algorithm", ALGORITHM)
-    refused_at_initialize = [
+    refused_at_initialize: list[tuple[dict[str, Any], str]] = [
         (
             {"compute": {"publisherTrustedAlgorithms": [], "publisherTrustedAlgorithmPublishers": []}},
             "not_trusted_algo",

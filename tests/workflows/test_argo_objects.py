@@ -22,7 +22,8 @@ SPEC = job_spec("print(1)", ["https://secret.example.com/data.csv?token=abc"])
 
 def _workflow() -> dict[str, Any]:
     options = BuildOptions(results_target="pvc", volume="emptyDir")
-    return build_workflow(SPEC, make_environment(), default_registry(), options).to_dict()
+    workflow: dict[str, Any] = build_workflow(SPEC, make_environment(), default_registry(), options).to_dict()
+    return workflow
 
 
 def _node(wf: str, task: str, phase: str, **extra: Any) -> dict[str, Any]:

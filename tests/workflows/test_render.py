@@ -51,7 +51,8 @@ def _render(pipeline: tuple[str, ...], volume: str = "pvc", results: str = "loca
     )
     env = make_environment(pipeline=pipeline)
     options = BuildOptions(results_host_dir=f"/var/lib/c2d/store/{JOB_ID}", volume=volume, results_target=results)
-    return build_workflow(spec, env, default_registry(), options).to_dict()
+    rendered: dict[str, Any] = build_workflow(spec, env, default_registry(), options).to_dict()
+    return rendered
 
 
 CASES = {

@@ -19,7 +19,8 @@ from workflows.local.engine import LocalEngine
 from workflows.local.interpret import Step
 from workflows.local.landlock import MIN_ABI, abi_version, confine
 from workflows.local.runner import Watch, run_step
-from workflows.local.warm import WarmRunner
+from workflows.local.sandbox import Bind
+from workflows.local.warm import WarmProcess, WarmRunner
 
 from .conftest import FileServer, Jobs
 from .jobs import job_spec, make_environment
@@ -100,13 +101,17 @@ def test_a_warm_step_reaches_only_its_own_job(stack: Stack, tmp_path: Path) -> N
     runner = WarmRunner(settings.engine, Path(__file__).resolve().parents[2], (jobs, settings.store_dir), ())
     assert runner.start(tmp_path / "stepserver.log")
     try:
-        binds = [(own, "/data", False, None)]
+        binds: list[Bind] = [(own, "/data", False, None)]
         for outputs, expected_code in (("/data/outputs", 0), (str(other / "outputs"), 1)):
             log = scratch / f"filter-{expected_code}.log"
             step = _filter_step(outputs)
+
+            def launch(step: Step = step, log: Path = log) -> WarmProcess:
+                return runner.launch(step, binds, scratch, log, {}, StepCgroup())
+
             outcome = run_step(
                 step,
-                lambda step=step, log=log: runner.launch(step, binds, scratch, log, {}, StepCgroup()),  # type: ignore[misc]
+                launch,
                 log,
                 StepCgroup(),
                 Watch((), None, None),
