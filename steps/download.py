@@ -36,27 +36,36 @@ class Fetched:
 
 
 class _Hasher:
-    """sha256 on another thread (hashlib releases the GIL), so hashing overlaps the network and the disk;
-    at most QUEUED chunks wait, so memory stays flat."""
+    """sha256 of a download. The first chunk is hashed inline (a file of one chunk, the common small case,
+    never starts a thread); from the second on, on another thread (hashlib releases the GIL), so hashing
+    overlaps the network and the disk; at most QUEUED chunks wait, so memory stays flat."""
 
     QUEUED = 4
 
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
         self.chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        self.first = True
 
     def _run(self) -> None:
         while (chunk := self.chunks.get()) is not None:
             self.digest.update(chunk)
 
     def update(self, chunk: bytes) -> None:
+        if self.first:  # no thread yet: nothing queued can come before this chunk
+            self.first = False
+            self.digest.update(chunk)
+            return
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
         self.chunks.put(chunk)
 
     def hexdigest(self) -> str:
-        self.chunks.put(None)
-        self.thread.join()
+        if self.thread is not None:
+            self.chunks.put(None)
+            self.thread.join()
         return self.digest.hexdigest()
 
 

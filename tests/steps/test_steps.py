@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from c2d.storage.http import CHUNK
 from steps.exceptions import SpecError
 from steps.spec import parse_fetch_spec
 from tests.fileserver import FileServer
@@ -45,6 +47,23 @@ def test_fetch_refuses_oversized_inputs_and_leaves_no_partial_file(tmp_path: Pat
     assert done.returncode == 31, done.stderr
     assert "over the 4096 bytes left for inputs" in (tmp_path / "adminlogs" / "configure.log").read_text()
     assert os.listdir(tmp_path / "inputs" / DID.removeprefix("did:op:")) == []
+
+
+def test_fetch_checks_the_sha256_of_one_chunk_and_many_chunk_files(tmp_path: Path, file_server: FileServer) -> None:
+    """A file of one chunk is hashed inline, a bigger one on a hashing thread: both are checked alike."""
+    for name, body in (("small.csv", b"a,b\n1,2\n"), ("big.bin", os.urandom(2 * CHUNK + 12_345))):
+        file_server.files[f"/{name}"] = body
+        for checksum, code in ((hashlib.sha256(body).hexdigest(), 0), ("00" * 32, 31)):
+            spec = _spec(f"{file_server.url}/{name}", max_bytes=len(body), allow=[file_server.host])
+            spec.datasets[0].files[0].checksum = checksum
+            data = tmp_path / f"{name}-{code}"
+            done = _fetch(data, spec)
+            assert done.returncode == code, done.stderr
+            fetched = data / "inputs" / DID.removeprefix("did:op:") / "0"
+            if code == 0:
+                assert fetched.read_bytes() == body
+            else:
+                assert "does not match the declared checksum" in done.stderr and not fetched.exists()
 
 
 def test_fetch_refuses_bad_instructions_and_schemes(tmp_path: Path) -> None:
