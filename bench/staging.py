@@ -79,8 +79,8 @@ def fresh(folder: Path, *, create: bool = True) -> None:
     """Remove ``folder`` (this program's output of the previous round) right before a timed run. Every
     timed run is followed by a sync (see :func:`timed`), so every run starts the same way: nothing left
     to write back, and its previous 1 GiB just removed. (Before, input-fetch started right after the
-    write-back of curl's 1 GiB, curl after next to none; input-fetch measured ~50% slower so on this
-    VM, curl the same either way.)"""
+    write-back of curl's 1 GiB and curl after next to none; started that way, input-fetch measured ~50%
+    slower on this VM, curl no slower.)"""
     shutil.rmtree(folder, ignore_errors=True)
     if create:
         folder.mkdir()
