@@ -66,13 +66,13 @@ def machine_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int, waited_children: bool = True) -> float:
+def process_cpu_seconds(pid: int) -> float:
     """CPU time of a process (user + system), with that of its children it has waited for; 0 if gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    ticks = sum(int(value) for value in fields[11 : 15 if waited_children else 13])
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -14,6 +14,7 @@ Targets (issue 7): >= 90% of raw throughput, RSS flat (<= 100 MB).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -26,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import REPO
+from common import REPO, peak_rss_mib
 
 from c2d.settings import EngineSettings
 from workflows.local.cgroups import StepCgroup
@@ -114,7 +115,8 @@ class WarmSteps:
         process = self.runner.launch(step, binds, tmp, log, {}, StepCgroup())
         peak = 0.0
         while process.poll() is None:
-            peak = max(peak, _high_water_mib(process.pid))
+            with contextlib.suppress(OSError):  # it may have exited since poll()
+                peak = max(peak, peak_rss_mib(process.pid))
             process.wait_exit(0.02)
         seconds = time.perf_counter() - start
         subprocess.run(["sync"], check=False)
@@ -124,15 +126,6 @@ class WarmSteps:
 
     def close(self) -> None:
         self.runner.close()
-
-
-def _high_water_mib(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), "0")
-    return int(kib) / 1024
 
 
 def main() -> int:
