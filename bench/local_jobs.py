@@ -56,11 +56,7 @@ ALGORITHM = "open('/data/outputs/out.txt', 'w').write('ok')"
 
 def floor_seconds(settings: Settings, repeats: int = 15) -> float:
     """Median wall time of three bare sandboxed starts (same bubblewrap flags, /bin/true)."""
-    step = Step(
-        task="floor", template="floor", stage="algorithm", image="python", command=["/bin/true"], env={},
-        working_dir=None, mounts=[], egress=False, cpu=None, memory=None, disk=None, pids=None, max_files=None,
-        deadline=None, retry=None, outputs={}, depends=None,
-    )  # fmt: skip
+    step = Step.bare("floor", "algorithm", "python", ["/bin/true"])
     runtime = resolve_runtime("python", settings.engine.runtimes)
     argv = bwrap_command(settings.engine.bwrap, step, runtime, [])
     env = step_environment(step, runtime)

@@ -104,11 +104,7 @@ class WarmSteps:
         self.started = self.runner.start(work / "stepserver.log")
 
     def timed(self, command: list[str], env: dict[str, str], binds: list[Bind]) -> tuple[float, float]:
-        step = Step(
-            task="bench", template="bench", stage="configure", image=self.engine.step_image,
-            command=["python", "-m", *command], env=env, working_dir=None, mounts=[], egress=True, cpu=None,
-            memory=None, disk=None, pids=None, max_files=None, deadline=None, retry=None, outputs={}, depends=None,
-        )  # fmt: skip
+        step = Step.bare("bench", "configure", self.engine.step_image, ["python", "-m", *command], env=env, egress=True)
         tmp, log = self.work / "warm-tmp", self.work / "warm.log"
         tmp.mkdir(exist_ok=True)
         start = time.perf_counter()

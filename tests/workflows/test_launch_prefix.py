@@ -54,11 +54,7 @@ def test_a_limit_it_cannot_set_fails_the_step_with_the_reason(tmp_path: Path) ->
     with open(log, "wb") as out:
         code = subprocess.run([*cgroup.prefix({"nofile": 10**9}), "true"], stdout=out, stderr=out).returncode
     assert code == 125
-    step = Step(
-        task="algorithm", template="algorithm", stage="algorithm", image="python", command=["true"], env={},
-        working_dir=None, mounts=[], egress=False, cpu=None, memory=None, disk=None, pids=None, max_files=None,
-        deadline=None, retry=None, outputs={}, depends=None,
-    )  # fmt: skip
+    step = Step.bare("algorithm", "algorithm", "python", ["true"])
     outcome = step_outcome(step, code, None, cgroup, Watch((), None, None), log)
     assert (outcome.phase, outcome.message) == ("Error", "could not set nofile to 1000000000")
     # the algorithm's own exit code 125 stays the algorithm's failure

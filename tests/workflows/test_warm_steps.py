@@ -80,12 +80,12 @@ def test_confined_child_writes_only_its_folders_and_signals_nobody(tmp_path: Pat
 
 
 def _filter_step(outputs: str) -> Step:
-    return Step(
-        task="result-filter", template="result-filter", stage="filter", image="c2d-steps:latest",
-        command=["python", "-m", "steps.filter", "--outputs", outputs, "--deny", "*"], env={}, working_dir=None,
-        mounts=[], egress=False, cpu=None, memory=None, disk=None, pids=None, max_files=None, deadline=None,
-        retry=None, outputs={}, depends=None,
-    )  # fmt: skip
+    return Step.bare(
+        "result-filter",
+        "filter",
+        "c2d-steps:latest",
+        ["python", "-m", "steps.filter", "--outputs", outputs, "--deny", "*"],
+    )
 
 
 def test_a_warm_step_reaches_only_its_own_job(stack: Stack, tmp_path: Path) -> None:

@@ -84,6 +84,25 @@ class Step:
     outputs: dict[str, str]  # output parameter -> path inside the step
     depends: str | None
 
+    @classmethod
+    def bare(
+        cls,
+        task: str,
+        stage: str,
+        image: str,
+        command: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        egress: bool = False,
+    ) -> Step:
+        """A step outside any Workflow (the warm runner itself, benchmarks, tests): named ``task`` after its
+        template, no mounts, limits, deadline, retry, outputs or dependencies."""
+        return cls(
+            task=task, template=task, stage=stage, image=image, command=command, env=env or {}, working_dir=None,
+            mounts=[], egress=egress, cpu=None, memory=None, disk=None, pids=None, max_files=None, deadline=None,
+            retry=None, outputs={}, depends=None,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Volume:

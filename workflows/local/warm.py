@@ -91,12 +91,13 @@ class WarmRunner:
             log.info("warm step runner off: Landlock ABI %s < %s; every step gets its own sandbox", abi, MIN_ABI)
             return False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        server = Step(
-            task="stepserver", template="stepserver", stage="configure", image=self.engine.step_image,
-            command=["python", "-m", "workflows.local.stepserver", str(theirs.fileno())], env={}, working_dir=None,
-            mounts=[], egress=True, cpu=None, memory=None, disk=None, pids=None, max_files=None, deadline=None,
-            retry=None, outputs={}, depends=None,
-        )  # fmt: skip
+        server = Step.bare(
+            "stepserver",
+            "configure",
+            self.engine.step_image,
+            ["python", "-m", "workflows.local.stepserver", str(theirs.fileno())],
+            egress=True,
+        )
         binds: list[Bind] = [(path, str(path), False, None) for path in self.writable]
         argv = bwrap_command(self.engine.bwrap, server, self.runtime, binds, self.hidden, host_pids=True)
         log_file.parent.mkdir(parents=True, exist_ok=True)
