@@ -3,7 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# the venv's interpreter: the distribution's optimised build when it is recent enough (tools/pick_python.sh)
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell tools/pick_python.sh)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -22,7 +25,7 @@ help:
 
 # --- setup -----------------------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml
-	@echo "[setup] python virtualenv in $(VENV)"
+	@echo "[setup] python virtualenv in $(VENV) (with $(PYTHON))"
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python >= 3.11 is needed")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip

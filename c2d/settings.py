@@ -177,7 +177,7 @@ class RuntimeSettings(BaseModel):
 
 def _default_runtimes() -> list[RuntimeSettings]:
     base = Path(sys.base_prefix)
-    path_env = f"{base}/bin:/usr/local/bin:/usr/bin:/bin"
+    path_env = ":".join(dict.fromkeys([f"{base}/bin", "/usr/local/bin", "/usr/bin", "/bin"]))  # base may be /usr
     # python:*-slim images hold the interpreter and its standard library only: the host's installed
     # packages stay out of sight (they are none of the algorithm's business, and their .pth hooks would
     # run at every interpreter start).

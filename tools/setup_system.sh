@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the node needs, only when they are missing:
 #   postgresql (server binaries for the embedded database), bubblewrap (the local engine's sandbox),
-#   util-linux (unshare, to run PostgreSQL as root inside a user namespace).
+#   util-linux (unshare, to run PostgreSQL as root inside a user namespace), python-is-python3 (below).
 # `setup_system.sh bench` also installs what the benchmarks drive the node with: wrk, curl, GNU time.
 set -euo pipefail
 
@@ -9,6 +9,12 @@ missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# The python:* runtimes run Ocean's `python $ALGO` with the interpreter the venv was made from; the
+# distribution's has a `python` command only with python-is-python3 (the python:* images have one).
+venv_python="$(dirname "$0")/../.venv/bin/python"
+if [ -x "$venv_python" ] && [ "$("$venv_python" -c 'import sys; print(sys.base_prefix)')" = /usr ]; then
+  [ -e /usr/bin/python ] || missing+=(python-is-python3)
+fi
 if [ "${1:-}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v curl >/dev/null 2>&1 || missing+=(curl)

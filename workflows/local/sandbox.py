@@ -97,6 +97,11 @@ def _system_binds(egress: bool) -> list[str]:
     return args
 
 
+def _system_dir(path: Path) -> bool:
+    """Whether ``path`` is in a system folder that every sandbox mounts (see :func:`_system_binds`)."""
+    return any(path.is_relative_to(d) and Path(d).is_dir() and not Path(d).is_symlink() for d in SYSTEM_DIRS)
+
+
 def bwrap_command(
     bwrap: str,
     step: Step,
@@ -138,7 +143,8 @@ def bwrap_command(
         if host is None:
             args += [*(["--size", str(size)] if size else []), "--tmpfs", inside]
     for path in runtime.paths:
-        args += ["--ro-bind", str(path), str(path)]
+        if not _system_dir(path):  # e.g. /usr for the distribution's own Python: mounted already
+            args += ["--ro-bind", str(path), str(path)]
     for path in hidden:  # e.g. the node's data dir inside the repository: secrets, other jobs
         if any(path.is_relative_to(p) for p in runtime.paths) and path.exists():
             args += ["--tmpfs", str(path)]
