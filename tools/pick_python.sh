@@ -4,7 +4,7 @@
 # Distribution builds (Debian, Ubuntu, Fedora), like the python:* images the node runs in on a cluster,
 # are compiled with profile-guided and link-time optimisation; version managers' default builds
 # (pyenv's) are not, and every Python process of a job pays for it: on this project's 2-core CI machine
-# pyenv's 3.11 took 5-20% more CPU per job than Debian's (bench/local_jobs.py, alternating runs).
+# pyenv's 3.11 took 2-21% (median 9%) more CPU per job than Debian's (bench/local_jobs.py, alternating runs).
 set -uo pipefail
 
 system=/usr/bin/python3
