@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
+from workflows.local import stepserver
 from workflows.local.cgroups import StepCgroup
 from workflows.local.engine import LocalEngine
 from workflows.local.interpret import Step
@@ -153,3 +155,50 @@ def test_the_runner_leaves_with_its_engine(stack: Stack, pool: Pool) -> None:
     proc = engine.warm.proc
     engine.close()
     assert proc.returncode == 0, "the runner had to be killed: it never saw the engine leave"
+
+
+def test_a_warm_step_runs_inside_its_cgroups(stack: Stack, tmp_path: Path) -> None:
+    """The child joins its step's groups itself (through the descriptors the engine sends) before it reads
+    the step: what it uses is counted there, and the step's memory limit stops it."""
+    settings = stack.settings
+    job = settings.jobs_dir / "warm-cgroups"
+    (job / "data" / "outputs").mkdir(parents=True, exist_ok=True)
+    scratch = job / "tmp"
+    scratch.mkdir(exist_ok=True)
+    runner = WarmRunner(settings.engine, Path(__file__).resolve().parents[2], (settings.jobs_dir,), ())
+    assert runner.start(tmp_path / "stepserver.log")
+    try:
+        for memory, expected in ((256 * 1024**2, "Succeeded"), (1024**2, "Failed")):
+            cgroup = StepCgroup.create(
+                settings.engine.cgroup_root, f"test-warm-{memory}", memory=memory, pids=64, cpu=None
+            )
+            if "memory" not in cgroup.groups:
+                cgroup.remove()
+                pytest.skip("no cgroup v1 memory controller this process may write to")
+            log = scratch / f"filter-{memory}.log"
+            step = _filter_step("/data/outputs")
+            binds: list[Bind] = [(job / "data", "/data", False, None)]
+            try:
+                outcome = run_step(
+                    step,
+                    functools.partial(runner.launch, step, binds, scratch, log, {}, cgroup),
+                    log,
+                    cgroup,
+                    Watch((), None, None),
+                    threading.Event(),
+                    time.monotonic() + 30,
+                )
+                assert outcome.phase == expected, (outcome, log.read_text())
+                assert (cgroup.peak_memory() or 0) > 0  # its pages were charged to the step's group
+                if expected == "Failed":
+                    assert "out of memory" in (outcome.message or ""), outcome
+            finally:
+                cgroup.remove()
+    finally:
+        runner.close()
+
+
+def test_a_child_that_cannot_join_its_cgroups_says_so() -> None:
+    read_only = os.open("/dev/null", os.O_RDONLY)
+    assert stepserver._join([read_only], 1) == "Bad file descriptor"
+    assert stepserver._join([], 3) == "3 cgroup descriptors sent, 0 received"

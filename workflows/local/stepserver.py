@@ -10,12 +10,13 @@ that pipe itself (so no job's URLs or keys ever sit in the memory the next child
 Each child, before it reads anything of the job: starts its own session, and once it has its
 instructions confines itself with Landlock (:mod:`workflows.local.landlock`: read the runtime and
 system folders, write only its job's folders, signal or trace nothing outside itself), sets its
-rlimits, takes the step's environment, and runs the step program's ``main`` in-process. The engine
-puts it in the step's cgroups before sending the instructions, and watches it like any step.
+rlimits, takes the step's environment, and runs the step program's ``main`` in-process. Before all that,
+as its very first act, it joins the step's cgroups; the engine watches it like any step.
 
-Protocol (SOCK_SEQPACKET, JSON): engine -> ``{"op": "spawn", "id": n}``; server -> ``{"id": n, "pid": p}``
-with the pipe's write end attached (SCM_RIGHTS), later ``{"id": n, "exit": code}``. EOF on the socket:
-the engine is gone; the server kills its children and exits.
+Protocol (SOCK_SEQPACKET, JSON): engine -> ``{"op": "spawn", "id": n, "groups": k}`` with write-only
+descriptors of the step's k cgroup ``tasks`` files attached (SCM_RIGHTS); server -> ``{"id": n, "pid": p}``
+with the pipe's write end attached, later ``{"id": n, "exit": code}``. EOF on the socket: the engine is
+gone; the server kills its children and exits.
 """
 
 from __future__ import annotations
@@ -37,10 +38,29 @@ PROGRAMS = ("steps.fetch", "steps.publish", "steps.filter")
 # Loaded here once rather than in every child (~5 ms each): Landlock's ctypes, and what the programs
 # import only once they run (argparse's help formatter: shutil; host names: encodings.idna).
 PRELOAD = ("workflows.local.landlock", "shutil", "encodings.idna")
+MAX_GROUPS = 8  # cgroup descriptors a spawn request may carry (the engine sends one per controller: 3)
 
 
-def _child(request_fd: int) -> int:
-    """In the forked child: read the instructions, confine, run the step. Returns its exit code."""
+def _join(groups: list[int], expected: int) -> str | None:
+    """Join the step's cgroups: ``0`` written into a group's ``tasks`` moves the writing thread, all of this
+    single-threaded child, without the global lock a ``cgroup.procs`` write waits for. The error, if any."""
+    try:
+        if len(groups) != expected:
+            return f"{expected} cgroup descriptors sent, {len(groups)} received"
+        for fd in groups:
+            os.write(fd, b"0")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        for fd in groups:
+            os.close(fd)
+    return None
+
+
+def _child(request_fd: int, groups: list[int], expected: int) -> int:
+    """In the forked child: join the step's cgroups, read the instructions, confine, run the step. Returns
+    its exit code."""
+    join_error = _join(groups, expected)  # first: everything the child does from here on is counted
     with os.fdopen(request_fd, "rb") as pipe:
         raw = pipe.read()
     if not raw:
@@ -49,6 +69,9 @@ def _child(request_fd: int) -> int:
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    if join_error is not None:  # nothing of the step runs outside its limits
+        sys.stderr.write(f"c2d-step: could not join the step's cgroups: {join_error}\n")
+        return 125
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.chdir(request["cwd"])
@@ -82,12 +105,13 @@ def serve(sock: socket.socket) -> None:
     while True:
         for fd, _ in poller.poll():
             if fd == sock.fileno():
-                data = sock.recv(4096)
+                data, groups, _, _ = socket.recv_fds(sock, 4096, MAX_GROUPS)
                 if not data:  # the engine is gone: nothing of ours may outlive it
                     for _, pid in children.values():
                         os.killpg(pid, signal.SIGKILL)
                     return
-                request_id = int(json.loads(data)["id"])
+                spawn = json.loads(data)
+                request_id = int(spawn["id"])
                 read_end, write_end = os.pipe()
                 pid = os.fork()
                 if pid == 0:
@@ -96,7 +120,9 @@ def serve(sock: socket.socket) -> None:
                     os.close(write_end)
                     for pidfd in children:
                         os.close(pidfd)
-                    os._exit(_child(read_end))
+                    os._exit(_child(read_end, groups, int(spawn.get("groups", 0))))
+                for fd in groups:
+                    os.close(fd)
                 os.close(read_end)
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = (request_id, pid)

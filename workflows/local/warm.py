@@ -2,8 +2,9 @@
 
 The node's own step programs (input-fetch, output-publish, result-filter) then start in about a
 millisecond instead of a fresh sandbox and interpreter each (~0.1-0.2 s): the runner forks a child,
-the engine puts it in the step's cgroups and sends it the step (paths mapped from the Workflow's mounts
-to the host folders they stand for); the child confines itself with Landlock to its own job's folders.
+which joins the step's cgroups through descriptors the engine sent with the request, and the engine sends
+it the step (paths mapped from the Workflow's mounts to the host folders they stand for); the child
+confines itself with Landlock to its own job's folders.
 Used when the kernel has Landlock ABI >= 6 and ``C2D_ENGINE__WARM_STEPS`` is on; otherwise, and for
 every other step (the algorithm above all), each step is its own bubblewrap sandbox.
 """
@@ -179,24 +180,25 @@ class WarmRunner:
     def launch(
         self, step: Step, binds: list[Bind], tmp: Path, log_file: Path, rlimits: dict[str, int], cgroup: StepCgroup
     ) -> WarmProcess:
-        """Fork the step's child, put it in ``cgroup``, send it the step. ``binds``: the step's mounts with
-        every scratch volume already mapped to a host folder (``tmp`` holds /tmp)."""
+        """Fork the step's child, which joins ``cgroup`` before anything else; send it the step. ``binds``:
+        the step's mounts with every scratch volume already mapped to a host folder (``tmp`` holds /tmp)."""
+        if self.sock is None or not self.alive:
+            raise OSError("the warm step runner is not running")
+        groups = cgroup.open_tasks()
         request_id = next(self.ids)
         pending = _Pending()
         with self.lock:
             self.pending[request_id] = pending
-        if self.sock is None or not self.alive:
-            raise OSError("the warm step runner is not running")
-        self.sock.send(json.dumps({"op": "spawn", "id": request_id}).encode())
+        try:
+            spawn = {"op": "spawn", "id": request_id, "groups": len(groups)}
+            socket.send_fds(self.sock, [json.dumps(spawn).encode()], groups)
+        finally:
+            for fd in groups:
+                os.close(fd)
         if not pending.started.wait(START_TIMEOUT) or pending.pid is None or pending.fd is None:
             with self.lock:  # a late answer finds nobody waiting: its pipe is closed, the child exits
                 self.pending.pop(request_id, None)
             raise OSError("the warm step runner did not start the step")
-        try:
-            cgroup.join(pending.pid)
-        except OSError:
-            os.close(pending.fd)  # the child reads EOF instead of a step, and exits
-            raise
         read_write = [str(host) for host, _, read_only, _ in binds if host is not None and not read_only]
         read_only = [str(host) for host, _, ro, _ in binds if host is not None and ro] + self.runtime_paths
         env = step_environment(step, self.runtime) | {"HOME": str(tmp), "TMPDIR": str(tmp)}
