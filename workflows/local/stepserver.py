@@ -7,11 +7,11 @@ folder otherwise). It never sees a job's data: for each step the engine asks it 
 gets back the child's pid and the write end of a pipe; the engine writes the step's instructions into
 that pipe itself (so no job's URLs or keys ever sit in the memory the next child is forked from).
 
-Each child, before it reads anything of the job: starts its own session, and once it has its
-instructions confines itself with Landlock (:mod:`workflows.local.landlock`: read the runtime and
-system folders, write only its job's folders, signal or trace nothing outside itself), sets its
-rlimits, takes the step's environment, and runs the step program's ``main`` in-process. Before all that,
-as its very first act, it joins the step's cgroups; the engine watches it like any step.
+Each child, before it reads anything of the job: starts its own session and joins the step's cgroups
+(through the descriptors that came with the request); once it has its instructions, it confines itself
+with Landlock (:mod:`workflows.local.landlock`: read the runtime and system folders, write only its
+job's folders, signal or trace nothing outside itself), sets its rlimits, takes the step's environment,
+and runs the step program's ``main`` in-process. The engine watches it like any step.
 
 Protocol (SOCK_SEQPACKET, JSON): engine -> ``{"op": "spawn", "id": n, "groups": k}`` with write-only
 descriptors of the step's k cgroup ``tasks`` files attached (SCM_RIGHTS); server -> ``{"id": n, "pid": p}``

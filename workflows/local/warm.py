@@ -192,6 +192,10 @@ class WarmRunner:
         try:
             spawn = {"op": "spawn", "id": request_id, "groups": len(groups)}
             socket.send_fds(self.sock, [json.dumps(spawn).encode()], groups)
+        except OSError:
+            with self.lock:
+                self.pending.pop(request_id, None)
+            raise
         finally:
             for fd in groups:
                 os.close(fd)
