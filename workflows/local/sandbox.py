@@ -84,22 +84,21 @@ def resolve_runtime(image: str, runtimes: list[RuntimeSettings]) -> Runtime:
     return Runtime(tuple(best.paths), best.path_env, hide=tuple(best.hide))
 
 
-def _system_binds(egress: bool) -> list[str]:
+def _system_binds(egress: bool) -> tuple[list[str], list[str]]:
+    """The arguments that give a sandbox the system folders (as the host has them: a folder read-only, or
+    the same symlink) and the /etc files it needs; and the folders mounted so."""
     args: list[str] = []
+    mounted: list[str] = []
     for path in SYSTEM_DIRS:
         host = Path(path)
         if host.is_symlink():
             args += ["--symlink", str(host.readlink()), path]
         elif host.is_dir():
             args += ["--ro-bind", path, path]
+            mounted.append(path)
     for path in ETC_ALWAYS + (ETC_NETWORK if egress else ()):
         args += ["--ro-bind-try", path, path]
-    return args
-
-
-def _system_dir(path: Path) -> bool:
-    """Whether ``path`` is in a system folder that every sandbox mounts (see :func:`_system_binds`)."""
-    return any(path.is_relative_to(d) and Path(d).is_dir() and not Path(d).is_symlink() for d in SYSTEM_DIRS)
+    return args, mounted
 
 
 def bwrap_command(
@@ -134,7 +133,8 @@ def bwrap_command(
         "--hostname",
         "c2d-job",
     ]
-    args += _system_binds(step.egress)
+    system_args, system_dirs = _system_binds(step.egress)
+    args += system_args
     args += ["--dev", "/dev"] if host_pids else ["--proc", "/proc", "--dev", "/dev"]
     # tmpfs mounts first: a runtime or the checkout may live under /tmp and must stay visible.
     if not any(inside == "/tmp" for _, inside, _, _ in binds):
@@ -142,8 +142,8 @@ def bwrap_command(
     for host, inside, _, size in binds:
         if host is None:
             args += [*(["--size", str(size)] if size else []), "--tmpfs", inside]
-    for path in runtime.paths:
-        if not _system_dir(path):  # e.g. /usr for the distribution's own Python: mounted already
+    for path in runtime.paths:  # except what a system folder mounts already (/usr for the distribution's Python)
+        if not any(path.is_relative_to(folder) for folder in system_dirs):
             args += ["--ro-bind", str(path), str(path)]
     for path in hidden:  # e.g. the node's data dir inside the repository: secrets, other jobs
         if any(path.is_relative_to(p) for p in runtime.paths) and path.exists():
