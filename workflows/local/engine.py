@@ -28,6 +28,7 @@ from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, UnsupportedWorkflowError
 from workflows.local.cgroups import prepare_jobs_group, remove_stale_groups
+from workflows.local.folders import spread_subfolders
 from workflows.local.interpret import Plan, interpret
 from workflows.local.job import REPO_ROOT, JobRun
 from workflows.local.recovery import prepare_resume
@@ -76,6 +77,9 @@ class LocalEngine(BackgroundEngine):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.settings.store_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.settings.jobs_dir, self.settings.store_dir):
+            if not spread_subfolders(folder):
+                log.debug("%s: its subfolders cannot be spread over block groups (not ext2/3/4)", folder)
         if self.settings.engine.warm_steps:
             warm = WarmRunner(
                 self.settings.engine,
