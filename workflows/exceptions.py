@@ -21,6 +21,10 @@ class EngineError(WorkflowError):
     """The engine refused or failed an operation on a job."""
 
 
+class RehearsalError(WorkflowError):
+    """A step program failed the warm step runner's rehearsal (a bug of the program or of the runner's sandbox)."""
+
+
 class KubeConfigError(EngineError):
     """No usable Kubernetes credentials (kubeconfig or in-cluster ServiceAccount)."""
 

@@ -126,6 +126,7 @@ def test_a_warm_step_reaches_only_its_own_job(stack: Stack, tmp_path: Path) -> N
         assert "Permission denied" in (scratch / "filter-1.log").read_text()
     finally:
         runner.close()
+    assert "rehearsal failed" not in (tmp_path / "stepserver.log").read_text()  # it rehearsed in its sandbox
 
 
 def test_steps_run_warm_and_fall_back_when_the_runner_dies(stack: Stack, pool: Pool, file_server: FileServer) -> None:

@@ -7,6 +7,9 @@ folder otherwise). It never sees a job's data: for each step the engine asks it 
 gets back the child's pid and the write end of a pipe; the engine writes the step's instructions into
 that pipe itself (so no job's URLs or keys ever sit in the memory the next child is forked from).
 
+Before it serves, it loads the step programs and rehearses them once on a throw-away job of its own
+(:mod:`workflows.local.rehearsal`), so that what their first run writes is not copied into every child.
+
 Each child, before it reads anything of the job: starts its own session and joins the step's cgroups
 (through the descriptors that came with the request); once it has its instructions, it confines itself
 with Landlock (:mod:`workflows.local.landlock`: read the runtime and system folders, write only its
@@ -143,6 +146,13 @@ def main() -> int:
         importlib.import_module(module)
     for module in PROGRAMS:  # the point of the server: every child starts with these loaded, and with each
         importlib.import_module(module).parser()  # program's argument parser built (it is cached)
+    from workflows.exceptions import RehearsalError
+    from workflows.local.rehearsal import rehearse
+
+    try:
+        rehearse()  # what every child's code writes on its first run is written once, here
+    except (RehearsalError, OSError) as exc:  # the children are then only slower: serve all the same
+        sys.stderr.write(f"stepserver: the rehearsal failed, children start cold: {exc}\n")
     # Nothing allocated so far is ever collected: the collector then never writes to those objects, and
     # the children's copy-on-write pages stay shared.
     gc.freeze()
