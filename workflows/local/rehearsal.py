@@ -4,7 +4,7 @@ the runner forks its first child.
 The first run of any code writes to memory that stays written: CPython 3.11 specialises a function's
 bytecode as it runs it, and logging, the HTTP client, the JSON encoder and the argument parser fill
 their caches on first use. In a forked child each such write copies a page of the runner's memory,
-and every child used to make them all again (a child makes ~1,000-1,250 page copies and faults in all).
+and every child used to make them all again (a child took ~950-1,280 page faults, most of them such copies).
 Made once here, before the runner freezes its heap and starts forking, they are not made again:
 ~12% fewer page faults in each input-fetch and output-publish child.
 
