@@ -7,7 +7,7 @@ of the jobs folder. Without a journal, ext4 does not reuse an inode freed in the
 its inode table block is not yet written back): each allocation steps over every such inode of the
 group, one inode table lookup each. Under a steady stream of jobs that group fills with recently freed
 inodes and each new file costs a scan of thousands (the kernel's ``find_inode_bit``: 3% of the machine's
-CPU in a run at 19 jobs/s, growing through the run). Marked as the top of a directory hierarchy
+CPU in a run at 17 jobs/s, growing through the run). Marked as the top of a directory hierarchy
 (``chattr +T``), the folder's subfolders are placed by the Orlov allocator as top-level folders are:
 spread over the block groups, so each job's tree has a group with few freed inodes to itself.
 """

@@ -95,6 +95,7 @@ def rehearse() -> None:
     output = io.StringIO()
     try:
         data = scratch / "data"
+        home = {"TMPDIR": str(scratch), "HOME": str(scratch)}  # the programs' temporary files stay in scratch
         with _one_shot_http(BODY) as host:
             spec = {
                 "datasets": [{"did": DID, "files": [{"url": f"http://{host}/data.csv"}], "ddo": {"id": DID}}],
@@ -102,14 +103,13 @@ def rehearse() -> None:
                 "max_bytes": 1024 * 1024,
                 "access": {"allow_hosts": [host]},
             }
-            env = {fetch.SPEC_ENV: json.dumps(spec), "TMPDIR": str(scratch), "HOME": str(scratch)}
-            with _environment(env), contextlib.redirect_stderr(output):
+            with _environment(home | {fetch.SPEC_ENV: json.dumps(spec)}), contextlib.redirect_stderr(output):
                 check_exit("input-fetch", fetch.main(["--data", str(data)]), output)
         (data / OUTPUTS / "out.txt").write_text("rehearsal\n")
         (data / LOGS / "algorithm.log").write_text("rehearsal\n")
         (scratch / "store").mkdir()
         argv = ["--data", str(data), "--job-id", "rehearsal", "--target", str(scratch / "store")]
-        with _environment({"TMPDIR": str(scratch), "HOME": str(scratch)}), contextlib.redirect_stderr(output):
+        with _environment(home), contextlib.redirect_stderr(output):
             check_exit("output-publish", publish.main(argv), output)
     finally:
         _drop_handlers()
