@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import socket
 import ssl
 import tempfile
@@ -33,11 +34,14 @@ IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 @dataclass(frozen=True)
 class KubeConfig:
+    """Where the API server is and how to trust it and authenticate. TLS material is held as PEM bytes,
+    read from the kubeconfig's files or its inline ``*-data`` fields: none of it stays on disk."""
+
     server: str
     token: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_pem: bytes | None = None
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
     insecure: bool = False
 
     @classmethod
@@ -53,7 +57,7 @@ class KubeConfig:
         return cls(
             server="https://kubernetes.default.svc",
             token=token.read_text().strip(),
-            ca_file=str(IN_CLUSTER / "ca.crt"),
+            ca_pem=_read(IN_CLUSTER / "ca.crt", "ServiceAccount CA"),
         )
 
     @classmethod
@@ -71,22 +75,25 @@ class KubeConfig:
         base = path.parent
         token = user.get("token")
         if token is None and user.get("tokenFile"):
-            token = (base / user["tokenFile"]).read_text().strip()
+            token = _read(base / str(user["tokenFile"]), "tokenFile").decode().strip()
         return cls(
             server=str(cluster["server"]).rstrip("/"),
             token=token,
-            ca_file=_material(base, cluster, "certificate-authority"),
-            cert_file=_material(base, user, "client-certificate"),
-            key_file=_material(base, user, "client-key"),
+            ca_pem=_material(base, cluster, "certificate-authority"),
+            cert_pem=_material(base, user, "client-certificate"),
+            key_pem=_material(base, user, "client-key"),
             insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
         )
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if self.insecure:
             return False
-        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
-        if self.cert_file and self.key_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
+        try:
+            context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii") if self.ca_pem else None)
+            if self.cert_pem and self.key_pem:
+                _load_client_identity(context, self.cert_pem, self.key_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise KubeConfigError(f"the kubeconfig's TLS material is not usable: {exc}") from exc
         return context
 
 
@@ -97,17 +104,35 @@ def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
     raise KeyError(name)
 
 
-def _material(base: Path, section: dict[str, Any], key: str) -> str | None:
-    """A PEM file path for ``key`` or ``key-data`` (inline base64 is written to a private temp file)."""
+def _material(base: Path, section: dict[str, Any], key: str) -> bytes | None:
+    """The bytes of ``key`` (a file, relative to ``base``) or of ``key-data`` (inline base64)."""
     if section.get(key):
-        return str(base / section[key])
+        return _read(base / str(section[key]), key)
     data = section.get(f"{key}-data")
     if not data:
         return None
-    handle = tempfile.NamedTemporaryFile(prefix="c2d-kube-", suffix=".pem", delete=False)  # noqa: SIM115
-    with handle:
-        handle.write(base64.b64decode(data))
-    return handle.name
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise KubeConfigError(f"{key}-data is not base64: {exc}") from exc
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KubeConfigError(f"cannot read the kubeconfig's {what} {path}: {exc}") from exc
+
+
+def _load_client_identity(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """OpenSSL loads a client certificate and key only from files: they are written into a private
+    folder (0700) and removed as soon as the context holds them."""
+    with tempfile.TemporaryDirectory(prefix="c2d-kube-") as folder:
+        cert, key = Path(folder) / "client.crt", Path(folder) / "client.key"
+        for path, pem in ((cert, cert_pem), (key, key_pem)):
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+                handle.write(pem)
+        context.load_cert_chain(cert, key)
 
 
 class KubeClient:
