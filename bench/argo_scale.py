@@ -18,14 +18,13 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import REPO, free_port, percentile
+from common import REPO, free_port, percentile, workspace
 
 from c2d.db.jobs import JobStore
 from c2d.db.pool import open_pool
@@ -97,7 +96,15 @@ def main() -> int:
         capture_output=True,
         cwd=REPO,
     )
-    data = Path(tempfile.mkdtemp(prefix="c2d-bench-argo-"))
+    with workspace("argo") as data:
+        lost = measure(args, kubeconfig, data)
+        if lost:
+            raise SystemExit(f"{lost} jobs lost: their Workflow finished, Postgres does not say so")
+    return 0
+
+
+def measure(args: argparse.Namespace, kubeconfig: Path, data: Path) -> int:
+    """The number of lost transitions."""
     settings = load_settings(
         data_dir=data, postgres=PostgresSettings(port=free_port()), chain=ChainSettings(port=free_port())
     )
@@ -189,7 +196,7 @@ def main() -> int:
             with contextlib.suppress(KubeApiError):
                 client.delete_workflow(f"c2d-{job_id}")
     client.close()
-    return 1 if lost else 0
+    return lost
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -31,10 +32,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-def bench_settings(allow_hosts: list[str] | None = None, **overrides: object) -> Settings:
-    """Settings of a throw-away stack: its own data dir and free ports (never the developer's stack)."""
+@contextlib.contextmanager
+def workspace(name: str) -> Iterator[Path]:
+    """A folder for one benchmark run (its stack's data dir, the files it serves): removed when the run
+    ends, kept (and named on stderr) when it ends by an exception or ``SystemExit``, for inspection."""
+    folder = Path(tempfile.mkdtemp(prefix=f"c2d-bench-{name}-"))
+    try:
+        yield folder
+    except BaseException:
+        print(f"the run's files are kept for inspection in {folder}", file=sys.stderr)
+        raise
+    shutil.rmtree(folder)
+
+
+def bench_settings(data_dir: Path, allow_hosts: list[str] | None = None, **overrides: object) -> Settings:
+    """Settings of a throw-away stack in ``data_dir``, on free ports (never the developer's stack)."""
     return load_settings(
-        data_dir=Path(tempfile.mkdtemp(prefix="c2d-bench-")),
+        data_dir=data_dir,
         postgres=PostgresSettings(port=free_port(), pool_size=20),
         chain=ChainSettings(port=free_port()),
         provider=ProviderSettings(port=free_port()),

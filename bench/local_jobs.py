@@ -24,7 +24,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from common import (
     process_cmdline,
     process_cpu_seconds,
     processes_named,
+    workspace,
 )
 
 from c2d.db.jobs import JobStore
@@ -184,10 +184,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60, help="length of the throughput window")
     parser.add_argument("--parallel", type=int, default=4, help="C2D_ENGINE__MAX_PARALLEL_JOBS")
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="c2d-bench-data-"))
+    with workspace("jobs") as work:
+        run = measure(args, work)
+        if run.failed or run.lost:
+            raise SystemExit(f"{run.failed} jobs failed, {run.lost} lost or stuck")
+    return 0
+
+
+def measure(args: argparse.Namespace, work: Path) -> Throughput:
+    data = work / "served"
+    data.mkdir()
     (data / "data.csv").write_text("a,b\n1,2\n")
     with file_server(data) as url:
-        settings = bench_settings([url.removeprefix("http://")], engine=EngineSettings(max_parallel_jobs=args.parallel))
+        settings = bench_settings(
+            work / "stack", [url.removeprefix("http://")], engine=EngineSettings(max_parallel_jobs=args.parallel)
+        )
         print("starting a throw-away stack ...", flush=True)
         with Stack(settings) as stack, open_pool(database_dsn(stack.settings), max_size=8) as pool:
             floor = floor_seconds(settings)
@@ -211,7 +222,7 @@ def main() -> int:
                 print(f"jobs submitted / ok / failed      {run.submitted} / {run.ok} / {run.failed}")
                 print(f"lost or stuck                     {run.lost}")
                 print(f"engine process peak RSS           {peak_rss_mib():7.0f} MiB")
-    return 1 if run.failed or run.lost else 0
+    return run
 
 
 if __name__ == "__main__":

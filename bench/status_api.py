@@ -20,11 +20,10 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, bench_settings, file_server, free_port
+from common import REPO, bench_settings, file_server, free_port, workspace
 
 from c2d.db.jobs import JobStore
 from c2d.db.pool import open_pool
@@ -55,12 +54,16 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
-def wrk(url: str, seconds: float, connections: int, think_ms: int = 0) -> tuple[float, float, int]:
+def wrk(
+    url: str, seconds: float, connections: int, think_ms: int = 0, work: Path | None = None
+) -> tuple[float, float, int]:
     """(requests/s, p99 ms, errors) from one wrk run (one thread: the other core is the server's).
-    ``think_ms``: each connection waits that long between its requests (a polling client)."""
+    ``think_ms``: each connection waits that long between its requests (a polling client; its script
+    is written into ``work``)."""
     script = []
     if think_ms:
-        lua = Path(tempfile.mkdtemp(prefix="c2d-wrk-")) / "think.lua"
+        assert work is not None, "a polling client's script needs a folder"
+        lua = work / "think.lua"
         lua.write_text(f"function delay()\n  return {think_ms}\nend\n")
         script = ["-s", str(lua)]
     out = subprocess.run(
@@ -89,11 +92,21 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install -y wrk (make bench installs it)", file=sys.stderr)
         return 2
-    data = Path(tempfile.mkdtemp(prefix="c2d-bench-data-"))
+    with workspace("status") as work:
+        failed = measure(args, work)
+        if failed:
+            raise SystemExit(failed)
+    return 0
+
+
+def measure(args: argparse.Namespace, work: Path) -> str:
+    """What failed ("" if nothing)."""
+    data = work / "served"
+    data.mkdir()
     (data / "data.csv").write_text("a,b\n1,2\n")
     env = make_environment(id="local-cpu")
     with file_server(data) as url:
-        settings = bench_settings([url.removeprefix("http://")])
+        settings = bench_settings(work / "stack", [url.removeprefix("http://")])
         print("starting a throw-away stack ...", flush=True)
         with Stack(settings) as stack, open_pool(database_dsn(stack.settings), max_size=4) as pool:
             store = JobStore(pool)
@@ -114,7 +127,8 @@ def main() -> int:
                 "C2D_FETCH__ALLOW_HOSTS": f'["{url.removeprefix("http://")}"]',
             }
             hello_port = free_port()
-            hello_dir = Path(tempfile.mkdtemp(prefix="c2d-hello-"))
+            hello_dir = work / "hello"
+            hello_dir.mkdir()
             (hello_dir / "hello.py").write_text(HELLO)
             hello = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "hello:app", "--port", str(hello_port), "--log-level", "warning"],
@@ -138,7 +152,7 @@ def main() -> int:
                     store.create(new_job(spec, env, render(spec, env, settings.store_dir), "local"))
                     jobs.append(spec.job_id)
                 started = time.monotonic()
-                load = wrk(status_url, max(args.seconds, 15), 200, think_ms=100)
+                load = wrk(status_url, max(args.seconds, 15), 200, think_ms=100, work=work)
                 end = time.monotonic() + 120
                 finished = ok = 0
                 while time.monotonic() < end:
@@ -162,8 +176,12 @@ def main() -> int:
                 for proc in (provider, hello):
                     proc.terminate()
                     proc.wait(30)
-    failed = ours[2] or load[2] or finished != len(jobs)
-    return 1 if failed else 0
+    failures = [
+        f"{ours[2]} errors under full load" if ours[2] else "",
+        f"{load[2]} errors while jobs ran" if load[2] else "",
+    ]
+    failures.append(f"{len(jobs) - finished} of {len(jobs)} jobs not finished" if finished != len(jobs) else "")
+    return "; ".join(failure for failure in failures if failure)
 
 
 if __name__ == "__main__":
