@@ -1,6 +1,6 @@
 """Staging throughput: input-fetch and output-publish of one big file against a raw copy, and peak RSS.
 
-    .venv/bin/python bench/staging.py [--gib 1]
+    .venv/bin/python bench/staging.py [--gib 1] [--rounds 9]
 
 The source is a 1 GiB file served over HTTP on loopback by a sendfile() server (so the server is not
 the bottleneck). Raw fetch: curl to a file, the same URL. input-fetch: the step program as the engine
@@ -127,6 +127,12 @@ class WarmSteps:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=9,
+        help="timed rounds after the warm-up one, of which the median is kept (disk write-back speed varies)",
+    )
     args = parser.parse_args()
     size = int(args.gib * 1024**3)
     work = Path(tempfile.mkdtemp(prefix="c2d-bench-staging-", dir=REPO / ".cache"))
@@ -148,7 +154,7 @@ def main() -> int:
         warm = WarmSteps(work)
         if not warm.started:
             print("no warm step runner here (it needs Landlock ABI >= 6): its rows are left out")
-        for run in range(6):  # the first warms the page cache; the median of the other five is kept
+        for run in range(args.rounds + 1):  # the first warms the page cache; the median of the others is kept
             results: dict[str, tuple[float, float]] = {}
             fresh(work / "curl")
             results["raw fetch (curl)"] = timed(["curl", "-sf", "-o", str(work / "curl" / "big.bin"), url])
@@ -204,7 +210,8 @@ def main() -> int:
         mib = size / 1024**2
         results = {name: sorted(figures)[len(figures) // 2] for name, figures in runs.items()}
         for name, (seconds, rss) in results.items():
-            print(f"{name:28} {mib / seconds:8.0f} MiB/s   {seconds:6.2f} s   peak RSS {rss:5.0f} MiB")
+            spread = f"{min(f[0] for f in runs[name]):.2f}-{max(f[0] for f in runs[name]):.2f} s"
+            print(f"{name:28} {mib / seconds:8.0f} MiB/s   {seconds:6.2f} s ({spread})   peak RSS {rss:5.0f} MiB")
         fetch = results["raw fetch (curl)"][0] / results["input-fetch"][0]
         publish_ratio = results["raw publish (cp + sync)"][0] / results["output-publish"][0]
         print(f"input-fetch at {fetch:.0%} of raw, output-publish at {publish_ratio:.0%} of raw (target >= 90%)")
