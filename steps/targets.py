@@ -88,9 +88,13 @@ class S3Target:
         return {"url": location.url}
 
     def finish(self, results: list[dict[str, object]]) -> None:
-        listing = Path(os.environ.get("TMPDIR", "/tmp")) / "results.json"
-        write_json_atomic(listing, results)
-        self.put(listing, "results.json")
+        import tempfile  # S3 jobs only
+
+        # a private folder: never a fixed name in a shared /tmp (another publish's, or a planted symlink)
+        with tempfile.TemporaryDirectory(prefix="c2d-results-") as folder:
+            listing = Path(folder) / "results.json"
+            write_json_atomic(listing, results)
+            self.put(listing, "results.json")
 
 
 class IpfsTarget:

@@ -81,8 +81,11 @@ def test_publish_to_s3(tmp_path: Path, minio_server: MinioServer, s3: S3Store, b
     data = tmp_path / "data"
     big = bytes(range(256)) * (80 * 1024)  # 20 MiB: a multipart upload (16 MiB parts)
     outputs(data, {"result.csv": b"1,2\n", "deep/model.bin": big})
-    done = run_publish(data, f"s3://{bucket}/job1", s3_env(minio_server))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = run_publish(data, f"s3://{bucket}/job1", s3_env(minio_server) | {"TMPDIR": str(tmp)})
     assert done.returncode == 0, done.stderr
+    assert list(tmp.iterdir()) == []  # the result list went up from a private folder, removed since
     results = listed(data)
     assert [(r["filename"], r["url"]) for r in results] == [
         ("result.csv", f"s3://{bucket}/job1/outputs/result.csv"),
