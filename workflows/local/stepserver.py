@@ -33,6 +33,7 @@ import select
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def _child(request_fd: int, groups: list[int], expected: int) -> int:
         resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (limit, limit))
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # the runner's own, cached by its rehearsal: from here on the step's TMPDIR
     from workflows.local.landlock import confine
 
     confine([Path(p) for p in request["read_only"]], [Path(p) for p in request["read_write"]])
