@@ -54,20 +54,19 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
-def wrk(
-    url: str, seconds: float, connections: int, think_ms: int = 0, work: Path | None = None
-) -> tuple[float, float, int]:
-    """(requests/s, p99 ms, errors) from one wrk run (one thread: the other core is the server's).
-    ``think_ms``: each connection waits that long between its requests (a polling client; its script
-    is written into ``work``)."""
-    script = []
-    if think_ms:
-        assert work is not None, "a polling client's script needs a folder"
-        lua = work / "think.lua"
-        lua.write_text(f"function delay()\n  return {think_ms}\nend\n")
-        script = ["-s", str(lua)]
+def wrk(url: str, seconds: float, connections: int, script: Path | None = None) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, errors) from one wrk run (one thread: the other core is the server's), with an
+    optional Lua ``script`` (see :func:`polling_script`)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", *script, url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:.0f}s",
+            "--latency",
+            *(["-s", str(script)] if script else []),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -81,6 +80,13 @@ def wrk(
         print("  wrk:", " ".join(line.strip() for line in out.splitlines() if "errors" in line), flush=True)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rps, p99_ms, errors + (int(non2xx.group(1)) if non2xx else 0)
+
+
+def polling_script(folder: Path, think_ms: int) -> Path:
+    """A wrk script that has each connection wait ``think_ms`` between its requests (a polling client)."""
+    script = folder / "think.lua"
+    script.write_text(f"function delay()\n  return {think_ms}\nend\n")
+    return script
 
 
 def main() -> int:
@@ -152,7 +158,7 @@ def measure(args: argparse.Namespace, work: Path) -> str:
                     store.create(new_job(spec, env, render(spec, env, settings.store_dir), "local"))
                     jobs.append(spec.job_id)
                 started = time.monotonic()
-                load = wrk(status_url, max(args.seconds, 15), 200, think_ms=100, work=work)
+                load = wrk(status_url, max(args.seconds, 15), 200, polling_script(work, 100))
                 end = time.monotonic() + 120
                 finished = ok = 0
                 while time.monotonic() < end:
@@ -176,12 +182,14 @@ def measure(args: argparse.Namespace, work: Path) -> str:
                 for proc in (provider, hello):
                     proc.terminate()
                     proc.wait(30)
-    failures = [
-        f"{ours[2]} errors under full load" if ours[2] else "",
-        f"{load[2]} errors while jobs ran" if load[2] else "",
-    ]
-    failures.append(f"{len(jobs) - finished} of {len(jobs)} jobs not finished" if finished != len(jobs) else "")
-    return "; ".join(failure for failure in failures if failure)
+    failures = []
+    if ours[2]:
+        failures.append(f"{ours[2]} errors under full load")
+    if load[2]:
+        failures.append(f"{load[2]} errors while jobs ran")
+    if finished != len(jobs):
+        failures.append(f"{len(jobs) - finished} of {len(jobs)} jobs not finished")
+    return "; ".join(failures)
 
 
 if __name__ == "__main__":
