@@ -58,7 +58,7 @@ def floor_seconds(settings: Settings, repeats: int = 15) -> float:
     """Median wall time of three bare sandboxed starts (same bubblewrap flags, /bin/true)."""
     step = Step.bare("floor", "algorithm", "python", ["/bin/true"])
     runtime = resolve_runtime("python", settings.engine.runtimes)
-    argv = bwrap_command(settings.engine.bwrap, step, runtime, [])
+    argv = bwrap_command(settings.engine.bwrap, step, runtime, []).argv  # no descriptor: no seccomp filter
     env = step_environment(step, runtime)
     times = []
     for _ in range(repeats):
@@ -116,7 +116,7 @@ def overhead(pool: Pool, submitter: Submitter, jobs: int) -> list[float]:
 
 CPU_PARTS = {
     "engine": "engine + this driver (it renders each Workflow, as the provider does)",
-    "warm": "warm step runner (input-fetch, output-publish)",
+    "warm": "warm step runners (input-fetch, output-publish)",
     "postgres": "Postgres",
     # bubblewrap's own init process is never waited for by bubblewrap (it ends with its pid namespace), so
     # a sandbox's CPU time cannot be read from this process's children: it is in the rest
@@ -127,12 +127,12 @@ CPU_PARTS = {
 def cpu_snapshot(settings: Settings, engine: LocalEngine) -> dict[str, float]:
     """CPU seconds spent so far by the machine and by each part of the node (see CPU_PARTS)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    runner = engine.warm.proc.pid if engine.warm is not None and engine.warm.proc is not None else None
+    runners = [r.proc.pid for r in (engine.warm.all() if engine.warm is not None else []) if r.proc is not None]
     postmasters = [pid for pid in processes_named("postgres") if str(settings.data_dir) in process_cmdline(pid)]
     return {
         "machine": machine_cpu_seconds(),
         "engine": own.ru_utime + own.ru_stime,
-        "warm": sum(process_cpu_seconds(pid) for pid in child_pids(runner)) if runner else 0.0,
+        "warm": sum(process_cpu_seconds(pid) for runner in runners for pid in child_pids(runner)),
         "postgres": sum(
             process_cpu_seconds(pid) for pid in postmasters + [c for p in postmasters for c in child_pids(p)]
         ),

@@ -232,6 +232,11 @@ class EngineSettings(BaseModel):
     )
     namespace: str = Field(default="c2d", description="Kubernetes namespace of the Workflow objects.")
     keep_job_dirs: bool = Field(default=False, description="Keep each job's folder after publish (debugging).")
+    sandbox_user: str = Field(
+        default="c2d-jobs",
+        description="Name whose range in /etc/subuid and /etc/subgid holds the host uids/gids of job sandboxes, one "
+        "per running job (tools/setup_system.sh registers it); an engine running as root refuses to start without.",
+    )
     warm_steps: bool = Field(
         default=True,
         description="Run the node's own fetch/publish/filter steps as Landlock-confined children of one warm "

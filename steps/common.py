@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -27,19 +30,70 @@ T = TypeVar("T")
 
 
 def setup_logging(name: str, log_file: Path | None) -> logging.Logger:
-    """A logger writing timestamped lines to stderr and (appending) to ``log_file``."""
+    """A logger writing timestamped lines to stderr and (appending) to ``log_file``; the handlers of an
+    earlier call for the same logger are closed and replaced (a program run twice in one process).
+
+    ``log_file`` is opened without following a symlink and without blocking: a symlink, FIFO or other
+    non-regular file planted at its name (the logs folder is writable by the algorithm) is unlinked (a
+    folder renamed aside) and a fresh file made in its place."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        to_file = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # closes its stream when closed
+        to_file.setStream(open_log_file(log_file))
+        handlers.append(to_file)
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     return logger
+
+
+def open_log_file(path: Path) -> io.TextIOWrapper:
+    """``path`` opened for appending text: a regular file, never a symlink's target nor a FIFO."""
+    append = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for _ in range(3):
+            try:
+                fd = os.open(path.name, append | os.O_CREAT, 0o644, dir_fd=folder)
+            except OSError as exc:  # ELOOP: a symlink; ENXIO: a FIFO without a reader; EISDIR ...
+                if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EOPNOTSUPP, errno.ENODEV):
+                    raise
+            else:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.set_blocking(fd, True)
+                    return open(fd, "a", encoding="utf-8", closefd=True)
+                os.close(fd)
+            _remove_entry(folder, path.name)
+        raise OSError(errno.EEXIST, "the log file keeps being replaced")
+    finally:
+        os.close(folder)
+
+
+def _remove_entry(folder: int, name: str) -> None:
+    """Unlink ``name`` in the folder open at ``folder``; a folder there is renamed aside (it stays unpublished)."""
+    if stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+        os.rename(name, f".{name}.{os.urandom(8).hex()}", src_dir_fd=folder, dst_dir_fd=folder)
+    else:
+        os.unlink(name, dir_fd=folder)
+
+
+def safe_name(name: bytes | str, limit: int = 200) -> str:
+    """``name`` as it may appear in a log line or an error message: bytes decoded with
+    ``errors="backslashreplace"``, every non-printable character (control characters, line and paragraph
+    separators, format characters such as bidi overrides) escaped as ``\\xNN``/``\\uNNNN``, so that a name
+    can never start a line of its own; cut to ``limit`` characters (``...`` marks the cut)."""
+    text = name.decode("utf-8", errors="backslashreplace") if isinstance(name, bytes) else name
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")  # lone surrogates of a str
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def human_bytes(size: int) -> str:
@@ -49,16 +103,6 @@ def human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-def walk_entries(folder: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
-    """Every entry under ``folder``, sorted, never following a symlink: files, special files and symlinks
-    (a symlink to a folder is reported, not entered). Yields (path, relative posix path, lstat)."""
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            path = Path(root, name)
-            yield path, path.relative_to(folder).as_posix(), os.lstat(path)
 
 
 def retrying(action: Callable[[], T], transient: type[Exception], log: logging.Logger, label: str) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from c2d.settings import (
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
 from tests.fileserver import FileServer, file_server  # noqa: F401 (fixture)
+from workflows.local.jobdisk import mounts
 
 
 def free_port() -> int:
@@ -45,6 +47,18 @@ def make_settings(data_dir: Path, allow_hosts: Sequence[str] = ()) -> Settings:
         provider=ProviderSettings(port=free_port()),
         fetch=FetchSettings(allow_hosts=list(allow_hosts)),
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_mount_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What engines killed on purpose (fault tests) leave mounted for their data dirs under this session's
+    temporary folder (their jobs folder bound onto itself, its staging binds, job disks) is unmounted at
+    the end: the next session's cleanup of old temporary folders never meets a busy mount."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for entry in sorted(mounts(), key=lambda e: len(e.mount_point), reverse=True):
+        if entry.mount_point.startswith(base) or entry.root.startswith(base):
+            subprocess.run(["umount", "--lazy", entry.mount_point], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

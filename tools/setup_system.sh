@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the node needs, only when they are missing:
 #   postgresql (server binaries for the embedded database), bubblewrap (the local engine's sandbox),
-#   util-linux (unshare, to run PostgreSQL as root inside a user namespace), python-is-python3 (below).
+#   util-linux (unshare, to run PostgreSQL as root inside a user namespace; mount), e2fsprogs (each job's
+#   own file system), keyutils (a new session keyring per step), libseccomp2 (the sandboxes' seccomp
+#   filter), python-is-python3 (below).
+# Then registers the host ids the job sandboxes run as (tools/setup_sandbox_ids.sh).
 # `setup_system.sh bench` also installs what the benchmarks drive the node with: wrk, curl, GNU time.
 set -euo pipefail
+here="$(dirname "$0")"
 
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /sbin/mkfs.ext4 ] || [ -x /usr/sbin/mkfs.ext4 ] || missing+=(e2fsprogs)
+command -v keyctl >/dev/null 2>&1 || missing+=(keyutils)
+ls /usr/lib/*/libseccomp.so.2 /lib/*/libseccomp.so.2 >/dev/null 2>&1 || missing+=(libseccomp2)
 # The python:* runtimes run Ocean's `python $ALGO` with the interpreter the venv was made from; the
 # distribution's has a `python` command only with python-is-python3 (the python:* images have one).
 venv_python="$(dirname "$0")/../.venv/bin/python"
@@ -22,7 +29,7 @@ if [ "${1:-}" = bench ]; then
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+  exec "$here/setup_sandbox_ids.sh"
 fi
 echo "[setup] installing Debian packages: ${missing[*]}"
 if [ "$(id -u)" -eq 0 ]; then
@@ -42,3 +49,4 @@ if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/c2d-
   fi
 fi
 echo "[setup] Debian packages installed"
+exec "$here/setup_sandbox_ids.sh"

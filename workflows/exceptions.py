@@ -53,3 +53,7 @@ class OffloadedNodesError(EngineError):
             f"workflow {workflow}: nodes are offloaded (status.offloadNodeStatusVersion); "
             "set C2D_ENGINE__ARGO__SERVER_URL so the watcher can read them through Argo Server"
         )
+
+
+class JobSetupError(SandboxError):
+    """A job's sandbox could not be prepared (its disk, its folders): the job fails before any step runs."""

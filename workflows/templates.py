@@ -114,13 +114,18 @@ def input_fetch(ctx: StepContext) -> Container:
 def algorithm_script(entrypoint: str) -> str:
     """Ocean's algorithm command: the entrypoint with $ALGO replaced, output tee'd to algorithm.log.
 
-    Unlike Ocean's ``... | tee`` the exit status of the algorithm is kept (POSIX sh has no pipefail).
+    Unlike Ocean's ``... | tee`` the exit status of the algorithm is kept (POSIX sh has no pipefail): the
+    shell passes it through a pipe of its own (descriptor 3, closed for the algorithm), never through a file
+    the algorithm could fill, remove or replace. The log is opened (descriptor 5) before the algorithm starts,
+    and tee writes to that open file: an algorithm that replaces algorithm.log by something else (a FIFO)
+    cannot make tee block or write elsewhere.
     """
     command = entrypoint.replace("$ALGO", f"{DATA}/transformations/algorithm")
     return (
-        f"{{ {command}\necho $? > /tmp/.c2d-exit; }} 2>&1 | tee -a {DATA}/logs/algorithm.log\n"
-        # the shell's own read: no cat process for each job
-        'read -r code 2>/dev/null < /tmp/.c2d-exit || code=1\nexit "$code"'
+        f"exec 4>&1 5>>{DATA}/logs/algorithm.log\n"
+        f"code=$({{ {{ {{ {command}\n}} 3>&- 4>&- 5>&-; echo $? >&3; }} 2>&1 "
+        "| tee -a /dev/fd/5 >&4 3>&-; } 3>&1)\n"
+        'exit "${code:-1}"'
     )
 
 
@@ -206,6 +211,8 @@ def output_publish(ctx: StepContext) -> Container:
             target,
             "--max-files",
             str(ctx.environment.max_output_files),
+            "--max-bytes",
+            str(ctx.environment.disk_bytes),
         ],
         env=env or None,
         volume_mounts=[_mount(DATA), _tmp_volume(), *mounts],

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import requests
 
@@ -71,23 +70,22 @@ class Kubo:
         finally:
             response.close()
 
-    def add(self, source: Path) -> tuple[IpfsLocation, int]:
-        """Add and pin one file (CIDv1, raw leaves); returns its location and size."""
-        size = source.stat().st_size
+    def add(self, source: BinaryIO) -> tuple[IpfsLocation, int]:
+        """Add and pin the bytes of ``source`` from its current position to its end (CIDv1, raw leaves),
+        streamed; returns its location and the number of bytes added."""
         boundary = secrets.token_hex(16)
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         params = {"pin": "true", "cid-version": "1", "quieter": "true"}
-        response = self._post(
-            "add", f"add {source.name}", params=params, data=_multipart(source, boundary), headers=headers
-        )
+        sent = [0]
+        response = self._post("add", "add", params=params, data=_multipart(source, boundary, sent), headers=headers)
         with response:
             lines = [line for line in response.text.splitlines() if line.strip()]
         try:
             answer = json.loads(lines[-1])
             location = ipfs_location(str(answer["Hash"]))
         except (IndexError, KeyError, ValueError) as exc:
-            raise StorageError(f"add {source.name}: unexpected answer from the IPFS node ({exc})") from None
-        return location, size
+            raise StorageError(f"add: unexpected answer from the IPFS node ({exc})") from None
+        return location, sent[0]
 
     def unpin(self, location: IpfsLocation) -> None:
         try:
@@ -97,16 +95,17 @@ class Kubo:
                 raise
 
 
-def _multipart(source: Path, boundary: str) -> Iterator[bytes]:
-    """One file part, streamed (sent with chunked transfer encoding)."""
+def _multipart(source: BinaryIO, boundary: str, sent: list[int]) -> Iterator[bytes]:
+    """One file part, streamed (sent with chunked transfer encoding); ``sent[0]`` counts the file's bytes.
+    The part's file name is fixed: a name of the caller's never goes into the request's headers."""
     yield (
         f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{source.name.replace(chr(34), "_")}"\r\n'
+        'Content-Disposition: form-data; name="file"; filename="file"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    with open(source, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            yield chunk
+    while chunk := source.read(CHUNK):
+        sent[0] += len(chunk)
+        yield chunk
     yield f"\r\n--{boundary}--\r\n".encode()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
+from typing import BinaryIO, cast
 from urllib.parse import urlsplit
 
 import urllib3
@@ -49,6 +49,21 @@ def _translate(exc: Exception, what: str) -> StorageError:
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return TransientStorageError(f"{what}: connection failed ({type(exc).__name__})")
     return StorageError(f"{what}: {type(exc).__name__}")
+
+
+class _Counted:
+    """``source`` with a count of the bytes read from it and whether it ran dry (what the SDK reads)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.read_bytes = 0
+        self.ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.read_bytes += len(data)
+        self.ended = self.ended or (not data and size != 0)
+        return data
 
 
 class S3Store:
@@ -96,16 +111,25 @@ class S3Store:
             response.close()
             response.release_conn()
 
-    def upload(self, location: S3Location, source: Path) -> int:
-        """Store a file (multipart above PART_SIZE); an interrupted upload leaves no object behind."""
-        size = source.stat().st_size
+    def upload(self, location: S3Location, source: BinaryIO, size: int) -> int:
+        """Store ``size`` bytes read from ``source`` (from its current position, never more; multipart above
+        PART_SIZE); an interrupted upload leaves no object behind. Returns ``size``. A source that ends before
+        ``size`` bytes is a StorageError, not a transient one (it would end early again)."""
+        counted = _Counted(source)
+        what = f"upload of {location.key!r} to bucket {location.bucket!r}"
         try:
-            with open(source, "rb") as handle:
-                self.client.put_object(
-                    location.bucket, location.key, handle, size, part_size=PART_SIZE, num_parallel_uploads=1
-                )
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _translate(exc, f"upload of {location.key!r} to bucket {location.bucket!r}") from None
+            self.client.put_object(
+                location.bucket,
+                location.key,
+                cast(BinaryIO, counted),
+                size,
+                part_size=PART_SIZE,
+                num_parallel_uploads=1,
+            )  # the SDK only calls read()
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if counted.ended and counted.read_bytes < size:
+                raise StorageError(f"{what}: the source ended after {counted.read_bytes} of {size} bytes") from None
+            raise _translate(exc, what) from None
         return size
 
     def ensure_bucket(self, bucket: str) -> None:

@@ -14,7 +14,7 @@ from c2d.stack.postgres import EmbeddedPostgres, database_dsn
 from c2d.stack.stack import Stack
 from tests.conftest import make_settings
 from tests.fileserver import FileServer
-from tests.workflows.conftest import Jobs
+from tests.workflows.conftest import Jobs, engine, jobs  # noqa: F401 (the engine fixtures, for these tests too)
 
 
 @pytest.fixture(scope="session")

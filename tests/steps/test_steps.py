@@ -110,20 +110,29 @@ def _outputs(data: Path, count: int) -> None:
     (data / "logs" / "algorithm.log").write_text("algo ran")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs as the store")
 def test_interrupted_publish_lists_no_partial_result(tmp_path: Path) -> None:
+    """A failure of the store itself (full), not of one file: the publish ends with 62 before any list."""
     data, target = tmp_path / "data", tmp_path / "store"
     _outputs(data, 3)
-    (target / "outputs" / "out1.txt").mkdir(parents=True)  # storing out1.txt fails mid-publish
-    done = _publish(data, target)
-    assert done.returncode == 62
-    assert "publishing failed: cannot store out1.txt" in done.stderr
-    assert not (target / "results.json").exists() and not (data / "results.json").exists()
-    assert not list(target.rglob("*.part"))
-    # The retry (what the engine's retryStrategy does) completes the job.
-    (target / "outputs" / "out1.txt").rmdir()
-    assert _publish(data, target).returncode == 0
-    results = json.loads((target / "results.json").read_text())
-    assert [r["filename"] for r in results][:3] == ["out0.txt", "out1.txt", "out2.txt"]
+    (data / "outputs" / "out1.txt").write_bytes(b"1" * (2 << 20))
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "c2d-test", str(target)], check=True)
+    try:
+        done = _publish(data, target)
+        assert done.returncode == 62
+        assert "publishing failed: cannot store outputs/out1.txt: No space left on device" in done.stderr
+        assert str(tmp_path) not in done.stderr
+        assert not (target / "results.json").exists() and not (data / "results.json").exists()
+        assert not list(target.rglob("*.part"))
+        # The retry (what the engine's retryStrategy does) completes the job once the store has room.
+        subprocess.run(["mount", "-o", "remount,size=8m", str(target)], check=True)
+        assert _publish(data, target).returncode == 0
+        results = json.loads((target / "results.json").read_text())
+        assert [r["filename"] for r in results][:3] == ["out0.txt", "out1.txt", "out2.txt"]
+        assert results[1]["filesize"] == 2 << 20
+    finally:
+        subprocess.run(["umount", str(target)], check=False)
 
 
 def test_publish_caps_the_number_of_output_files(tmp_path: Path) -> None:

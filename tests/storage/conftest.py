@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -50,9 +51,7 @@ def kubo(kubo_server: KuboServer) -> Kubo:
 
 def put_object(s3: S3Store, url: str, body: bytes, tmp_path: Path) -> None:
     """Store ``body`` at ``url`` (s3://bucket/key) in the test MinIO."""
-    source = tmp_path / "upload.bin"
-    source.write_bytes(body)
-    s3.upload(parse_s3(url), source)
+    s3.upload(parse_s3(url), io.BytesIO(body), len(body))
 
 
 def fetch_spec(url: str, max_bytes: int = 1 << 20, **access: str) -> FetchSpec:

@@ -182,7 +182,8 @@ def test_ipfs_dataset_to_ipfs_results(
     kubo = Kubo(kubo_server.api_url)
     source = tmp_path / "rows.txt"
     source.write_bytes(b"1\n2\n3\n4\n")
-    location, _ = kubo.add(source)
+    with source.open("rb") as handle:
+        location, _ = kubo.add(handle)
     response = _run(market, consumer, "ipfs-env", [{"type": "ipfs", "hash": location.cid}])
     assert response.status_code == 200, response.text
     job_id = response.json()[0]["jobId"]

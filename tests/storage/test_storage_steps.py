@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
+import pytest
+
+from c2d.exceptions import StorageError, TransientStorageError
 from c2d.storage.ipfs import Kubo
 from c2d.storage.locations import parse_ipfs, parse_s3
 from c2d.storage.s3 import S3Store
@@ -17,16 +21,20 @@ from .conftest import (
     fetch_spec,
     listed,
     outputs,
-    put_object,
     run_fetch,
     run_publish,
     s3_env,
 )
 
 
+def put_object(s3: S3Store, url: str, body: bytes) -> None:
+    """Store ``body`` at ``url`` (s3://bucket/key) in the test MinIO."""
+    assert s3.upload(parse_s3(url), io.BytesIO(body), len(body)) == len(body)
+
+
 def test_fetch_from_s3(tmp_path: Path, minio_server: MinioServer, s3: S3Store, bucket: str) -> None:
     body = bytes(range(256)) * 4096  # 1 MiB, several chunks
-    put_object(s3, f"s3://{bucket}/data/set.bin", body, tmp_path)
+    put_object(s3, f"s3://{bucket}/data/set.bin", body)
     spec = fetch_spec(f"s3://{bucket}/data/set.bin", max_bytes=2 << 20, s3_endpoint=minio_server.endpoint)
     spec.datasets[0].files[0].checksum = hashlib.sha256(body).hexdigest()
     done = run_fetch(tmp_path / "data", spec, s3_env(minio_server))
@@ -36,7 +44,7 @@ def test_fetch_from_s3(tmp_path: Path, minio_server: MinioServer, s3: S3Store, b
 
 
 def test_fetch_from_s3_failures(tmp_path: Path, minio_server: MinioServer, s3: S3Store, bucket: str) -> None:
-    put_object(s3, f"s3://{bucket}/big.bin", b"x" * 5000, tmp_path)
+    put_object(s3, f"s3://{bucket}/big.bin", b"x" * 5000)
     endpoint = minio_server.endpoint
     cases = [
         (f"s3://{bucket}/big.bin", s3_env(minio_server, secret_key="not-the-secret"), "refused our credentials"),
@@ -56,7 +64,9 @@ def test_fetch_from_s3_failures(tmp_path: Path, minio_server: MinioServer, s3: S
 def test_fetch_from_ipfs(tmp_path: Path, kubo_server: KuboServer, kubo: Kubo) -> None:
     source = tmp_path / "set.csv"
     source.write_bytes(b"a,b\n" * 3000)
-    location, _ = kubo.add(source)
+    with source.open("rb") as handle:
+        location, added = kubo.add(handle)
+    assert added == source.stat().st_size
     done = run_fetch(tmp_path / "ok", fetch_spec(location.url, ipfs_api=kubo_server.api_url))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ok" / INPUT).read_bytes() == source.read_bytes()
@@ -80,21 +90,23 @@ def test_fetch_from_ipfs(tmp_path: Path, kubo_server: KuboServer, kubo: Kubo) ->
 def test_publish_to_s3(tmp_path: Path, minio_server: MinioServer, s3: S3Store, bucket: str) -> None:
     data = tmp_path / "data"
     big = bytes(range(256)) * (80 * 1024)  # 20 MiB: a multipart upload (16 MiB parts)
-    outputs(data, {"result.csv": b"1,2\n", "deep/model.bin": big})
+    outputs(data, {"result.csv": b"1,2\n", "deep/model.bin": big, "bad\x01name.txt": b"refused by S3"})
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     done = run_publish(data, f"s3://{bucket}/job1", s3_env(minio_server) | {"TMPDIR": str(tmp)})
     assert done.returncode == 0, done.stderr
     assert list(tmp.iterdir()) == []  # the result list went up from a private folder, removed since
     results = listed(data)
-    assert [(r["filename"], r["url"]) for r in results] == [
-        ("result.csv", f"s3://{bucket}/job1/outputs/result.csv"),
+    assert [(r["filename"], r["url"]) for r in results] == [  # depth-first, sorted by name
         ("deep/model.bin", f"s3://{bucket}/job1/outputs/deep/model.bin"),
+        ("result.csv", f"s3://{bucket}/job1/outputs/result.csv"),
         ("algorithm.log", f"s3://{bucket}/job1/logs/algorithm.log"),
         ("publish.log", f"s3://{bucket}/job1/logs/publish.log"),
     ]
-    assert b"".join(s3.stream(parse_s3(str(results[1]["url"])))) == big
-    assert results[1]["filesize"] == len(big)
+    assert b"".join(s3.stream(parse_s3(str(results[0]["url"])))) == big
+    assert results[0]["filesize"] == len(big)
+    # A name S3 refuses (a control character) is skipped with its line; the rest went up.
+    assert "cannot store outputs/bad\\x01name.txt: invalid S3 object key: skipped" in done.stderr
     assert b"".join(s3.stream(parse_s3(f"s3://{bucket}/job1/results.json"))).startswith(b"[")
 
 
@@ -134,3 +146,14 @@ def test_publish_to_ipfs(tmp_path: Path, kubo_server: KuboServer, kubo: Kubo) ->
     outputs(data2, {"x.txt": b"x"})
     done = run_publish(data2, "ipfs", {"C2D_IPFS_API": "http://127.0.0.1:9"})
     assert done.returncode == 75 and not (data2 / "results.json").exists()
+
+
+def test_an_upload_whose_source_ends_early_is_refused_not_retried(s3: S3Store, bucket: str) -> None:
+    location = parse_s3(f"s3://{bucket}/short.bin")
+    with pytest.raises(StorageError, match="the source ended after 3 of 10 bytes") as raised:
+        s3.upload(location, io.BytesIO(b"abc"), 10)
+    assert not isinstance(raised.value, TransientStorageError)
+    assert not list(s3.client.list_objects(bucket, prefix="short.bin"))
+    # A source longer than the size given: exactly ``size`` bytes are stored.
+    s3.upload(location, io.BytesIO(b"abcdef"), 4)
+    assert b"".join(s3.stream(location)) == b"abcd"

@@ -58,13 +58,19 @@ class Jobs:
             time.sleep(0.02)
 
     def live_log(self, job_id: str) -> Path:
-        return self.settings.jobs_dir / job_id / "volumes" / "data" / "logs" / "algorithm.log"
+        """The running algorithm's log: on the job's own disk (or in its plain folders, where the host cannot
+        make job file systems)."""
+        job = self.settings.jobs_dir / job_id
+        on_disk = job / "disk" / "data" / "logs" / "algorithm.log"
+        return on_disk if (job / "disk.img").exists() else job / "volumes" / "data" / "logs" / "algorithm.log"
 
     def wait_log(self, job_id: str, text: str, timeout: float = 20) -> None:
         """Until the running algorithm has written ``text`` to its log."""
         end = time.monotonic() + timeout
-        live = self.live_log(job_id)
-        while text not in (live.read_text() if live.exists() else ""):
+        while True:
+            live = self.live_log(job_id)  # on the job's disk once it is made
+            if live.exists() and text in live.read_text():
+                return
             assert time.monotonic() < end, f"{text!r} not in the algorithm log of {job_id} while it runs"
             time.sleep(0.05)
 

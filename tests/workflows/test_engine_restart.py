@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -141,3 +142,31 @@ def test_engine_start_removes_the_folders_of_jobs_that_are_not_running(
         file_server.files["/kept.csv"] = b"x"
         assert jobs.wait(running, timeout=30).status == 70
     assert file_server.hits.get("/left.csv") is None
+
+
+def test_engine_start_removes_any_job_folder_whatever_is_inside(stack: Stack, pool: Pool) -> None:
+    """What a killed engine can leave: a tree far deeper than Python's recursion limit (and than PATH_MAX), a
+    folder the algorithm made unreadable, a job disk still mounted. The next engine starts all the same, and
+    removes them."""
+    from c2d.stack.postgres import database_dsn
+    from workflows.local.engine import LocalEngine
+    from workflows.local.jobdisk import JobDisk
+
+    jobs_dir = stack.settings.jobs_dir
+    deep, locked, mounted = (jobs_dir / (letter * 32) for letter in "abc")  # ids no job has
+    deep.mkdir(parents=True)
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(20_000):
+        os.mkdir("d" * 200, dir_fd=fd)
+        inner = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    (locked / "outputs").mkdir(parents=True)
+    (locked / "outputs" / "secret").write_text("x")
+    os.chmod(locked / "outputs", 0)
+    mounted.mkdir()
+    JobDisk(mounted).create(4 * 1024**2, 64, None)
+    assert JobDisk(mounted).mounted
+    with LocalEngine(stack.settings, pool, database_dsn(stack.settings)):
+        assert not deep.exists() and not locked.exists() and not mounted.exists()

@@ -1,9 +1,11 @@
-"""The one shell a sandboxed step starts from: joins its cgroups, sets its rlimits, execs the sandbox."""
+"""The one shell a sandboxed step starts from: joins its cgroups, sets its rlimits, execs the sandbox (in a
+new session keyring)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from workflows.local.cgroups import STALE_AFTER, StepCgroup, remove_stale_groups
 from workflows.local.interpret import Step
-from workflows.local.runner import Watch, step_outcome
+from workflows.local.runner import Watch, setup_channel, step_outcome
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -29,12 +31,19 @@ def test_limits_and_groups_apply_to_what_it_execs() -> None:
     cgroup = StepCgroup.create(ROOT, f"test-{secrets.token_hex(4)}", memory=256 * 1024**2, pids=32, cpu=None)
     try:
         rlimits = {"core": 0, "nofile": 512, "fsize": 1_000_000, "as": 3 * 1024**3}
-        done = subprocess.run(
-            [*cgroup.prefix(rlimits), "sh", "-c", "cat /proc/self/limits; echo ---; cat /proc/self/cgroup"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        fds = cgroup.open_tasks()
+        try:
+            done = subprocess.run(
+                [*cgroup.prefix(rlimits, fds), "sh", "-c", "cat /proc/self/limits; echo ---; cat /proc/self/cgroup"],
+                capture_output=True,
+                text=True,
+                check=True,
+                pass_fds=fds,
+                user=65534,  # the descriptors were opened by the engine: the step's uid need not open the files
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
         limits_text, groups_text = done.stdout.split("---\n")
         limits = _limits(limits_text)
         assert limits["Max core file size"] == ("0", "0")
@@ -51,15 +60,35 @@ def test_limits_and_groups_apply_to_what_it_execs() -> None:
 def test_a_limit_it_cannot_set_fails_the_step_with_the_reason(tmp_path: Path) -> None:
     cgroup = StepCgroup()
     log = tmp_path / "step.log"
-    with open(log, "wb") as out:
-        code = subprocess.run([*cgroup.prefix({"nofile": 10**9}), "true"], stdout=out, stderr=out).returncode
+    with open(log, "wb") as out, open(setup_channel(log), "wb") as setup:
+        code = subprocess.run([*cgroup.prefix({"nofile": 10**9}, []), "true"], stdout=out, stderr=setup).returncode
     assert code == 125
     step = Step.bare("algorithm", "algorithm", "python", ["true"])
     outcome = step_outcome(step, code, None, cgroup, Watch((), None, None), log)
     assert (outcome.phase, outcome.message) == ("Error", "could not set nofile to 1000000000")
-    # the algorithm's own exit code 125 stays the algorithm's failure
-    log.write_text("algorithm output\n")
-    assert step_outcome(step, 125, None, cgroup, Watch((), None, None), log).phase == "Failed"
+    # the algorithm's own exit code 125 stays the algorithm's failure, whatever it prints
+    log.write_text("c2d-step: could not set nofile to 1\nbwrap: Can't mount proc\n")
+    setup_channel(log).write_text("")
+    outcome = step_outcome(step, 125, None, cgroup, Watch((), None, None), log)
+    assert (outcome.phase, outcome.message) == ("Failed", "exit code 125")
+
+
+def test_the_command_gets_a_new_empty_session_keyring() -> None:
+    keyctl = shutil.which("keyctl")
+    if keyctl is None:
+        pytest.skip("keyutils is not installed (tools/setup_system.sh installs it)")
+    show = [keyctl, "show", "@s"]  # "Keyring" then "<serial> <perms> <uid> <gid> keyring: <name>"
+    mine = subprocess.run(show, capture_output=True, text=True, check=True).stdout.splitlines()[1].split()
+    theirs = (
+        subprocess.run([*StepCgroup().prefix({}, [], keyctl), *show], capture_output=True, text=True, check=True)
+        .stdout.splitlines()[1]
+        .split()
+    )
+    assert theirs[0] != mine[0] and theirs[-1] == "_ses"
+    listing = subprocess.run(
+        [*StepCgroup().prefix({}, [], keyctl), keyctl, "rlist", "@s"], capture_output=True, text=True, check=True
+    )
+    assert listing.stdout.strip() == ""  # nothing in it
 
 
 def test_stale_step_groups_are_removed_but_not_busy_or_new_ones() -> None:
@@ -70,7 +99,10 @@ def test_stale_step_groups_are_removed_but_not_busy_or_new_ones() -> None:
     )
     if not stale.groups:
         pytest.skip("no cgroup v1 pids or cpu controller this process may write to")
-    sleeper = subprocess.Popen([*busy.prefix({}), "sleep", "60"])
+    fds = busy.open_tasks()
+    sleeper = subprocess.Popen([*busy.prefix({}, fds), "sleep", "60"], pass_fds=fds)
+    for fd in fds:
+        os.close(fd)
     try:
         end = time.monotonic() + 10
         while sleeper.pid not in busy.pids():

@@ -134,26 +134,31 @@ def test_steps_run_warm_and_fall_back_when_the_runner_dies(stack: Stack, pool: P
     jobs = Jobs(stack.settings, JobStore(pool), None)
     with LocalEngine(stack.settings, pool, database_dsn(stack.settings)) as engine:
         jobs.engine = engine
-        assert engine.warm is not None and engine.warm.alive
+        assert engine.warm is not None
         job = jobs.wait(jobs.submit(job_spec("print('warm')", [f"{file_server.url}/warm.csv"]), ENV))
         assert job.status == 70
         runners = {task: state["runner"] for task, state in job.details["steps"].items()}
         assert runners == {"input-fetch": "warm", "algorithm": "sandbox", "output-publish": "warm"}
-        assert engine.warm.proc is not None
-        engine.warm.proc.kill()  # the runner dies: later steps get their own sandboxes again
+        # the runner of the job's uid, started for it, runs as that uid
+        [runner] = [r for r in engine.warm.all() if r.identity and r.identity.uid == job.details["sandboxUid"]]
+        assert runner.alive and runner.proc is not None
+        runner.proc.kill()  # the runner dies: later steps of its uid get their own sandboxes again
         end = time.monotonic() + 10
-        while engine.warm.alive and time.monotonic() < end:
+        while runner.alive and time.monotonic() < end:
             time.sleep(0.05)
-        assert not engine.warm.alive
+        assert not runner.alive
         job = jobs.wait(jobs.submit(job_spec("print('cold')", [f"{file_server.url}/warm.csv"]), ENV))
+        assert job.details["sandboxUid"] == runner.identity.uid  # the lowest free uid again
         assert job.status == 70 and {s["runner"] for s in job.details["steps"].values()} == {"sandbox"}
 
 
 def test_the_runner_leaves_with_its_engine(stack: Stack, pool: Pool) -> None:
     """Closing the engine ends the runner by EOF on its socket (not by the kill after a timeout)."""
     engine = LocalEngine(stack.settings, pool, database_dsn(stack.settings)).start()
-    assert engine.warm is not None and engine.warm.proc is not None
-    proc = engine.warm.proc
+    assert engine.warm is not None and engine.protections is not None and engine.protections.pool is not None
+    runner = engine.warm.runner(engine.protections.pool.acquire())
+    assert runner is not None and runner.proc is not None
+    proc = runner.proc
     engine.close()
     assert proc.returncode == 0, "the runner had to be killed: it never saw the engine leave"
 

@@ -23,8 +23,8 @@ CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 STALE_AFTER = 600.0  # seconds: a step group empty and this old was left by an engine that was killed
 JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
-# rlimit -> (sh's ulimit flag, its unit): POSIX counts -c and -f in 512-byte blocks; -v (dash, bash) in KiB
-ULIMITS = {"core": ("c", 512), "nofile": ("n", 1), "fsize": ("f", 512), "as": ("v", 1024)}
+# rlimit -> (bash's ulimit flag, its unit): bash counts -c and -f in 1024-byte blocks (POSIX sh: 512), -v in KiB
+ULIMITS = {"core": ("c", 1024), "nofile": ("n", 1), "fsize": ("f", 1024), "as": ("v", 1024)}
 
 
 @functools.cache
@@ -108,18 +108,23 @@ class StepCgroup:
             made.groups[controller] = group
         return made
 
-    def prefix(self, rlimits: dict[str, int]) -> list[str]:
-        """Command prefix, one shell and no other process: join every group (the shell is single-threaded),
-        set the resource limits (``core``, ``nofile``, ``fsize`` and ``as`` in bytes or files), then exec
-        the rest of the command line. On failure: a ``c2d-step:`` line on stderr and exit code 125."""
+    def prefix(self, rlimits: dict[str, int], task_fds: list[int], keyring: str | None = None) -> list[str]:
+        """Command prefix, one shell and no other process: join every group by writing ``0`` into ``task_fds``
+        (:meth:`open_tasks`: the engine opens them; the step's own uid may not, and the kernel checks the
+        opener's rights), set the resource limits (``core``, ``nofile``, ``fsize`` and ``as`` in bytes or files),
+        then exec the rest of the command line, through ``keyring`` (``keyctl``: ``keyctl session -`` gives it a
+        new, empty session keyring) when given. bash, not sh: the descriptors' numbers may be above 9, which
+        dash cannot name. On failure: a ``c2d-step:`` line on stderr and exit code 125."""
         fail = '{ echo "c2d-step: could not %s" >&2; exit 125; }'
-        script = f'while [ "$1" != -- ]; do echo 0 > "$1" || {fail % "join the cgroup $1"}; shift; done; shift; '
+        script = "".join(f"echo 0 >&{fd} || {fail % 'join a cgroup'}; " for fd in task_fds)
         for name, value in rlimits.items():
             flag, unit = ULIMITS[name]
             limit = f"ulimit -{flag} {-(-int(value) // unit)}"  # rounded up: never tighter than asked
             script += f"{limit} || {fail % ('set ' + name + ' to ' + str(value))}; "
-        files = [str(group / "tasks") for group in self.groups.values()]
-        return ["/bin/sh", "-c", script + 'exec "$@"', "c2d-step", *files, "--"]
+        if task_fds:  # nothing of the step may write into them
+            script += "exec " + " ".join(f"{fd}>&-" for fd in task_fds) + "; "
+        start = f'exec {keyring} session - "$@"' if keyring else 'exec "$@"'
+        return ["/bin/bash", "-c", script + start, "c2d-step"]
 
     def open_tasks(self) -> list[int]:
         """Write-only descriptors of every group's ``tasks``, for a single-threaded process (not started

@@ -12,11 +12,11 @@ finds half-run was orphaned by a dead engine and is recovered (see :mod:`workflo
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -26,14 +26,18 @@ from c2d.db.pool import Pool
 from c2d.settings import Settings
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
-from workflows.exceptions import EngineError, UnsupportedWorkflowError
+from workflows.exceptions import EngineError, JobSetupError, SandboxError, UnsupportedWorkflowError
+from workflows.local import jobdisk
 from workflows.local.cgroups import prepare_jobs_group, remove_stale_groups
 from workflows.local.folders import spread_subfolders
+from workflows.local.identity import Identity
 from workflows.local.interpret import Plan, interpret
-from workflows.local.job import REPO_ROOT, JobRun
+from workflows.local.job import REPO_ROOT, JobRun, discard_job_folder
+from workflows.local.protections import Protections, detect
 from workflows.local.recovery import prepare_resume
-from workflows.local.sandbox import compile_steps
-from workflows.local.warm import WarmRunner
+from workflows.local.sandbox import compile_steps, steps_runtime
+from workflows.local.staging import Staging
+from workflows.local.warm import WarmRunners
 from workflows.status_map import StepState, ocean_status
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ SOURCE = "local-engine"
 LOCK_KEY = 0x6332_6C6F  # "c2lo": one local engine per database
 POLL_SECONDS = 0.2
 DB_RETRY_MAX = 5.0  # seconds between attempts while the database is away
+SANDBOX_UID = "sandboxUid"  # job details: the host uid its sandboxes ran as
 T = TypeVar("T")
 
 
@@ -59,7 +64,10 @@ class LocalEngine(BackgroundEngine):
         self.dispatcher: threading.Thread | None = None
         self.lock_conn: psycopg.Connection[Any] | None = None
         self.secrets = storage_secrets(settings)
-        self.warm: WarmRunner | None = None
+        self.warm: WarmRunners | None = None
+        self.protections: Protections | None = None
+        self.shared_jobs_dir = False  # this engine made the jobs folder a shared mount (undone at close)
+        self.staging: Staging | None = None  # where the jobs' uids find the folders their sandboxes bind
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> LocalEngine:
@@ -75,19 +83,38 @@ class LocalEngine(BackgroundEngine):
             log.info("removed %d step cgroup(s) left by engines that were killed", stale)
         if not compile_steps(REPO_ROOT):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.settings.store_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.settings.jobs_dir, self.settings.store_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            # the jobs' uids pass through to their own folders inside, and list nothing
+            folder.chmod(0o711)
             if not spread_subfolders(folder):
                 log.debug("%s: its subfolders cannot be spread over block groups (not ext2/3/4)", folder)
+        try:
+            self.protections = detect(self.settings.engine, self.settings.jobs_dir)
+            # disks a killed engine left mounted: gone before anything is bound over them (the jobs they
+            # belong to, if any is resumed, mount theirs again)
+            jobdisk.unmount_under(self.settings.jobs_dir)
+            if self.protections.job_disks:
+                self.shared_jobs_dir = jobdisk.share(self.settings.jobs_dir)
+            if self.protections.pool is not None:
+                self.staging = Staging.for_data_dir(self.settings.data_dir)
+                self.staging.stage(self._sandbox_folders())
+        except (EngineError, SandboxError) as exc:
+            self._undo_mounts()
+            self._release_lock()
+            raise EngineError(f"the local engine cannot start: {exc}") from None
         if self.settings.engine.warm_steps:
-            warm = WarmRunner(
+            warm = WarmRunners(
                 self.settings.engine,
                 REPO_ROOT,
                 (self.settings.jobs_dir, self.settings.store_dir),
                 (self.settings.data_dir,),
+                self.settings.log_dir,
+                seccomp=self.protections.seccomp is not None,
+                keyctl=self.protections.keyctl,
+                reach=self._reach,
             )
-            if warm.start(self.settings.log_dir / "stepserver.log"):
+            if warm.usable():
                 self.warm = warm
         self._recover()
         self.dispatcher = threading.Thread(target=self._dispatch_loop, name="c2d-dispatcher", daemon=True)
@@ -108,8 +135,32 @@ class LocalEngine(BackgroundEngine):
         self.executor.shutdown(wait=True)
         if self.warm is not None:
             self.warm.close()
+        self._undo_mounts()
+        self._release_lock()
+
+    def _undo_mounts(self) -> None:
+        if self.staging is not None:
+            self.staging.close()
+            self.staging = None
+        if self.shared_jobs_dir:
+            jobdisk.unshare(self.settings.jobs_dir)
+            self.shared_jobs_dir = False
+
+    def _sandbox_folders(self) -> list[tuple[Path, bool]]:
+        """The host folders the sandboxes bind from (and whether read-only): the jobs folder, the results store,
+        the step programs' runtime and every configured runtime."""
+        engine = self.settings.engine
+        runtimes = [*steps_runtime(REPO_ROOT).paths, *(path for r in engine.runtimes for path in r.paths)]
+        folders = [(self.settings.jobs_dir, False), (self.settings.store_dir, False)]
+        return folders + [(path, True) for path in dict.fromkeys(runtimes) if path.is_dir()]
+
+    def _reach(self, path: Path) -> Path:
+        return self.staging.reach(path) if self.staging is not None else path
+
+    def _release_lock(self) -> None:
         if self.lock_conn is not None:
             self.lock_conn.close()
+            self.lock_conn = None
 
     def stop(self, job_id: str) -> bool:
         """Deliver a stop request (already stored in ``jobs.stopreq``) to a running job at once."""
@@ -164,6 +215,10 @@ class LocalEngine(BackgroundEngine):
         except UnsupportedWorkflowError as exc:
             self._finish_error(record.job_id, f"the local engine cannot run this workflow: {exc}")
             return
+        assert self.protections is not None  # set by start()
+        pool = self.protections.pool
+        recorded = record.details.get(SANDBOX_UID) if resume else None
+        identity = pool.acquire(recorded if isinstance(recorded, int) else None) if pool else None
         run = JobRun(
             job_id=record.job_id,
             plan=plan,
@@ -172,11 +227,15 @@ class LocalEngine(BackgroundEngine):
             store_dir=self.settings.store_dir,
             hidden=(self.settings.data_dir,),
             on_change=lambda states, write: self._mirror(record.job_id, plan, states, write),
-            warm=self.warm,
+            warm=self.warm.runner(identity) if self.warm is not None else None,
+            protections=self.protections,
+            identity=identity,
+            reach=self._reach,
         )
         if resume:
             message = prepare_resume(run, record)
             if message is not None:
+                self._release(run)
                 self._finish_error(record.job_id, message)
                 return
         if record.stopreq:
@@ -185,20 +244,32 @@ class LocalEngine(BackgroundEngine):
             self.running[record.job_id] = run
         self.executor.submit(self._execute, run)
 
+    def _release(self, run: JobRun) -> None:
+        if run.identity is not None and self.protections is not None and self.protections.pool is not None:
+            self.protections.pool.release(run.identity)
+
     def _execute(self, run: JobRun) -> None:
         try:
-            results = run.run()
+            try:
+                results = run.run()
+            except JobSetupError as exc:
+                log.error("job %s: %s", run.job_id, exc)
+                self._finish_error(run.job_id, f"could not set up the job: {exc}")
+                return
             if run.abandoned:
                 log.warning("job %s: left for recovery (engine shutting down)", run.job_id)
                 return
             self._finish(run, results)
             # Then the folder (a crash in between leaves it to the next start's sweep, see _recover)
-            if not self.settings.engine.keep_job_dirs:
+            if self.settings.engine.keep_job_dirs:
+                run.unmount()
+            else:
                 run.cleanup()
         except Exception:  # a job thread must never leave its job running forever
             log.exception("job %s: engine error", run.job_id)
             self._finish_error(run.job_id, "internal engine error (see the engine log)")
         finally:
+            self._release(run)
             with self.lock:
                 self.running.pop(run.job_id, None)
                 self.unwritten.pop(run.job_id, None)
@@ -221,7 +292,8 @@ class LocalEngine(BackgroundEngine):
         status = ocean_status(steps, workflow_done=False, stopreq=stopreq)
         unwritten.append((int(status.status), status.text))
         if write:
-            self._db(lambda: self.store.mirror(job_id, unwritten, {"steps": states}, SOURCE))
+            detail = {"steps": states} | _sandbox_detail(run.identity if run else None)
+            self._db(lambda: self.store.mirror(job_id, unwritten, detail, SOURCE))
             unwritten.clear()
 
     def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
@@ -230,9 +302,11 @@ class LocalEngine(BackgroundEngine):
             self._db(lambda: self.store.request_stop(run.job_id, STOPREQ_DEADLINE))
         steps = [_state(step.task, step.stage, run.states) for step in run.plan.steps]
         status = ocean_status(steps, workflow_done=True, stopreq=stopreq)
-        detail: dict[str, Any] = {"steps": run.states}
+        detail: dict[str, Any] = {"steps": run.states} | _sandbox_detail(run.identity)
         if run.limits_missing:
             detail["limitsNotEnforced"] = run.limits_missing
+        if self.protections is not None and self.protections.missing:
+            detail["protectionsMissing"] = list(self.protections.missing)
         with self.lock:
             via = self.unwritten.pop(run.job_id, [])  # held back by the last step's end
         self._db(
@@ -256,7 +330,7 @@ class LocalEngine(BackgroundEngine):
             code = JobStatus.ALGORITHM_FAILED
         text = f"{code.text}: {reason}"
         self._db(lambda: self.store.transition(job_id, code, source=SOURCE, text=text, finished=True, results=[]))
-        shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+        discard_job_folder(self.settings.jobs_dir / job_id)
 
     # -- recovery -----------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -268,7 +342,7 @@ class LocalEngine(BackgroundEngine):
             for folder in self.settings.jobs_dir.iterdir():
                 if folder.name not in keep:
                     log.warning("removing the folder of job %s: the job is not running", folder.name)
-                    shutil.rmtree(folder, ignore_errors=True)
+                    discard_job_folder(folder)  # errors logged: a job's folder never stops the engine
         for record in unfinished:
             if record.status == JobStatus.WARMING_UP:
                 continue  # still queued: the dispatcher claims it
@@ -283,6 +357,11 @@ def storage_secrets(settings: Settings) -> dict[str, dict[str, str]]:
         return {}
     keys = {"s3-access-key": s3.access_key.get_secret_value(), "s3-secret-key": s3.secret_key.get_secret_value()}
     return {settings.storage.secret_name: keys}
+
+
+def _sandbox_detail(identity: Identity | None) -> dict[str, Any]:
+    """The host uid of the job's sandboxes, in its details: a job resumed after a restart gets it back."""
+    return {SANDBOX_UID: identity.uid} if identity else {}
 
 
 def _state(task: str, stage: str, states: dict[str, dict[str, Any]]) -> StepState:

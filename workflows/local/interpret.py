@@ -109,7 +109,7 @@ class Volume:
     name: str
     kind: str  # "job" (shared by all steps of the job), "scratch" (fresh per step) or "host"
     host_path: str | None = None
-    size: int | None = None
+    size: int | None = None  # bytes: a claim's storage request, an emptyDir's sizeLimit
 
 
 @dataclass
@@ -122,6 +122,18 @@ class Plan:
 
     def step(self, task: str) -> Step:
         return next(step for step in self.steps if step.task == task)
+
+    @property
+    def disk_bytes(self) -> int | None:
+        """The size of the job's disk: its job volumes' sizes summed (None if one has no size)."""
+        sizes = [volume.size for volume in self.volumes.values() if volume.kind == "job"]
+        known = [size for size in sizes if size is not None]
+        return sum(known) if sizes and len(known) == len(sizes) else None
+
+    @property
+    def max_files(self) -> int:
+        """The largest file cap of its steps (0: none has one)."""
+        return max((step.max_files or 0 for step in self.steps), default=0)
 
 
 def _substitute(text: str, scope: dict[str, str], where: str) -> str:
@@ -161,7 +173,8 @@ def _volumes(spec: dict[str, Any]) -> dict[str, Volume]:
     volumes: dict[str, Volume] = {}
     for claim in spec.get("volumeClaimTemplates") or []:
         name = claim["metadata"]["name"]
-        volumes[name] = Volume(name, "job")
+        request = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+        volumes[name] = Volume(name, "job", size=int(quantity(request)) if request else None)
     for volume in spec.get("volumes") or []:
         name = volume["name"]
         if "emptyDir" in volume:

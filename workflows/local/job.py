@@ -3,17 +3,21 @@
 Reports every step state change to ``on_change(states, write)`` (the engine mirrors it into Postgres;
 ``write=False``: a step's end, which the engine may hold back until the next write — the next step's
 start follows at once, or the job's final status; a step starts only once its start is written, but
-for the input-fetch that starts a job: recovery runs it again from the start anyway). Data lives
-in ``<jobs dir>/<job id>/`` (mode 0700): ``volumes/<name>`` for the job's volumes and
-``steps/<task>.log`` for each step's own output.
+for the input-fetch that starts a job: recovery runs it again from the start anyway).
+
+Data lives in ``<jobs dir>/<job id>/`` (mode 0711, the engine's): ``disk`` is the job's own file system
+(:mod:`workflows.local.jobdisk`), owned by the job's host uid, with a folder per job volume and one per
+step's scratch volume (``.scratch/<task>-<attempt>-<volume>``); ``steps/<task>.log`` holds each step's own
+output and ``steps/<task>.setup`` what its launch said (mode 0700, the engine's). Where this host cannot
+make job file systems, the volumes are plain folders in ``volumes/`` and scratch volumes are tmpfs.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,16 +26,45 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from c2d.fstree import DEFAULT_MAX_DEPTH, TreeError, remove_tree, walk
 from c2d.settings import EngineSettings
-from workflows.exceptions import SandboxError
+from workflows.exceptions import JobSetupError, SandboxError
+from workflows.local import jobdisk, seccomp
 from workflows.local.cgroups import StepCgroup
+from workflows.local.identity import Identity
 from workflows.local.interpret import Plan, Step, depends_met
-from workflows.local.runner import Outcome, SandboxProcess, StepProcess, Watch, run_step
-from workflows.local.sandbox import Bind, Runtime, bwrap_command, resolve_runtime, step_environment, steps_runtime
+from workflows.local.jobdisk import INODE_ROOM, JobDisk
+from workflows.local.protections import Protections
+from workflows.local.runner import Outcome, SandboxProcess, StepProcess, Watch, clean_text, run_step, setup_channel
+from workflows.local.sandbox import (
+    Bind,
+    Launch,
+    Runtime,
+    bwrap_command,
+    resolve_runtime,
+    step_environment,
+    steps_runtime,
+)
 from workflows.local.warm import WarmRunner
 from workflows.status_map import DONE_PHASES
 
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NO_PROTECTIONS = Protections(None, None, None, False, ())
+
+
+def discard_job_folder(job_dir: Path) -> bool:
+    """Unmount whatever is mounted in a job's folder, delete its disk image and the folder, whatever the tree
+    inside looks like (any depth, any number of files). Errors are logged, never raised: a job's folder never
+    stops the engine (the next start tries again). True once the folder is gone."""
+    try:
+        jobdisk.unmount_under(job_dir)
+        JobDisk(job_dir).image.unlink(missing_ok=True)
+        remove_tree(job_dir)
+    except (SandboxError, TreeError, OSError) as exc:
+        log.error("the folder of job %s could not be removed: %s", job_dir.name, exc)
+        return False
+    return True
 
 
 def _now() -> str:
@@ -71,6 +104,11 @@ class JobRun:
     warm: WarmRunner | None = None  # runs the node's own step programs without a fresh sandbox each
     mounted: dict[str, list[Bind]] = field(default_factory=dict)  # task -> its mounts at its last attempt
     held_back: bool = False  # a state change is held back by the engine (see flush)
+    protections: Protections = NO_PROTECTIONS
+    identity: Identity | None = None  # the host uid/gid of every sandbox of the job (None: the engine's own)
+    max_depth: int = DEFAULT_MAX_DEPTH  # folders deeper than this end a step; publishing skips them
+    disk: JobDisk | None = None  # the job's own file system, once made
+    reach: Callable[[Path], Path] = Path  # where the job's uid finds a host folder (workflows.local.staging)
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
@@ -86,28 +124,104 @@ class JobRun:
     def phases(self) -> dict[str, str]:
         return {task: state["phase"] for task, state in self.states.items() if "phase" in state}
 
-    # -- mounts -----------------------------------------------------------------------------
-    def _volume_dir(self, name: str) -> Path:
-        return self.job_dir / "volumes" / name
+    # -- folders and mounts -------------------------------------------------------------------
+    def prepare(self) -> None:
+        """The job's folder and, where the host can, its own file system (made, or mounted again for a job
+        resumed after a restart). JobSetupError when the job cannot have them."""
+        self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(self.job_dir, 0o711)  # the job's uid passes through to its own disk, lists nothing
+        (self.job_dir / "steps").mkdir(exist_ok=True, mode=0o700)
+        if not self.protections.job_disks or all(self.states.get(s.task, {}).get("phase") in DONE_PHASES
+                                                 for s in self.plan.steps):  # fmt: skip
+            return  # a resumed job whose steps all ran needs no disk
+        disk = JobDisk(self.job_dir)
+        try:
+            if not disk.ensure_mounted():
+                size = self.plan.disk_bytes
+                if size is None:
+                    raise JobSetupError("the workflow's job volumes do not say their size")
+                disk.create(size, self.plan.max_files + INODE_ROOM, self.identity)
+        except JobSetupError:
+            raise
+        except SandboxError as exc:
+            raise JobSetupError(str(exc)) from None
+        self.disk = disk
 
-    def _binds(self, step: Step) -> list[Bind]:
+    def discard(self) -> None:
+        """Unmount and delete the job's file system, then its folder (see :func:`discard_job_folder`)."""
+        self.disk = None
+        discard_job_folder(self.job_dir)
+
+    def unmount(self) -> None:
+        """Unmount the job's file system, keeping its image (a job folder kept for debugging)."""
+        if self.disk is not None:
+            try:
+                jobdisk.unmount_under(self.job_dir)
+            except SandboxError as exc:
+                log.error("job %s: its disk could not be unmounted: %s", self.job_id, exc)
+            self.disk = None
+
+    def _own(self, folder: Path, base: Path, inside: str) -> None:
+        """``folder`` made (with the folders between ``base`` and it) and owned by the job's uid, like each level
+        made. SandboxError naming ``inside`` (the path in the sandbox) when that fails."""
+        made: list[Path] = [folder]
+        current = folder.parent
+        while current != base and not os.path.lexists(current):
+            made.append(current)
+            current = current.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.identity is not None:
+                for path in made:
+                    os.chown(path, self.identity.uid, self.identity.gid, follow_symlinks=False)
+        except OSError as exc:
+            raise SandboxError(f"the folder mounted on {inside} cannot be made ({exc.strerror})") from None
+
+    def _volume_dir(self, name: str) -> Path:
+        return (self.disk.root if self.disk else self.job_dir / "volumes") / name
+
+    def _scratch_dir(self, step: Step, attempt: int, volume: str) -> Path | None:
+        """A scratch volume's folder on the job's disk (None without one: a tmpfs of the sandbox)."""
+        if self.disk is None:
+            return None
+        return self.disk.root / ".scratch" / f"{step.task}-{attempt}-{volume}"
+
+    def _binds(self, step: Step, attempt: int = 0) -> list[Bind]:
         binds: list[Bind] = []
         for mount in step.mounts:
             volume = self.plan.volumes[mount.volume]
             if volume.kind == "scratch":
-                binds.append((None, mount.path, False, volume.size))
+                scratch = self._scratch_dir(step, attempt, volume.name)
+                if scratch is not None and self.disk is not None:
+                    self._own(scratch, self.disk.root, mount.path)
+                binds.append((scratch, mount.path, False, None if scratch else volume.size))
                 continue
             if volume.kind == "host":
                 base = Path(volume.host_path or "")
                 if not base.resolve().is_relative_to(self.store_dir.resolve()):
-                    raise SandboxError(f"hostPath {base} is outside the results store {self.store_dir}")
+                    raise SandboxError(f"the hostPath volume of {mount.path} is outside the results store")
+                volume_root = self.store_dir
             else:
                 base = self._volume_dir(volume.name)
+                volume_root = base.parent
             host = _within(base, mount.sub_path, mount.path) if mount.sub_path else base
-            host.mkdir(parents=True, exist_ok=True)
+            self._own(host, volume_root, mount.path)
             binds.append((host, mount.path, mount.read_only, None))
         self.mounted[step.task] = binds
         return binds
+
+    def _hand_back(self, binds: list[Bind]) -> None:
+        """The results-store folders a step wrote as the job's uid, owned by the engine again (nothing of the
+        job keeps a right on what it published)."""
+        if self.identity is None:
+            return
+        uid, gid = os.geteuid(), os.getegid()
+        for host, _, read_only, _ in binds:
+            if host is None or read_only or not host.is_relative_to(self.store_dir):
+                continue
+            for entry in walk(host, max_depth=self.max_depth + 8):
+                os.chown(entry.name, uid, gid, dir_fd=entry.parent_fd, follow_symlinks=False)
+            os.chown(host, uid, gid, follow_symlinks=False)
 
     def host_path(self, step: Step, inside: str) -> Path | None:
         """Where a path inside the step's sandbox is on the host (for output parameters)."""
@@ -129,11 +243,14 @@ class JobRun:
         return resolve_runtime(step.image, self.engine.runtimes)
 
     def _attempt(self, step: Step, attempt: int, deadline: float | None) -> Outcome:
+        if step.stage == "publish" and self.disk is not None:
+            self.disk.release_reserve()
         try:
             runtime = self._runtime(step)
-            binds = self._binds(step)
+            binds = self._binds(step, attempt)
+            env = step_environment(step, runtime)
         except SandboxError as exc:
-            return Outcome("Error", None, str(exc))
+            return Outcome("Error", None, clean_text(str(exc)))
         cgroup = StepCgroup.create(
             self.engine.cgroup_root,
             f"{self.job_id}-{step.task}-{attempt}",
@@ -150,21 +267,27 @@ class JobRun:
         log_file = self.job_dir / "steps" / f"{step.task}.log"
         try:
             if self.warm is not None and self.warm.supports(step):
-                tmp = self.job_dir / "tmp" / f"{step.task}-{attempt}"  # the step's /tmp, on the job's disk
-                tmp.mkdir(parents=True, exist_ok=True)
+                # the step's /tmp: on the job's disk, or in the job's folder
+                tmp = self._scratch_dir(step, attempt, "tmp") or self.job_dir / "tmp" / f"{step.task}-{attempt}"
+                self._own(tmp, self.disk.root if self.disk else tmp.parent, "/tmp")
                 binds = [(host or tmp, inside, ro, size) for host, inside, ro, size in binds]
                 start: Callable[[], StepProcess] = functools.partial(
                     self.warm.launch, step, binds, tmp, log_file, rlimits, cgroup
                 )
             else:
-                argv = [*cgroup.prefix(rlimits), *bwrap_command(self.engine.bwrap, step, runtime, binds, self.hidden)]
-                env = step_environment(step, runtime)
-                start = functools.partial(SandboxProcess, argv, env, log_file)
+                start = functools.partial(self._sandbox, step, runtime, binds, env, log_file, rlimits, cgroup)
         except SandboxError as exc:
             cgroup.remove()
-            return Outcome("Error", None, str(exc))
+            return Outcome("Error", None, clean_text(str(exc)))
         writable = tuple(host for host, _, ro, _ in binds if host is not None and not ro)
-        watch = Watch(writable, step.disk, step.max_files) if (step.disk or step.max_files) else Watch((), None, None)
+        redactions = tuple((str(host), inside) for host, inside, _, _ in binds if host is not None)
+        redactions += ((str(self.job_dir), "<job>"), (str(self.store_dir), "<results store>"))
+        redactions += tuple((str(path), "<node>") for path in self.hidden)
+        disk_full = self.disk.exhausted if self.disk else None
+        if step.disk or step.max_files:
+            watch = Watch(writable, step.disk, step.max_files, self.max_depth, disk_full, redactions)
+        else:
+            watch = Watch((), None, None, self.max_depth, None, redactions)
         step_deadline = time.monotonic() + step.deadline if step.deadline else None
         ends = [d for d in (deadline, step_deadline) if d is not None]
         # Publishing is not interrupted by a stop request: the user's logs and outputs are on their way.
@@ -173,6 +296,37 @@ class JobRun:
             return run_step(step, start, log_file, cgroup, watch, stop, min(ends) if ends else None, self.flush)
         finally:
             cgroup.remove()
+            self._hand_back(binds)
+
+    def _sandbox(
+        self,
+        step: Step,
+        runtime: Runtime,
+        binds: list[Bind],
+        env: dict[str, str],
+        log_file: Path,
+        rlimits: dict[str, int],
+        cgroup: StepCgroup,
+    ) -> SandboxProcess:
+        """Start the step as its own bubblewrap sandbox, as the job's uid, with the seccomp filter and a new
+        session keyring; the launch prefix joins the step's cgroups first."""
+        program = self.protections.seccomp
+        launch = Launch([])
+        task_fds: list[int] = []
+        try:  # the filter's descriptor belongs to the launch from here on: bwrap_command closes it on failure
+            seccomp_fd = seccomp.program_fd(program) if program is not None else None
+            launch = bwrap_command(
+                self.engine.bwrap, step, runtime, binds, self.hidden, seccomp_fd=seccomp_fd, reach=self.reach
+            )
+            task_fds = cgroup.open_tasks()
+            argv = [*cgroup.prefix(rlimits, task_fds, self.protections.keyctl), *launch.argv]
+            return SandboxProcess(argv, env, log_file, setup_channel(log_file), [*launch.fds, *task_fds], self.identity)
+        except SandboxError as exc:  # run_step reports a start that failed
+            raise OSError(0, str(exc)) from None
+        finally:
+            launch.close()
+            for fd in task_fds:
+                os.close(fd)
 
     def _run_step(self, step: Step, deadline: float | None) -> Outcome:
         attempt = 0
@@ -193,9 +347,9 @@ class JobRun:
 
     # -- the job ----------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]] | None:
-        """Run every step; returns the result list of the publish step (None if it has none)."""
-        self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.job_dir, 0o700)
+        """Run every step; returns the result list of the publish step (None if it has none). JobSetupError
+        when the job's folder or disk cannot be prepared (before any step)."""
+        self.prepare()
         deadline = time.monotonic() + self.plan.deadline if self.plan.deadline else None
         for step in self.plan.steps:
             if self.abandoned:
@@ -245,4 +399,4 @@ class JobRun:
         return value if isinstance(value, list) else None
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.job_dir, ignore_errors=True)
+        self.discard()

@@ -9,11 +9,11 @@ the job fails with a status text that says so.
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from c2d.db.jobs import JobRecord
 from workflows.local.job import JobRun
+from workflows.local.jobdisk import JobDisk
 from workflows.status_map import DONE_PHASES
 
 INTERRUPTED = "interrupted by an engine restart"
@@ -25,13 +25,13 @@ def prepare_resume(run: JobRun, record: JobRecord) -> str | None:
     started = {task for task, state in states.items() if state.get("phase")}
     first_stage_only = all(run.plan.step(task).stage == "configure" for task in started)
     if not started or first_stage_only:
-        shutil.rmtree(run.job_dir, ignore_errors=True)
+        run.discard()  # the job starts over, on a new disk
         run.states = {}
         return None
     if all(states.get(step.task, {}).get("phase") in DONE_PHASES for step in run.plan.steps):
         run.states = states  # every step ran (results included): only the final status is missing
         return None
-    if not run.job_dir.is_dir():
+    if not run.job_dir.is_dir() or (run.protections.job_disks and not JobDisk(run.job_dir).image.is_file()):
         return f"the job's data was lost when the engine restarted during step {sorted(started)[-1]!r}"
     for step in run.plan.steps:
         state = states.get(step.task)

@@ -1,29 +1,37 @@
-"""Run one step of a job in its sandbox and watch it: stop requests, deadline, disk and file caps.
+"""Run one step of a job in its sandbox and watch it: stop requests, deadline, disk, file and depth caps.
 
 The step's stdout/stderr go to ``<job dir>/steps/<task>.log`` (the algorithm's own output is also
-tee'd by its command into /data/logs/algorithm.log, readable while it runs).
+tee'd by its command into /data/logs/algorithm.log, readable while it runs). What the sandbox's setup
+says (bubblewrap's errors, the launch prefix's ``c2d-step:`` lines) goes to ``<task>.setup``, a file the
+step cannot write: only that channel can make a step's end read "sandbox setup failed". Every message
+that becomes a job's status text is cleaned (:func:`clean_text`: no control characters, no host paths).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from c2d.fstree import DEFAULT_MAX_DEPTH, usage
 from workflows.local.cgroups import StepCgroup
+from workflows.local.identity import Identity
 from workflows.local.interpret import Step
 
 POLL = 0.05
 SCAN_EVERY = 0.5
 DISK_SLACK = 1.10  # rlimit/scan tolerance before the cap is declared exceeded
+MESSAGE_MAX = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -36,35 +44,31 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Watch:
-    """Caps checked while the step runs."""
+    """Caps checked while the step runs (apparent bytes, files and folder depth under ``writable``), what tells
+    that a failed write hit the job's file system's limits (``disk_full``: "disk", "files" or None), and
+    ``redactions``: host paths and what a message shows instead (``/data/outputs`` for the folder mounted
+    there)."""
 
     writable: tuple[Path, ...]
     disk: int | None
     max_files: int | None
+    max_depth: int = DEFAULT_MAX_DEPTH
+    disk_full: Callable[[], str | None] | None = None
+    redactions: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def scans(self) -> bool:
+        return bool(self.writable)
 
 
-def _usage(folders: tuple[Path, ...], max_files: int | None) -> tuple[int, int]:
-    """(bytes, files) under the folders; stops counting files past ``max_files``."""
-    total = count = 0
-    stack = [str(f) for f in folders]
-    while stack:
-        try:
-            entries = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        count += 1
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-                except OSError:
-                    continue
-                if max_files is not None and count > max_files:
-                    return total, count
-    return total, count
+def clean_text(text: str, redactions: tuple[tuple[str, str], ...] = ()) -> str:
+    """``text`` fit for a status text: host paths replaced (longest first), control characters (C0, C1, line
+    separators: a terminal escape, a NUL Postgres refuses, a forged line) turned into one space each run,
+    at most MESSAGE_MAX characters."""
+    for host, shown in sorted(redactions, key=lambda pair: len(pair[0]), reverse=True):
+        text = text.replace(host, shown)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates either
+    return _CONTROL.sub(" ", text).strip()[:MESSAGE_MAX]
 
 
 class StepProcess(Protocol):
@@ -82,12 +86,31 @@ class StepProcess(Protocol):
 
 
 class SandboxProcess:
-    """A step run as its own bubblewrap sandbox (``argv``), output appended to ``log_file``."""
+    """A step run as its own bubblewrap sandbox (``argv``, with the descriptors ``fds`` it names), as
+    ``identity`` (None: the engine's own uid), output appended to ``log_file``, the launch's own errors to
+    ``setup_file``."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_file: Path) -> None:
-        with open(log_file, "ab") as log:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log_file: Path,
+        setup_file: Path,
+        fds: list[int],
+        identity: Identity | None,
+    ) -> None:
+        with open(log_file, "ab") as log, open(setup_file, "ab") as setup:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=setup,
+                start_new_session=True,
+                env=env,
+                pass_fds=fds,
+                user=identity.uid if identity else None,
+                group=identity.gid if identity else None,
+                extra_groups=[] if identity else None,
             )
         self.pid = self.proc.pid
         try:  # readable when the process exits (Linux >= 5.3): the wait ends at once
@@ -144,13 +167,9 @@ def run_step(
                 reason = "stopped"
             elif deadline is not None and now >= deadline:
                 reason = "deadline"
-            elif now >= next_scan and (watch.disk or watch.max_files):
+            elif now >= next_scan and watch.scans:
                 next_scan = now + SCAN_EVERY
-                used, files = _usage(watch.writable, watch.max_files)
-                if watch.disk and used > watch.disk * DISK_SLACK:
-                    reason = "disk"
-                elif watch.max_files and files > watch.max_files:
-                    reason = "files"
+                reason = _over_caps(watch)
             if reason:
                 _kill(proc, cgroup)
                 break
@@ -161,6 +180,17 @@ def run_step(
             _kill(proc, cgroup)
         cgroup.kill()
     return step_outcome(step, code, reason, cgroup, watch, log_file)
+
+
+def _over_caps(watch: Watch) -> str | None:
+    used = usage(watch.writable, max_files=watch.max_files, max_depth=watch.max_depth)
+    if watch.disk and used.bytes > watch.disk * DISK_SLACK:
+        return "disk"
+    if watch.max_files and used.files > watch.max_files:
+        return "files"
+    if used.depth > watch.max_depth:
+        return "depth"
+    return None
 
 
 def _kill(proc: StepProcess, cgroup: StepCgroup) -> None:
@@ -176,9 +206,17 @@ def _mib(value: int | None) -> str:
 
 def step_outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, watch: Watch, log: Path) -> Outcome:
     """What a step's end means (its Argo phase and message): the exit code, why it was killed if it was,
-    its cgroup's OOM count, and the last lines of its log (sandbox or launch errors, the step's ERROR)."""
-    if reason is None and code != 0 and watch.disk and _usage(watch.writable, None)[0] >= watch.disk:
-        reason = "disk"  # the file-size rlimit stopped a write (EFBIG) before the next scan saw it
+    its cgroup's OOM count, a full job file system, sandbox or launch errors (from the setup channel next to
+    ``log``, ``<task>.setup``), and for the node's own steps the last ERROR line of their log."""
+    outcome = _outcome(step, code, reason, cgroup, watch, log)
+    if outcome.message is None:
+        return outcome
+    return Outcome(outcome.phase, outcome.exit_code, clean_text(outcome.message, watch.redactions), outcome.reason)
+
+
+def _outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, watch: Watch, log: Path) -> Outcome:
+    if reason is None and code != 0 and watch.scans:
+        reason = _cap_hit(watch)  # the file system or the file-size rlimit stopped a write before a scan saw it
     if reason == "stopped":
         return Outcome("Failed", code, "stopped on request", reason)
     if reason == "deadline":
@@ -187,21 +225,37 @@ def step_outcome(step: Step, code: int, reason: str | None, cgroup: StepCgroup, 
         return Outcome("Failed", code, f"wrote more than the {_mib(watch.disk)} disk limit", reason)
     if reason == "files":
         return Outcome("Failed", code, f"wrote more than {watch.max_files} files", reason)
+    if reason == "depth":
+        return Outcome("Failed", code, f"made folders nested deeper than {watch.max_depth} levels", reason)
     if code == 0:
         return Outcome("Succeeded", 0)
     if cgroup.oom_killed():
         return Outcome("Failed", code, f"out of memory (limit {_mib(step.memory)})", "oom")
     if code < 0:
         return Outcome("Failed", code, f"killed by signal {signal.Signals(-code).name}")
-    lines = _tail(log)
-    setup_error = _last(lines, "bwrap: ")
-    if setup_error:
+    setup = _tail(setup_channel(log))
+    if setup_error := _last(setup, "bwrap: "):
         return Outcome("Error", code, f"sandbox setup failed: {setup_error}")
-    if code == 125 and (launch_error := _last(lines, "c2d-step: ")):
+    if code == 125 and (launch_error := _last(setup, "c2d-step: ")):
         return Outcome("Error", code, launch_error)
     # The node's own steps (fetch, publish) end with an ERROR line that says what went wrong.
-    reason = _last(lines, " ERROR ") if step.stage in ("configure", "publish") else None
+    reason = _last(_tail(log), " ERROR ") if step.stage in ("configure", "publish") else None
     return Outcome("Failed", code, reason or f"exit code {code}")
+
+
+def _cap_hit(watch: Watch) -> str | None:
+    """Which cap a failed step ran into, if it ran into one: the job's file system out of space or inodes, or
+    its writable folders at the disk cap."""
+    if watch.disk_full is not None and (exhausted := watch.disk_full()):
+        return exhausted
+    if watch.disk and usage(watch.writable).bytes >= watch.disk:
+        return "disk"
+    return None
+
+
+def setup_channel(log: Path) -> Path:
+    """Where the launch of the step logging to ``log`` writes its own errors."""
+    return log.with_suffix(".setup")
 
 
 def _tail(log: Path) -> list[str]:
@@ -215,6 +269,6 @@ def _tail(log: Path) -> list[str]:
 
 def _last(lines: list[str], marker: str) -> str | None:
     for line in reversed(lines):
-        if marker in line:
-            return line.split(marker, 1)[1].strip()[:300]
+        if line.startswith(marker) or (marker == " ERROR " and marker in line):
+            return line.split(marker, 1)[1].strip()[:MESSAGE_MAX]
     return None

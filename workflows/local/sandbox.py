@@ -4,16 +4,29 @@ Every step runs in new user, pid, ipc, uts and cgroup namespaces as uid/gid 6553
 capabilities dropped, nested user namespaces disabled, a clean environment (:func:`step_environment`),
 a read-only view of the system folders it needs and nothing else of the host. Steps without the
 ``egress: allowed`` label (the algorithm, filters) also get a new, empty network namespace. Writable
-places are exactly the read-write mounts of the template (outputs, logs) and size-capped tmpfs
-scratch volumes.
+places are exactly the read-write mounts of the template (outputs, logs, /tmp).
+
+The engine starts bubblewrap as the job's own unprivileged host uid (:mod:`workflows.local.identity`), so
+uid 65534 inside is that uid outside, never host root. bubblewrap finds the folders it binds as that uid:
+where it could not walk to them, they are bound from a staging folder it can walk
+(:mod:`workflows.local.staging`). Inside, ``/proc`` is the
+sandbox's own with the paths container runtimes hide masked and the ones they protect read-only (runc's
+lists; there is no ``/sys`` at all), and a seccomp filter (:mod:`workflows.local.seccomp`) is loaded just
+before the step's command runs. bubblewrap's own errors go to its stderr, a channel of the engine's: the
+command is started through ``sh -c 'exec 2>&1; exec "$@"'`` so the step's own stderr joins its log
+before anything of the step runs, and nothing the step prints can pass for a sandbox error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import re
 import sys
 import sysconfig
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from c2d.settings import RuntimeSettings
@@ -33,6 +46,13 @@ ETC_NETWORK = (
     "/etc/host.conf",
     "/etc/gai.conf",
 )
+# runc's default lists: files and folders of /proc that a container sees empty, and those it sees read-only
+PROC_MASKED = ("acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+               "sched_debug", "scsi")  # fmt: skip
+PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+# The step's stderr joins its stdout (the step's log) before its command runs: bubblewrap's own stderr stays
+# the engine's channel for sandbox setup errors.
+JOIN_STDERR = ("/bin/sh", "-c", 'exec 2>&1; exec "$@"', "c2d-sandbox")
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,43 @@ class Runtime:
     env: tuple[tuple[str, str], ...] = ()
     python: tuple[str, ...] = ()
     hide: tuple[Path, ...] = ()
+
+
+@dataclass
+class Launch:
+    """A bubblewrap command line and the descriptors it names (the seccomp filter): the caller passes them to
+    the process (``pass_fds``) and closes them once it has started."""
+
+    argv: list[str]
+    fds: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+
+def _unchanged(path: Path) -> Path:
+    return path
+
+
+@functools.cache
+def _proc_kinds() -> tuple[tuple[str, bool], ...]:
+    """(name, is a folder) of the masked /proc paths this kernel has."""
+    return tuple((name, os.path.isdir(f"/proc/{name}")) for name in PROC_MASKED if os.path.lexists(f"/proc/{name}"))
+
+
+def _proc_args() -> list[str]:
+    """A new /proc with runc's masked paths empty and its read-only paths read-only."""
+    args = ["--proc", "/proc"]
+    for name, is_dir in _proc_kinds():
+        path = f"/proc/{name}"
+        args += ["--tmpfs", path, "--remount-ro", path] if is_dir else ["--ro-bind", "/dev/null", path]
+    for name in PROC_READ_ONLY:
+        if os.path.lexists(f"/proc/{name}"):
+            args += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+    return args
 
 
 @functools.cache
@@ -109,10 +166,35 @@ def bwrap_command(
     hidden: tuple[Path, ...] = (),
     *,
     host_pids: bool = False,
-) -> list[str]:
+    seccomp_fd: int | None = None,
+    reach: Callable[[Path], Path] = _unchanged,
+) -> Launch:
     """``binds``: (host folder or None for a tmpfs, path inside, read-only, tmpfs size). ``host_pids``: keep
     the host's pid namespace and mount no /proc (the warm step runner: the engine must reach its
-    children by pid; they confine themselves with Landlock, which also scopes their signals)."""
+    children by pid; they confine themselves with Landlock, which also scopes their signals), and start the
+    command as it is (the runner's stderr is its log). ``seccomp_fd``: the filter bubblewrap loads
+    (:func:`workflows.local.seccomp.program_fd`; it joins the launch's descriptors). ``reach``: where the
+    sandbox's uid finds a host folder (:meth:`workflows.local.staging.Staging.reach`). SandboxError when a
+    bound folder is missing; the launch's descriptors are then closed."""
+    launch = Launch([], [seccomp_fd] if seccomp_fd is not None else [])
+    try:
+        launch.argv = _arguments(bwrap, step, runtime, binds, hidden, host_pids, seccomp_fd, reach)
+    except BaseException:
+        launch.close()
+        raise
+    return launch
+
+
+def _arguments(
+    bwrap: str,
+    step: Step,
+    runtime: Runtime,
+    binds: list[Bind],
+    hidden: tuple[Path, ...],
+    host_pids: bool,
+    seccomp_fd: int | None,
+    reach: Callable[[Path], Path],
+) -> list[str]:
     if host_pids:
         namespaces = ["--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         namespaces += [] if step.egress else ["--unshare-net"]
@@ -135,7 +217,7 @@ def bwrap_command(
     ]
     system_args, system_dirs = _system_binds(step.egress)
     args += system_args
-    args += ["--dev", "/dev"] if host_pids else ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--dev", "/dev"] if host_pids else [*_proc_args(), "--dev", "/dev"]
     # tmpfs mounts first: a runtime or the checkout may live under /tmp and must stay visible.
     if not any(inside == "/tmp" for _, inside, _, _ in binds):
         args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]
@@ -144,7 +226,7 @@ def bwrap_command(
             args += [*(["--size", str(size)] if size else []), "--tmpfs", inside]
     for path in runtime.paths:  # except what a system folder mounts already (/usr for the distribution's Python)
         if not any(path.is_relative_to(folder) for folder in system_dirs):
-            args += ["--ro-bind", str(path), str(path)]
+            args += ["--ro-bind", str(reach(path)), str(path)]
     for path in hidden:  # e.g. the node's data dir inside the repository: secrets, other jobs
         if any(path.is_relative_to(p) for p in runtime.paths) and path.exists():
             args += ["--tmpfs", str(path)]
@@ -154,19 +236,29 @@ def bwrap_command(
     for host, inside, read_only, _ in binds:
         if host is None:
             continue
-        if not host.exists():
-            raise SandboxError(f"mount source {host} of {inside} does not exist")
-        args += ["--ro-bind" if read_only else "--bind", str(host), inside]
+        if not host.is_dir() or host.is_symlink():
+            raise SandboxError(f"the folder mounted on {inside} is missing")
+        args += ["--ro-bind" if read_only else "--bind", str(reach(host)), inside]
     args += ["--remount-ro", "/"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     if step.working_dir:
         args += ["--chdir", step.working_dir]
     command = step.command
     if runtime.python and command and command[0] == "python":
         command = [*runtime.python, *command[1:]]
-    return [*args, "--", *command]
+    return [*args, "--", *([] if host_pids else JOIN_STDERR), *command]
+
+
+# Variables that act on the programs that start the sandbox (the launch shell, the dynamic linker), outside it.
+UNSAFE_ENV = re.compile(r"^(LD_.*|BASH_.*|ENV|SHELLOPTS|BASHOPTS|PS4|IFS|GLOBIGNORE|CDPATH)$")
 
 
 def step_environment(step: Step, runtime: Runtime) -> dict[str, str]:
     """The whole environment of the sandboxed process (passed to it directly, not on a command line where
-    other processes could read secrets from /proc): nothing of the node's own environment."""
+    other processes could read secrets from /proc): nothing of the node's own environment. SandboxError for a
+    step that sets a variable the launch itself would obey (``LD_PRELOAD``, ``BASH_ENV``, ...)."""
+    unsafe = sorted(name for name in step.env if UNSAFE_ENV.match(name))
+    if unsafe:
+        raise SandboxError(f"the step's environment may not set {', '.join(unsafe)}")
     return {"PATH": runtime.path_env, "HOME": "/tmp", "LANG": "C.UTF-8", **dict(runtime.env), **step.env}

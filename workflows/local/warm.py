@@ -1,10 +1,12 @@
-"""Engine side of the warm step runner (:mod:`workflows.local.stepserver`).
+"""Engine side of the warm step runners (:mod:`workflows.local.stepserver`).
 
 The node's own step programs (input-fetch, output-publish, result-filter) then start in about a
 millisecond instead of a fresh sandbox and interpreter each (~0.1-0.2 s): the runner forks a child,
 which joins the step's cgroups through descriptors the engine sent with the request, and the engine sends
 it the step (paths mapped from the Workflow's mounts to the host folders they stand for); the child
-confines itself with Landlock to its own job's folders.
+confines itself with Landlock to its own job's folders, and loads the seccomp filter.
+There is one runner per job uid (:class:`WarmRunners`, each started when a job first needs it), running
+as that uid: a job's children never share a uid with another running job's.
 Used when the kernel has Landlock ABI >= 6 and ``C2D_ENGINE__WARM_STEPS`` is on; otherwise, and for
 every other step (the algorithm above all), each step is its own bubblewrap sandbox.
 """
@@ -20,15 +22,20 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from c2d.settings import EngineSettings
+from workflows.exceptions import SandboxError
 from workflows.local.cgroups import StepCgroup
+from workflows.local.identity import Identity
 from workflows.local.interpret import Step
 from workflows.local.landlock import MIN_ABI, abi_version
+from workflows.local.runner import setup_channel
 from workflows.local.sandbox import SYSTEM_DIRS, Bind, bwrap_command, step_environment, steps_runtime
+from workflows.local.seccomp import program, program_fd
 from workflows.local.stepserver import PROGRAMS
 
 log = logging.getLogger(__name__)
@@ -68,11 +75,30 @@ class WarmProcess:
 
 
 class WarmRunner:
-    def __init__(self, engine: EngineSettings, repo_root: Path, writable: tuple[Path, ...], hidden: tuple[Path, ...]):
+    """One runner. ``identity``: the host uid it and its children run as (None: the engine's own);
+    ``seccomp``: its children load the filter; ``keyctl``: the tool that gives the runner a new session
+    keyring (its children each join another one of their own)."""
+
+    def __init__(
+        self,
+        engine: EngineSettings,
+        repo_root: Path,
+        writable: tuple[Path, ...],
+        hidden: tuple[Path, ...],
+        *,
+        identity: Identity | None = None,
+        seccomp: bool = False,
+        keyctl: str | None = None,
+        reach: Callable[[Path], Path] = Path,
+    ):
         self.engine = engine
         self.repo_root = repo_root
         self.writable = writable  # the jobs folder and the results store
         self.hidden = hidden
+        self.identity = identity
+        self.seccomp = seccomp
+        self.keyctl = keyctl
+        self.reach = reach
         self.runtime = steps_runtime(repo_root)
         # what every child may read: the system, the interpreters, the code (never the whole checkout)
         system = [path for path in SYSTEM_DIRS if Path(path).exists()] + ["/etc", "/dev/null", "/dev/urandom"]
@@ -92,27 +118,51 @@ class WarmRunner:
             log.info("warm step runner off: Landlock ABI %s < %s; every step gets its own sandbox", abi, MIN_ABI)
             return False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        flags = [*(["--seccomp"] if self.seccomp else []), *(["--keyring"] if self.keyctl else [])]
         server = Step.bare(
             "stepserver",
             "configure",
             self.engine.step_image,
-            ["python", "-m", "workflows.local.stepserver", str(theirs.fileno())],
+            ["python", "-m", "workflows.local.stepserver", str(theirs.fileno()), *flags],
             egress=True,
         )
         binds: list[Bind] = [(path, str(path), False, None) for path in self.writable]
-        argv = bwrap_command(self.engine.bwrap, server, self.runtime, binds, self.hidden, host_pids=True)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "ab") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                env=step_environment(server, self.runtime),
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        try:  # the runner runs under the filter too, with one more call allowed: see seccomp.program
+            seccomp_fd = program_fd(program(join_keyring=self.keyctl is not None)) if self.seccomp else None
+            launch = bwrap_command(
+                self.engine.bwrap,
+                server,
+                self.runtime,
+                binds,
+                self.hidden,
+                host_pids=True,
+                seccomp_fd=seccomp_fd,
+                reach=self.reach,
             )
-        theirs.close()
+        except SandboxError as exc:
+            log.error("warm step runner off: %s", exc)
+            ours.close()
+            theirs.close()
+            return False
+        keyring = [self.keyctl, "session", "-"] if self.keyctl else []
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_file, "ab") as out:
+                self.proc = subprocess.Popen(
+                    [*keyring, *launch.argv],
+                    env=step_environment(server, self.runtime),
+                    pass_fds=[theirs.fileno(), *launch.fds],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    user=self.identity.uid if self.identity else None,
+                    group=self.identity.gid if self.identity else None,
+                    extra_groups=[] if self.identity else None,
+                )
+        finally:
+            launch.close()
+            theirs.close()
         self.sock = ours
         self.alive = True
         threading.Thread(target=self._read, name="c2d-warm-steps", daemon=True).start()
@@ -190,7 +240,10 @@ class WarmRunner:
         with self.lock:
             self.pending[request_id] = pending
         try:
-            spawn = {"op": "spawn", "id": request_id, "groups": len(groups)}
+            logs = [os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    for path in (log_file, setup_channel(log_file))]  # fmt: skip
+            groups += logs
+            spawn = {"op": "spawn", "id": request_id, "groups": len(groups) - len(logs)}
             socket.send_fds(self.sock, [json.dumps(spawn).encode()], groups)
         except OSError:
             with self.lock:
@@ -210,7 +263,6 @@ class WarmRunner:
             "module": step.command[2],
             "argv": [host_path(arg, binds) for arg in step.command[3:]],
             "env": env,
-            "log": str(log_file),
             "cwd": host_path(step.working_dir, binds) if step.working_dir else str(tmp),
             "read_only": read_only,
             "read_write": [*read_write, str(tmp)],
@@ -219,6 +271,59 @@ class WarmRunner:
         with contextlib.suppress(BrokenPipeError), os.fdopen(pending.fd, "wb") as pipe:  # killed already: ends
             pipe.write(json.dumps(request).encode())
         return WarmProcess(pending, pending.pid)
+
+
+class WarmRunners:
+    """The runners of one engine, one per job uid, each started when a job of that uid first asks for it. A
+    runner that died is not restarted: its uid's steps get their own sandboxes from then on."""
+
+    def __init__(
+        self,
+        engine: EngineSettings,
+        repo_root: Path,
+        writable: tuple[Path, ...],
+        hidden: tuple[Path, ...],
+        log_dir: Path,
+        *,
+        seccomp: bool,
+        keyctl: str | None,
+        reach: Callable[[Path], Path] = Path,
+    ) -> None:
+        self.engine, self.repo_root, self.writable, self.hidden = engine, repo_root, writable, hidden
+        self.log_dir = log_dir
+        self.seccomp, self.keyctl, self.reach = seccomp, keyctl, reach
+        self.runners: dict[int | None, WarmRunner] = {}
+        self.lock = threading.Lock()
+
+    def usable(self) -> bool:
+        """Whether this kernel can confine warm children (Landlock ABI >= MIN_ABI)."""
+        abi = abi_version()
+        if abi < MIN_ABI:
+            log.info("warm step runner off: Landlock ABI %s < %s; every step gets its own sandbox", abi, MIN_ABI)
+        return abi >= MIN_ABI
+
+    def runner(self, identity: Identity | None) -> WarmRunner | None:
+        """The runner of ``identity``'s uid, started now if it never was (None: it could not start)."""
+        key = identity.uid if identity else None
+        with self.lock:
+            runner = self.runners.get(key)
+            if runner is None:
+                runner = WarmRunner(
+                    self.engine, self.repo_root, self.writable, self.hidden,
+                    identity=identity, seccomp=self.seccomp, keyctl=self.keyctl, reach=self.reach,
+                )  # fmt: skip
+                name = "stepserver.log" if key is None else f"stepserver-{key}.log"
+                runner.start(self.log_dir / name)
+                self.runners[key] = runner
+        return runner if runner.alive else None
+
+    def all(self) -> list[WarmRunner]:
+        with self.lock:
+            return list(self.runners.values())
+
+    def close(self) -> None:
+        for runner in self.all():
+            runner.close()
 
 
 def host_path(value: str, binds: list[Bind]) -> str:
