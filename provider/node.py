@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from types import TracebackType
@@ -62,7 +63,11 @@ class Node:
             self.engine.start()
 
     def serve_forever(self) -> None:
-        """Foreground: until Ctrl-C / SIGTERM (uvicorn handles the signals)."""
+        """Foreground: until Ctrl-C / SIGTERM (uvicorn handles the signals), then everything closed."""
+        # Once it has stopped, uvicorn raises the signal it caught again, for the handler it found: with the
+        # default one a SIGTERM killed the process before close(), and the engine left its mounts (job disks,
+        # binds) behind. A no-op here: run() returns, and the node closes.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         self.start_workers()
         try:
             self.server.run()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from workflows.local.cgroups import STALE_AFTER, StepCgroup, remove_stale_groups
+from workflows.local.identity import Identity
 from workflows.local.interpret import Step
 from workflows.local.runner import Watch, setup_channel, step_outcome
 
@@ -31,20 +32,16 @@ def test_limits_and_groups_apply_to_what_it_execs() -> None:
     cgroup = StepCgroup.create(ROOT, f"test-{secrets.token_hex(4)}", memory=256 * 1024**2, pids=32, cpu=None)
     try:
         rlimits = {"core": 0, "nofile": 512, "fsize": 1_000_000, "as": 3 * 1024**3}
-        fds = cgroup.open_tasks()
-        try:
-            done = subprocess.run(
-                [*cgroup.prefix(rlimits, fds), "sh", "-c", "cat /proc/self/limits; echo ---; cat /proc/self/cgroup"],
-                capture_output=True,
-                text=True,
-                check=True,
-                pass_fds=fds,
-                user=65534,  # the descriptors were opened by the engine: the step's uid need not open the files
-            )
-        finally:
-            for fd in fds:
-                os.close(fd)
-        limits_text, groups_text = done.stdout.split("---\n")
+        script = "cat /proc/self/limits; echo ---; cat /proc/self/cgroup; echo ---; id -u; id -G; "
+        script += "grep NoNewPrivs /proc/self/status"
+        done = subprocess.run(
+            [*cgroup.prefix(rlimits, Identity(4242, 4343)), "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        limits_text, groups_text, ids = done.stdout.split("---\n")
+        assert ids.split() == ["4242", "4343", "NoNewPrivs:", "1"]  # that uid and gid only, no new privileges
         limits = _limits(limits_text)
         assert limits["Max core file size"] == ("0", "0")
         assert limits["Max open files"] == ("512", "512")
@@ -61,7 +58,7 @@ def test_a_limit_it_cannot_set_fails_the_step_with_the_reason(tmp_path: Path) ->
     cgroup = StepCgroup()
     log = tmp_path / "step.log"
     with open(log, "wb") as out, open(setup_channel(log), "wb") as setup:
-        code = subprocess.run([*cgroup.prefix({"nofile": 10**9}, []), "true"], stdout=out, stderr=setup).returncode
+        code = subprocess.run([*cgroup.prefix({"nofile": 10**9}), "true"], stdout=out, stderr=setup).returncode
     assert code == 125
     step = Step.bare("algorithm", "algorithm", "python", ["true"])
     outcome = step_outcome(step, code, None, cgroup, Watch((), None, None), log)
@@ -80,13 +77,13 @@ def test_the_command_gets_a_new_empty_session_keyring() -> None:
     show = [keyctl, "show", "@s"]  # "Keyring" then "<serial> <perms> <uid> <gid> keyring: <name>"
     mine = subprocess.run(show, capture_output=True, text=True, check=True).stdout.splitlines()[1].split()
     theirs = (
-        subprocess.run([*StepCgroup().prefix({}, [], keyctl), *show], capture_output=True, text=True, check=True)
+        subprocess.run([*StepCgroup().prefix({}, None, keyctl), *show], capture_output=True, text=True, check=True)
         .stdout.splitlines()[1]
         .split()
     )
     assert theirs[0] != mine[0] and theirs[-1] == "_ses"
     listing = subprocess.run(
-        [*StepCgroup().prefix({}, [], keyctl), keyctl, "rlist", "@s"], capture_output=True, text=True, check=True
+        [*StepCgroup().prefix({}, None, keyctl), keyctl, "rlist", "@s"], capture_output=True, text=True, check=True
     )
     assert listing.stdout.strip() == ""  # nothing in it
 
@@ -99,10 +96,7 @@ def test_stale_step_groups_are_removed_but_not_busy_or_new_ones() -> None:
     )
     if not stale.groups:
         pytest.skip("no cgroup v1 pids or cpu controller this process may write to")
-    fds = busy.open_tasks()
-    sleeper = subprocess.Popen([*busy.prefix({}, fds), "sleep", "60"], pass_fds=fds)
-    for fd in fds:
-        os.close(fd)
+    sleeper = subprocess.Popen([*busy.prefix({}), "sleep", "60"])
     try:
         end = time.monotonic() + 10
         while sleeper.pid not in busy.pids():

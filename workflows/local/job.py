@@ -312,21 +312,17 @@ class JobRun:
         session keyring; the launch prefix joins the step's cgroups first."""
         program = self.protections.seccomp
         launch = Launch([])
-        task_fds: list[int] = []
         try:  # the filter's descriptor belongs to the launch from here on: bwrap_command closes it on failure
             seccomp_fd = seccomp.program_fd(program) if program is not None else None
             launch = bwrap_command(
                 self.engine.bwrap, step, runtime, binds, self.hidden, seccomp_fd=seccomp_fd, reach=self.reach
             )
-            task_fds = cgroup.open_tasks()
-            argv = [*cgroup.prefix(rlimits, task_fds, self.protections.keyctl), *launch.argv]
-            return SandboxProcess(argv, env, log_file, setup_channel(log_file), [*launch.fds, *task_fds], self.identity)
+            argv = [*cgroup.prefix(rlimits, self.identity, self.protections.keyctl), *launch.argv]
+            return SandboxProcess(argv, env, log_file, setup_channel(log_file), launch.fds)
         except SandboxError as exc:  # run_step reports a start that failed
             raise OSError(0, str(exc)) from None
         finally:
             launch.close()
-            for fd in task_fds:
-                os.close(fd)
 
     def _run_step(self, step: Step, deadline: float | None) -> Outcome:
         attempt = 0

@@ -13,10 +13,10 @@ no walk over a tree the algorithm shaped, at any depth.
 Why ext4 on a loop device, and not the alternatives: a tmpfs would hold a job's inputs and outputs in
 RAM (an environment's disk is often larger than its memory); a project quota on a shared file system
 needs that file system made with the quota feature and still leaves a hostile tree to walk and delete
-at the end. Measured here (2 cores, per job): ``mkfs.ext4`` 2.7 ms, ``mount`` 3.4 ms and ``umount`` 2.3 ms
-of CPU, ~12 ms of wall time in all.
+at the end. Measured here (2 cores, per job, CPU): the image written from the template 0.1 ms (``mkfs.ext4``:
+2.7 ms), mounted 0.8 ms and unmounted 0.3 ms through libmount (``mount``, ``umount``: 3.4 and 2.3 ms).
 
-Needs root, ``mkfs.ext4`` (e2fsprogs), util-linux ``mount``/``umount`` and loop devices: :func:`probe`
+Needs root, ``mkfs.ext4`` (e2fsprogs), util-linux (libmount, ``mount``) and loop devices: :func:`probe`
 says why it cannot be used; the engine then keeps each job's data in plain folders, caps it by scanning
 only, and says so in the job's details.
 
@@ -27,22 +27,26 @@ they started: the jobs folder is made a shared mount (:func:`share`), so mounts 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from workflows.exceptions import SandboxError
+from workflows.local import libmount
 from workflows.local.identity import Identity
 
 log = logging.getLogger(__name__)
 INODE_BYTES = 256  # mkfs.ext4's default inode size
 INODE_ROOM = 4096  # inodes beyond the file cap: input files, folders, logs, each step's /tmp
 RESERVE = 8 * 1024**2  # held back until output-publish runs: room for its log and the result list...
-RESERVE_INODES = 32  # ... and names for them, its /tmp, its temporary files
+RESERVE_INODES = 8  # ... and names for them: its /tmp, its log, the list and its temporary name
 BLOCK = 4096
 MOUNT_OPTIONS = "loop,nosuid,nodev,noatime,noinit_itable"
 TIMEOUT = 60.0
@@ -58,18 +62,12 @@ class MountEntry:
     shared: bool
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal ``\\ooo``."""
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return _OCTAL.sub(lambda match: chr(int(match.group(1), 8)), field) if "\\" in field else field
 
 
 def mounts() -> list[MountEntry]:
@@ -138,9 +136,9 @@ def unmount(path: Path) -> None:
     """Unmount ``path``; if it is busy (or has mounts under it), detach it now and let the kernel finish once
     nothing uses it (a loop device is then freed)."""
     try:
-        run_tool(["umount", str(path)], "unmounting", quiet=True)
+        libmount.unmount(path, quiet=True)
     except SandboxError:
-        run_tool(["umount", "--lazy", str(path)], "unmounting")
+        libmount.unmount(path, lazy=True)
 
 
 def share(folder: Path) -> bool:
@@ -191,6 +189,42 @@ def image_size(disk_bytes: int, inodes: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
+Segments = tuple[tuple[int, bytes], ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _template(size: int, inodes: int) -> Segments:
+    """What ``mkfs.ext4`` writes into an image of ``size`` bytes with ``inodes`` inodes: its few data segments
+    (offset, bytes; ~40 KiB for a 64 MiB disk), made once per shape into a sparse scratch file. Every job's disk
+    of that shape is these bytes written into a preallocated image: the same file system as mkfs would make
+    (owner and lost+found are set after mounting), for 0.1 ms instead of a 3 ms mkfs process."""
+    with tempfile.TemporaryDirectory(prefix="c2d-disk-template-") as folder:
+        image = Path(folder) / "template.img"
+        with open(image, "wb") as out:
+            out.truncate(size)
+        run_tool(
+            [
+                "mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-N", str(inodes), "-m", "0",
+                "-O", "^has_journal,^resize_inode", "-E", "lazy_itable_init=1,nodiscard", str(image),
+            ],
+            "making a job file system",
+        )  # fmt: skip
+        segments: list[tuple[int, bytes]] = []
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            offset = 0
+            while True:
+                try:
+                    start = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError:  # ENXIO: no data past offset
+                    break
+                offset = os.lseek(fd, start, os.SEEK_HOLE)
+                segments.append((start, os.pread(fd, offset - start, start)))
+        finally:
+            os.close(fd)
+    return tuple(segments)
+
+
 class JobDisk:
     """The file system of the job whose folder is ``job_dir``: ``disk.img`` mounted at ``disk``."""
 
@@ -202,9 +236,12 @@ class JobDisk:
     def create(self, disk_bytes: int, inodes: int, owner: Identity | None) -> None:
         """Make, mount and hand over the file system (its root owned by ``owner``, mode 0700)."""
         size = image_size(disk_bytes, inodes)
+        segments = _template(size, inodes)
         fd = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.posix_fallocate(fd, 0, size)
+            for offset, data in segments:
+                os.pwrite(fd, data, offset)
         except OSError as exc:
             self.image.unlink(missing_ok=True)
             raise SandboxError(
@@ -212,25 +249,20 @@ class JobDisk:
             ) from None
         finally:
             os.close(fd)
-        root_owner = f"{owner.uid}:{owner.gid}" if owner else f"{os.geteuid()}:{os.getegid()}"
-        run_tool(
-            [
-                "mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-N", str(inodes), "-m", "0",
-                "-O", "^has_journal,^resize_inode",
-                "-E", f"lazy_itable_init=1,nodiscard,root_owner={root_owner}",
-                str(self.image),
-            ],
-            "making the job's file system",
-        )  # fmt: skip
         self.mount()
-        self.reserve.mkdir(mode=0o700)
-        for index in range(RESERVE_INODES):
-            fd = os.open(self.reserve / str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                if index == 0:
-                    os.posix_fallocate(fd, 0, RESERVE)
-            finally:
-                os.close(fd)
+        try:
+            if owner is not None:
+                os.chown(self.root, owner.uid, owner.gid)
+            self.reserve.mkdir(mode=0o700)
+            for index in range(RESERVE_INODES):
+                fd = os.open(self.reserve / str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    if index == 0:
+                        os.posix_fallocate(fd, 0, RESERVE)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise SandboxError(f"the job's disk could not be prepared ({exc.strerror})") from None
 
     def release_reserve(self) -> None:
         """Give the reserve (space and inodes) back to the file system: the step that publishes the job's
@@ -242,9 +274,7 @@ class JobDisk:
 
     def mount(self) -> None:
         self.root.mkdir(mode=0o700, exist_ok=True)
-        run_tool(
-            ["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(self.image), str(self.root)], "mounting the job's disk"
-        )
+        libmount.mount(self.image, self.root, "ext4", MOUNT_OPTIONS)
         os.chmod(self.root, 0o700)
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(self.root / "lost+found")  # e2fsck's; nobody else's business
@@ -290,12 +320,15 @@ def probe(folder: Path) -> str | None:
         if not Path(_tool(tool)).is_absolute():
             return f"{tool} is not installed"
     trial = folder / f".disk-probe-{secrets.token_hex(4)}"
-    trial.mkdir(mode=0o700)
+    try:
+        trial.mkdir(mode=0o700)
+    except OSError as exc:
+        return f"the jobs folder cannot hold a disk image ({exc.strerror})"
     disk = JobDisk(trial)
     try:
         disk.create(4 * 1024**2, 64, None)
-    except SandboxError as exc:
-        return str(exc)
+    except (SandboxError, OSError) as exc:
+        return str(exc) if isinstance(exc, SandboxError) else f"a disk could not be made ({exc.strerror})"
     finally:
         with contextlib.suppress(SandboxError):
             disk.discard()

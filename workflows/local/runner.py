@@ -24,7 +24,6 @@ from typing import Protocol
 
 from c2d.fstree import DEFAULT_MAX_DEPTH, usage
 from workflows.local.cgroups import StepCgroup
-from workflows.local.identity import Identity
 from workflows.local.interpret import Step
 
 POLL = 0.05
@@ -86,19 +85,10 @@ class StepProcess(Protocol):
 
 
 class SandboxProcess:
-    """A step run as its own bubblewrap sandbox (``argv``, with the descriptors ``fds`` it names), as
-    ``identity`` (None: the engine's own uid), output appended to ``log_file``, the launch's own errors to
-    ``setup_file``."""
+    """A step run as its own bubblewrap sandbox (``argv``, with the descriptors ``fds`` it names), output
+    appended to ``log_file``, the launch's own errors to ``setup_file``."""
 
-    def __init__(
-        self,
-        argv: list[str],
-        env: dict[str, str],
-        log_file: Path,
-        setup_file: Path,
-        fds: list[int],
-        identity: Identity | None,
-    ) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log_file: Path, setup_file: Path, fds: list[int]) -> None:
         with open(log_file, "ab") as log, open(setup_file, "ab") as setup:
             self.proc = subprocess.Popen(
                 argv,
@@ -108,9 +98,6 @@ class SandboxProcess:
                 start_new_session=True,
                 env=env,
                 pass_fds=fds,
-                user=identity.uid if identity else None,
-                group=identity.gid if identity else None,
-                extra_groups=[] if identity else None,
             )
         self.pid = self.proc.pid
         try:  # readable when the process exits (Linux >= 5.3): the wait ends at once
