@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,11 @@ class WarmRunner:
 
 class WarmRunners:
     """The runners of one engine, one per job uid, each started when a job of that uid first asks for it. A
-    runner that died is not restarted: its uid's steps get their own sandboxes from then on."""
+    runner that died is not restarted: its uid's steps get their own sandboxes from then on.
+
+    Runners are started from one thread of their own, which lives as long as they do: a runner dies with the
+    thread that started it (bubblewrap's ``--die-with-parent`` is a parent-death signal, and Linux sends it
+    when the parent *thread* ends), and the engine thread that first needs a runner may be short-lived."""
 
     def __init__(
         self,
@@ -294,6 +299,7 @@ class WarmRunners:
         self.seccomp, self.keyctl, self.reach = seccomp, keyctl, reach
         self.runners: dict[int | None, WarmRunner] = {}
         self.lock = threading.Lock()
+        self.starter = ThreadPoolExecutor(1, thread_name_prefix="c2d-warm-start")
 
     def usable(self) -> bool:
         """Whether this kernel can confine warm children (Landlock ABI >= MIN_ABI)."""
@@ -313,7 +319,7 @@ class WarmRunners:
                     identity=identity, seccomp=self.seccomp, keyctl=self.keyctl, reach=self.reach,
                 )  # fmt: skip
                 name = "stepserver.log" if key is None else f"stepserver-{key}.log"
-                runner.start(self.log_dir / name)
+                self.starter.submit(runner.start, self.log_dir / name).result()
                 self.runners[key] = runner
         return runner if runner.alive else None
 
@@ -324,6 +330,7 @@ class WarmRunners:
     def close(self) -> None:
         for runner in self.all():
             runner.close()
+        self.starter.shutdown()
 
 
 def host_path(value: str, binds: list[Bind]) -> str:
