@@ -15,10 +15,12 @@ name in the store (``outputs/<name>``), rendered with :func:`steps.common.safe_n
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -113,20 +115,32 @@ def _temporary(folder: Path) -> tuple[Path, int]:
     return tmp, os.open(tmp, flags, 0o644)
 
 
-def _write_atomic(path: Path, body: bytes) -> None:
-    tmp, fd = _temporary(path.parent)
+def _replace_with(dest: Path, write: Callable[[int], int]) -> int:
+    """``write(fd)`` into a temporary file of its own in ``dest``'s folder, synced, then renamed onto ``dest``:
+    ``dest`` is whole or absent. What ``write`` returned; OSError on failure (the temporary file removed)."""
+    tmp, fd = _temporary(dest.parent)
     try:
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
+            written = write(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return written
+
+
+def _write_all(fd: int, body: bytes) -> int:
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(body)
+
+
+def _write_atomic(path: Path, body: bytes) -> None:
+    _replace_with(path, functools.partial(_write_all, body=body))
 
 
 def _storage_error(exc: StorageError, relative: str | None = None) -> PublishError:
@@ -243,25 +257,11 @@ def _copy_fd(source: Source, dest: int) -> int:
         if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL) or done:
             raise
     while done < source.size and (chunk := os.pread(source.fd, min(CHUNK, source.size - done), done)):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dest, view) :]
-        done += len(chunk)
+        done += _write_all(dest, chunk)
     return done
 
 
 def copy_file(source: Source, dest: Path) -> int:
     """Copy ``source`` to ``dest`` under a temporary name of its own in ``dest``'s folder, synced, then
     renamed: ``dest`` is whole or absent. OSError on failure (the temporary file removed)."""
-    tmp, fd = _temporary(dest.parent)
-    try:
-        try:
-            size = _copy_fd(source, fd)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return size
+    return _replace_with(dest, functools.partial(_copy_fd, source))

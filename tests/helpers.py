@@ -99,3 +99,23 @@ def node_process(settings: Settings, command: str, log: Path | None = None) -> s
     }
     out = open(log, "ab") if log is not None else subprocess.PIPE  # noqa: SIM115 (the process keeps it)
     return subprocess.Popen([sys.executable, "-m", "c2d", command], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def nest(root: Path, levels: int, name: bytes, leaf: bytes | None = None, body: bytes = b"") -> None:
+    """``levels`` nested folders called ``name`` under ``root``, and the file ``leaf`` (holding ``body``) in the
+    last one: made through descriptors, so the tree may go far beyond PATH_MAX and Python's recursion limit."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if leaf is not None:
+            file = os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            try:
+                os.write(file, body)
+            finally:
+                os.close(file)
+    finally:
+        os.close(fd)

@@ -15,25 +15,11 @@ from pathlib import Path
 import pytest
 
 from c2d.fstree import DEFAULT_MAX_DEPTH, TreeError, Usage, remove_tree, usage, walk
+from tests.helpers import nest
 
 LONG = b"d" * 250  # 10,000 of them: a path of 2.5 MB, far beyond PATH_MAX (4,096)
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (mount, another uid)")
-
-
-def nest(root: Path, levels: int, name: bytes = LONG, leaf: bytes | None = None) -> None:
-    """``levels`` nested folders called ``name`` under ``root`` (made through fds: no path is ever built)."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(levels):
-            os.mkdir(name, dir_fd=fd)
-            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        if leaf is not None:
-            os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
-    finally:
-        os.close(fd)
 
 
 def open_fds() -> int:
@@ -67,7 +53,7 @@ def run_python(code: str, *args: str, user: int | None = None) -> subprocess.Com
 def test_a_tree_deeper_than_path_max_is_walked_counted_and_removed_with_few_fds(scratch: Path) -> None:
     tree = scratch / "tree"
     tree.mkdir()
-    nest(tree, 10_000, leaf=b"bottom.txt")
+    nest(tree, 10_000, LONG, leaf=b"bottom.txt")
     before = open_fds()
     most = 0
     entries = []
@@ -98,7 +84,7 @@ def test_a_tree_deeper_than_path_max_is_walked_counted_and_removed_with_few_fds(
 
 
 def test_the_last_folder_level_is_truncated_only_when_it_has_content(tmp_path: Path) -> None:
-    nest(tmp_path, 3, name=b"x")
+    nest(tmp_path, 3, b"x")
     assert [(e.depth, e.truncated) for e in walk(tmp_path, max_depth=3)] == [(1, False), (2, False), (3, False)]
     assert usage([tmp_path], max_depth=3).depth == 3
     (tmp_path / "x" / "x" / "x" / "f").write_text("deep")

@@ -17,6 +17,7 @@ import pytest
 
 from c2d.fstree import remove_tree
 from steps import publish
+from tests.helpers import nest
 
 LONG = b"d" * 250
 MIB = 1024 * 1024
@@ -77,27 +78,12 @@ def stored_bytes(store: Path) -> int:
     return sum(os.lstat(os.path.join(folder, f)).st_size for folder, _, files in os.walk(store) for f in files)
 
 
-def nest(folder: Path, levels: int, leaf: bytes, name: bytes = LONG) -> None:
-    """``levels`` nested folders called ``name`` (made through fds: paths outgrow PATH_MAX), ``leaf`` in the last."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(levels):
-            os.mkdir(name, dir_fd=fd)
-            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        with os.fdopen(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as handle:
-            handle.write(b"at the bottom\n")
-    finally:
-        os.close(fd)
-
-
 @pytest.mark.parametrize("name", [LONG, b"d"], ids=["250-byte names", "1-byte names"])
 def test_a_tree_ten_thousand_folders_deep_publishes_what_is_near_the_top_and_every_log(
     data: Path, store: Path, name: bytes, capfd: pytest.CaptureFixture[str]
 ) -> None:
     outputs = data / "outputs"
-    nest(outputs, 10_000, b"bottom.txt", name)
+    nest(outputs, 10_000, name, leaf=b"bottom.txt", body=b"at the bottom\n")
     top = name.decode()
     (outputs / top / top / "shallow.txt").write_text("near the top\n")
     try:

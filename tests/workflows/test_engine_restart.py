@@ -12,7 +12,7 @@ import pytest
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
-from tests.helpers import algorithm_processes, node_process, stop_node
+from tests.helpers import algorithm_processes, nest, node_process, stop_node
 
 from .conftest import FileServer, Jobs
 from .jobs import job_spec, make_environment
@@ -155,13 +155,7 @@ def test_engine_start_removes_any_job_folder_whatever_is_inside(stack: Stack, po
     jobs_dir = stack.settings.jobs_dir
     deep, locked, mounted = (jobs_dir / (letter * 32) for letter in "abc")  # ids no job has
     deep.mkdir(parents=True)
-    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(20_000):
-        os.mkdir("d" * 200, dir_fd=fd)
-        inner = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-        os.close(fd)
-        fd = inner
-    os.close(fd)
+    nest(deep, 20_000, b"d" * 200)
     (locked / "outputs").mkdir(parents=True)
     (locked / "outputs" / "secret").write_text("x")
     os.chmod(locked / "outputs", 0)

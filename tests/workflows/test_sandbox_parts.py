@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,29 @@ def test_a_step_may_not_set_what_its_launch_would_obey(name: str) -> None:
     with pytest.raises(SandboxError, match=f"may not set {name}"):
         step_environment(step, Runtime((), "/usr/bin"))
     assert step_environment(Step.bare("a", "algorithm", "python", ["true"], env={"MY_VAR": "1"}), Runtime((), "/b"))
+
+
+def test_an_engine_that_is_not_root_says_what_its_sandboxes_lack(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(jobs, 0o777)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from c2d.settings import EngineSettings\n"
+        "from workflows.local.protections import detect\n"
+        "found = detect(EngineSettings(), Path(sys.argv[1]))\n"
+        "print(found.pool, found.job_disks, found.seccomp is not None)\n"
+        "print('\\n'.join(found.missing))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(jobs)], user=65534, group=65534, extra_groups=[], capture_output=True,
+        text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    first, *missing = done.stdout.splitlines()
+    assert first == "None False True"  # no uids of its own, no disks; the filter still loads
+    assert missing == [
+        "a host uid of its own per job (the engine is not root: every job runs as the engine's uid)",
+        "a file system of its own per job (the engine is not root): disk and file caps are kept by scanning only",
+    ]

@@ -37,7 +37,7 @@ from workflows.local.protections import Protections, detect
 from workflows.local.recovery import prepare_resume
 from workflows.local.sandbox import compile_steps, steps_runtime
 from workflows.local.staging import Staging
-from workflows.local.warm import WarmRunners
+from workflows.local.warm import WarmRunner, WarmRunners
 from workflows.status_map import StepState, ocean_status
 
 log = logging.getLogger(__name__)
@@ -104,15 +104,19 @@ class LocalEngine(BackgroundEngine):
             self._release_lock()
             raise EngineError(f"the local engine cannot start: {exc}") from None
         if self.settings.engine.warm_steps:
+            protections = self.protections
             warm = WarmRunners(
-                self.settings.engine,
-                REPO_ROOT,
-                (self.settings.jobs_dir, self.settings.store_dir),
-                (self.settings.data_dir,),
+                lambda identity: WarmRunner(
+                    self.settings.engine,
+                    REPO_ROOT,
+                    (self.settings.jobs_dir, self.settings.store_dir),
+                    (self.settings.data_dir,),
+                    identity=identity,
+                    seccomp=protections.seccomp is not None,
+                    keyctl=protections.keyctl,
+                    reach=self._reach,
+                ),
                 self.settings.log_dir,
-                seccomp=self.protections.seccomp is not None,
-                keyctl=self.protections.keyctl,
-                reach=self._reach,
             )
             if warm.usable():
                 self.warm = warm

@@ -128,12 +128,15 @@ class JobRun:
     def prepare(self) -> None:
         """The job's folder and, where the host can, its own file system (made, or mounted again for a job
         resumed after a restart). JobSetupError when the job cannot have them."""
-        self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        os.chmod(self.job_dir, 0o711)  # the job's uid passes through to its own disk, lists nothing
-        (self.job_dir / "steps").mkdir(exist_ok=True, mode=0o700)
-        if not self.protections.job_disks or all(self.states.get(s.task, {}).get("phase") in DONE_PHASES
-                                                 for s in self.plan.steps):  # fmt: skip
-            return  # a resumed job whose steps all ran needs no disk
+        try:
+            self.job_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+            os.chmod(self.job_dir, 0o711)  # the job's uid passes through to its own disk, lists nothing
+            (self.job_dir / "steps").mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise JobSetupError(f"the job's folder cannot be made ({exc.strerror})") from None
+        every_step_ran = all(self.states.get(step.task, {}).get("phase") in DONE_PHASES for step in self.plan.steps)
+        if not self.protections.job_disks or every_step_ran:  # a resumed job whose steps all ran needs no disk
+            return
         disk = JobDisk(self.job_dir)
         try:
             if not disk.ensure_mounted():
@@ -219,9 +222,12 @@ class JobRun:
         for host, _, read_only, _ in binds:
             if host is None or read_only or not host.is_relative_to(self.store_dir):
                 continue
-            for entry in walk(host, max_depth=self.max_depth + 8):
-                os.chown(entry.name, uid, gid, dir_fd=entry.parent_fd, follow_symlinks=False)
-            os.chown(host, uid, gid, follow_symlinks=False)
+            try:
+                for entry in walk(host, max_depth=self.max_depth + 8):
+                    os.chown(entry.name, uid, gid, dir_fd=entry.parent_fd, follow_symlinks=False)
+                os.chown(host, uid, gid, follow_symlinks=False)
+            except (OSError, TreeError) as exc:  # the results stay where they are, owned by the job's uid
+                log.error("job %s: its results could not be handed back to the engine: %s", self.job_id, exc)
 
     def host_path(self, step: Step, inside: str) -> Path | None:
         """Where a path inside the step's sandbox is on the host (for output parameters)."""

@@ -267,10 +267,13 @@ class JobDisk:
     def release_reserve(self) -> None:
         """Give the reserve (space and inodes) back to the file system: the step that publishes the job's
         results makes its /tmp and writes its log and the result list even when the algorithm filled the disk."""
-        if self.reserve.is_dir():
-            for entry in os.scandir(self.reserve):
-                os.unlink(entry.path)
-            self.reserve.rmdir()
+        try:
+            if self.reserve.is_dir():
+                for entry in os.scandir(self.reserve):
+                    os.unlink(entry.path)
+                self.reserve.rmdir()
+        except OSError as exc:  # publishing then has what the algorithm left it
+            log.error("the reserve of a job's disk could not be released: %s", exc.strerror)
 
     def mount(self) -> None:
         self.root.mkdir(mode=0o700, exist_ok=True)

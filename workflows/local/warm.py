@@ -282,21 +282,9 @@ class WarmRunners:
     thread that started it (bubblewrap's ``--die-with-parent`` is a parent-death signal, and Linux sends it
     when the parent *thread* ends), and the engine thread that first needs a runner may be short-lived."""
 
-    def __init__(
-        self,
-        engine: EngineSettings,
-        repo_root: Path,
-        writable: tuple[Path, ...],
-        hidden: tuple[Path, ...],
-        log_dir: Path,
-        *,
-        seccomp: bool,
-        keyctl: str | None,
-        reach: Callable[[Path], Path] = Path,
-    ) -> None:
-        self.engine, self.repo_root, self.writable, self.hidden = engine, repo_root, writable, hidden
-        self.log_dir = log_dir
-        self.seccomp, self.keyctl, self.reach = seccomp, keyctl, reach
+    def __init__(self, make: Callable[[Identity | None], WarmRunner], log_dir: Path) -> None:
+        """``make(identity)``: a runner, not started, for the jobs of that identity (None: the engine's own uid)."""
+        self.make, self.log_dir = make, log_dir
         self.runners: dict[int | None, WarmRunner] = {}
         self.lock = threading.Lock()
         self.starter = ThreadPoolExecutor(1, thread_name_prefix="c2d-warm-start")
@@ -314,10 +302,7 @@ class WarmRunners:
         with self.lock:
             runner = self.runners.get(key)
             if runner is None:
-                runner = WarmRunner(
-                    self.engine, self.repo_root, self.writable, self.hidden,
-                    identity=identity, seccomp=self.seccomp, keyctl=self.keyctl, reach=self.reach,
-                )  # fmt: skip
+                runner = self.make(identity)
                 name = "stepserver.log" if key is None else f"stepserver-{key}.log"
                 self.starter.submit(runner.start, self.log_dir / name).result()
                 self.runners[key] = runner
