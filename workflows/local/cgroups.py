@@ -27,7 +27,6 @@ STALE_AFTER = 600.0  # seconds: a step group empty and this old was left by an e
 JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
 # rlimit -> (sh's ulimit flag, its unit): POSIX counts -c and -f in 512-byte blocks; -v (dash, bash) in KiB
 ULIMITS = {"core": ("c", 512), "nofile": ("n", 1), "fsize": ("f", 512), "as": ("v", 1024)}
-SETPRIV = "/usr/bin/setpriv"  # util-linux
 
 
 @functools.cache
@@ -116,23 +115,17 @@ class StepCgroup:
     ) -> list[str]:
         """Command prefix, one shell as the engine's user: join every group (the shell is single-threaded),
         set the resource limits (``core``, ``nofile``, ``fsize`` and ``as`` in bytes or files), then exec the
-        rest of the command line: as ``identity`` (``setpriv``: that uid and gid, no supplementary groups, no
-        new privileges; capabilities go with the uid), through ``keyring`` (``keyctl``: ``keyctl session -``
-        gives it a new, empty session keyring) when given. The engine starts it with vfork: a fork of the
-        engine's large process (what ``Popen(user=...)`` does) cost ~10 ms of CPU per step. On failure: a
-        ``c2d-step:`` line on stderr and exit code 125."""
+        rest of the command line: as ``identity`` (:meth:`Identity.become`), through ``keyring`` (``keyctl``:
+        ``keyctl session -`` gives it a new, empty session keyring) when given. The engine starts it with
+        vfork: a fork of the engine's large process (what ``Popen(user=...)`` does) cost ~10 ms of CPU per
+        step. On failure: a ``c2d-step:`` line on stderr and exit code 125."""
         fail = '{ echo "c2d-step: could not %s" >&2; exit 125; }'
         script = f'while [ "$1" != -- ]; do echo 0 > "$1" || {fail % "join a cgroup"}; shift; done; shift; '
         for name, value in rlimits.items():
             flag, unit = ULIMITS[name]
             limit = f"ulimit -{flag} {-(-int(value) // unit)}"  # rounded up: never tighter than asked
             script += f"{limit} || {fail % ('set ' + name + ' to ' + str(value))}; "
-        become = (
-            [SETPRIV, f"--reuid={identity.uid}", f"--regid={identity.gid}", "--clear-groups", "--no-new-privs", "--"]
-            if identity
-            else []
-        )
-        start = [*become, *([keyring, "session", "-"] if keyring else [])]
+        start = [*(identity.become() if identity else []), *([keyring, "session", "-"] if keyring else [])]
         files = [str(group / "tasks") for group in self.groups.values()]
         return ["/bin/sh", "-c", script + 'exec "$@"', "c2d-step", *files, "--", *start]
 

@@ -24,6 +24,7 @@ from workflows.exceptions import SandboxError
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
+SETPRIV = "/usr/bin/setpriv"  # util-linux
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Identity:
 
     uid: int
     gid: int
+
+    def become(self) -> list[str]:
+        """A command prefix that runs the rest of its command line as this identity (util-linux ``setpriv``:
+        this uid and gid, no supplementary groups, no new privileges; capabilities go with the uid)."""
+        return [SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs", "--"]
 
 
 @dataclass(frozen=True)

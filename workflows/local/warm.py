@@ -150,16 +150,13 @@ class WarmRunner:
         try:
             with open(log_file, "ab") as out:
                 self.proc = subprocess.Popen(
-                    [*keyring, *launch.argv],
+                    [*(self.identity.become() if self.identity else []), *keyring, *launch.argv],
                     env=step_environment(server, self.runtime),
                     pass_fds=[theirs.fileno(), *launch.fds],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    user=self.identity.uid if self.identity else None,
-                    group=self.identity.gid if self.identity else None,
-                    extra_groups=[] if self.identity else None,
                 )
         finally:
             launch.close()
