@@ -60,7 +60,7 @@ def test_a_job_runs_as_an_argo_workflow_and_every_phase_is_mirrored(
     assert meta["labels"][labels.OWNER] == spec.owner.lower()
     assert meta["annotations"][labels.INPUT_DIDS] == spec.input_dids[0]
     with pytest.raises(KubeApiError) as gone:  # the decrypted fetch spec does not outlive the job
-        argo_jobs.kube._call("GET", argo_jobs.kube._secrets(secret_name(f"c2d-{job_id}")))
+        argo_jobs.kube.get_secret(secret_name(f"c2d-{job_id}"))
     assert gone.value.code == 404
 
 
