@@ -11,15 +11,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup storage-bin demo test lint bench e2e cluster-build cluster-up cluster-down bench-argo clean
+.PHONY: help setup storage-bin demo test lint bench images e2e cluster-build cluster-up cluster-down node-build bench-argo clean
 
 help:
 	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
 	@echo "make test   - set everything up and run the test suite (what CI runs)"
 	@echo "make lint   - ruff + mypy (strict) on our packages, the tests and the benchmarks"
 	@echo "make bench  - the local benchmarks: per-job overhead and throughput, status endpoint, staging"
+	@echo "make images - the container images (node, python runtime) as OCI archives in .cache/images, no Docker"
 	@echo "make e2e    - build (cached) and start the kwok + real Argo control plane, run the e2e tests"
 	@echo "make cluster-up / cluster-down - start / stop that control plane (127.0.0.1 only)"
+	@echo "make node-build - build a real node (containerd, runc, kubelet, argoexec, kube-router; cluster/node.sh)"
 	@echo "make bench-argo - 1,000 concurrent workflows through the argo engine (needs cluster-up)"
 	@echo "make clean  - remove the virtualenv, node_modules and the local data dir"
 
@@ -71,6 +73,13 @@ bench: setup
 	@$(PY) bench/status_api.py
 	@$(PY) bench/staging.py
 
+# The node image (localhost/c2d-node:<version>) and the python:* runtime (localhost/c2d-python:3.11) as OCI
+# archives in .cache/images, with mmdebstrap + umoci (no Docker, no registry; cached on their inputs;
+# cold about 1.5 minutes on 2 cores). docs/images.md; the Containerfile builds the same with docker/podman.
+images: $(VENV)/.installed
+	@tools/setup_system.sh images
+	@tools/images/build.sh $(IMAGES_ARGS)
+
 # --- the Go-built control plane (heavy tier; binaries cached in .cache/cluster) ---------------------
 cluster-build:
 	@command -v go >/dev/null || { echo "error: Go >= 1.24 is needed to build the control plane (cluster/README.md)" >&2; exit 1; }
@@ -81,6 +90,11 @@ cluster-up: cluster-build
 
 cluster-down:
 	@cluster/cluster.sh down
+
+node-build:
+	@command -v go >/dev/null || { echo "error: Go >= 1.24 is needed to build the real node (cluster/README.md)" >&2; exit 1; }
+	@tools/setup_system.sh node
+	@cluster/build-node.sh
 
 e2e: setup cluster-up
 	@tools/run_pytest.sh $(PY) -m e2e $(PYTEST_ARGS)

@@ -6,17 +6,22 @@ import faulthandler
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from c2d.db.pool import migrate_dsn
+from c2d.db.pool import Pool, migrate_dsn
 from c2d.exceptions import C2DError
 from c2d.settings import Settings, load_settings
 from c2d.stack import supervisor
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from c2d.metrics import MetricsServer
 
 app = typer.Typer(
     help="Compute-to-Data node: embedded stack and operations.",
@@ -150,7 +155,8 @@ def engine(ctx: typer.Context) -> None:
     """Run the configured engine in the foreground (Ctrl-C stops it).
 
     ``local``: runs queued jobs on this machine. ``argo``: submits them to Argo and mirrors their
-    status back (the watcher; the ``c2d-watcher`` Deployment runs this command).
+    status back (the watcher; the ``c2d-watcher`` Deployment runs this command). Its metrics are served on
+    ``C2D_METRICS__ENGINE_PORT`` when set.
     """
     import threading
 
@@ -171,18 +177,43 @@ def engine(ctx: typer.Context) -> None:
         pool = open_pool(dsn, max_size=settings.postgres.pool_size)
         runner = LocalEngine(settings, pool, dsn) if kind == "local" else ArgoEngine(settings, pool)
         with pool, runner:
-            if kind == "local":
-                _echo(f"local engine running (up to {settings.engine.max_parallel_jobs} jobs at once); Ctrl-C stops it")
-            else:
-                _echo(f"argo engine + watcher running on namespace {settings.engine.namespace}; Ctrl-C stops it")
-            while not done.wait(1.0) and getattr(runner, "failure", None) is None:
-                pass
+            server = _engine_metrics_server(settings, pool, runner.metrics.registry)
+            try:
+                if kind == "local":
+                    _echo(
+                        f"local engine running (up to {settings.engine.max_parallel_jobs} jobs at once); "
+                        "Ctrl-C stops it"
+                    )
+                else:
+                    _echo(f"argo engine + watcher running on namespace {settings.engine.namespace}; Ctrl-C stops it")
+                if server is not None:
+                    _echo(f"engine metrics on http://{settings.host}:{server.port}/metrics")
+                while not done.wait(1.0) and getattr(runner, "failure", None) is None:
+                    pass
+            finally:
+                if server is not None:
+                    server.close()
     except (C2DError, WorkflowError) as exc:
         raise _fail(str(exc)) from None
     failure = getattr(runner, "failure", None)
     if failure is not None:
         raise _fail(f"{kind} engine failed: {failure!r} (see the log above)")
     _echo(f"{kind} engine stopped")
+
+
+def _engine_metrics_server(settings: Settings, pool: Pool, engine_registry: Collector) -> MetricsServer | None:
+    """The engine's metrics, the job counts and the process's figures on ``C2D_METRICS__ENGINE_PORT`` (None when
+    it is unset or metrics are disabled)."""
+    from c2d.metrics import Exposition, JobCountsCollector, MetricsServer, process_registry
+
+    port = settings.metrics.engine_port
+    if not settings.metrics.enabled or port is None:
+        return None
+    counts = JobCountsCollector(
+        pool, [env.id for env in settings.environments], [settings.engine.kind], settings.metrics.cache_seconds
+    )
+    exposition = Exposition(engine_registry, counts, process_registry())
+    return MetricsServer(exposition, settings.host, port, "C2D_METRICS__ENGINE_PORT")
 
 
 @app.command()

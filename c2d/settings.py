@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from c2d.environments import ComputeEnvironment, default_environments
+from c2d.images import node_image
 
 # Anvil's well-known development keys (mnemonic "test test ... junk"). They are public: the node
 # refuses to use them against any chain but the embedded one (see Settings._refuse_dev_keys).
@@ -226,7 +227,10 @@ class EngineSettings(BaseModel):
         default=Path("/sys/fs/cgroup"), description="cgroup v1 mount root for memory/pids/cpu limits."
     )
     bwrap: str = Field(default="bwrap", description="bubblewrap binary.")
-    step_image: str = Field(default="c2d-steps:latest", description="Image of the fetch/publish steps.")
+    step_image: str = Field(
+        default=node_image(),
+        description="Image of the node's own steps (fetch/publish/filter): the versioned node image (docs/images.md).",
+    )
     step_modules: list[str] = Field(
         default_factory=list, description="Python modules whose register(registry) adds pipeline steps."
     )
@@ -243,6 +247,34 @@ class EngineSettings(BaseModel):
         "sandboxed runner (needs Landlock ABI >= 6; otherwise each step is its own sandbox).",
     )
     argo: ArgoSettings = ArgoSettings()
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics (docs/metrics.md). They carry no secret, DID, address or URL, but tell how busy the
+    node is: keep them off the public ingress."""
+
+    enabled: bool = Field(
+        default=True, description="Collect and serve metrics (the provider's GET /metrics, the engine's port)."
+    )
+    provider_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve the provider's metrics on this port (bound to C2D_HOST) instead of GET /metrics on the "
+        "public API port.",
+    )
+    engine_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`c2d engine` serves its metrics on this port (bound to C2D_HOST); unset: not served. An engine "
+        "embedded in the provider is in the provider's metrics.",
+    )
+    cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Job counts read from Postgres are reused this long (a scrape storm costs one read).",
+    )
 
 
 class Settings(BaseSettings):
@@ -268,6 +300,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     fetch: FetchSettings = FetchSettings()
     engine: EngineSettings = EngineSettings()
+    metrics: MetricsSettings = MetricsSettings()
     environments: list[ComputeEnvironment] = Field(default_factory=default_environments)
 
     @field_validator("data_dir", "npm_dir")

@@ -35,12 +35,14 @@ ARGO_SERVER_PORT="${ARGO_SERVER_PORT:-2746}"
 EXECSIM_PORT="${EXECSIM_PORT:-16061}"
 
 # ---- knobs -------------------------------------------------------------------------------------
-KWOK_NODES="${KWOK_NODES:-1}"                 # number of fake nodes (each: 1k cpu, 1Ti memory, 1Pi ephemeral storage, 1M pods)
+KWOK_NODES="${KWOK_NODES:-1}"                 # number of fake nodes (each: 1k cpu, 1Ti memory, 1Pi ephemeral storage, 1M pods; 0 with a real node)
 ARGO_NAMESPACE="${ARGO_NAMESPACE:-argo}"
 ARGO_CRDS="${ARGO_CRDS:-minimal}"              # minimal | full (full is applied server-side)
 ARGO_NAMESPACED="${ARGO_NAMESPACED:-0}"        # 1: controller/server watch only $ARGO_NAMESPACE
 ARGO_REQUEUE_TIME="${ARGO_REQUEUE_TIME:-1s}"   # controller requeue period (upstream 10s: each kwok step took 10s)
 POD_CIDR="${POD_CIDR:-10.0.0.0/16}"            # fake pod IPs written into pod status (never dialled)
+EXECSIM="${EXECSIM:-1}"                       # 0: no executor-sim (a real node runs argoexec: cluster/node.sh)
+ARGO_EXECUTOR_IMAGE="${ARGO_EXECUTOR_IMAGE:-}" # set: the controller's executor image (IfNotPresent), e.g. localhost/c2d-argoexec:v4.0.7
 START_TIMEOUT="${START_TIMEOUT:-90}"           # seconds per component
 LOG_LEVEL="${LOG_LEVEL:-2}"                    # klog -v for k8s components
 
@@ -249,6 +251,7 @@ metadata:
 spec: {}
 "
   done
+  [[ -n "$nodes" ]] || { say "nodes: no fake nodes (KWOK_NODES=0)"; return 0; }
   printf '%s' "$nodes" | kc apply -f - >/dev/null
   say "nodes: $KWOK_NODES fake node(s) applied"
 }
@@ -268,6 +271,15 @@ bootstrap_argo() {
   kc -n "$ARGO_NAMESPACE" apply -k "$REPO/manifests/argo" >/dev/null
   kc -n "$ARGO_NAMESPACE" patch configmap workflow-controller-configmap --type merge \
     -p "{\"data\":{\"metricsConfig\":\"enabled: true\\nport: $ARGO_METRICS_PORT\\nsecure: false\\n\",\"telemetryConfig\":\"enabled: false\\n\"}}" >/dev/null
+  if [[ -n "$ARGO_EXECUTOR_IMAGE" ]]; then
+    # real node: argoexec runs from this image (never pulled); the rest of `executor` is kept
+    local ex; ex="$(kc -n "$ARGO_NAMESPACE" get configmap workflow-controller-configmap -o jsonpath='{.data.executor}')"
+    ex="$(printf '%s\n' "$ex" | grep -vE '^(image|imagePullPolicy):' || true)"
+    kc -n "$ARGO_NAMESPACE" patch configmap workflow-controller-configmap --type merge -p "$(EX="image: $ARGO_EXECUTOR_IMAGE
+imagePullPolicy: IfNotPresent
+$ex" python3 -c 'import json, os; print(json.dumps({"data": {"executor": os.environ["EX"]}}))')" >/dev/null
+    say "argo: executor image $ARGO_EXECUTOR_IMAGE"
+  fi
   # the pods' ServiceAccount is created by kube-controller-manager; wait for it
   local t0=$SECONDS
   until kc -n "$ARGO_NAMESPACE" get serviceaccount default >/dev/null 2>&1; do
@@ -352,9 +364,11 @@ EOF
 
   bootstrap_objects
   # wait for every fake node to be Ready (kwok node-initialize stage)
-  kc wait --for=condition=Ready --timeout=60s node -l type=kwok >/dev/null \
-    || fail "kwok nodes not Ready; log: $LOGS/kwok.log"
-  say "nodes: Ready"
+  if (( KWOK_NODES > 0 )); then
+    kc wait --for=condition=Ready --timeout=60s node -l type=kwok >/dev/null \
+      || fail "kwok nodes not Ready; log: $LOGS/kwok.log"
+    say "nodes: Ready"
+  fi
   bootstrap_argo
 
   local nsflags=()
@@ -368,9 +382,11 @@ EOF
     --loglevel info --log-format text
 
   # kwok pods run nothing: this stands in for argoexec's output reporting (see executor_sim.py)
+  if [[ "$EXECSIM" == 0 ]]; then say "executor-sim: skipped (EXECSIM=0)"; else
   start_component executor-sim "$EXECSIM_PORT" KUBE_APISERVER_URL="https://127.0.0.1:$APISERVER_PORT" \
       KUBE_TOKEN_FILE="$TOKEN_FILE" KUBE_CA_FILE="$PKI/ca.crt" EXECSIM_PORT="$EXECSIM_PORT" -- \
     python3 "$HERE/executor_sim.py"
+  fi
 
   start_component argo-server "$ARGO_SERVER_PORT" ARGO_BIND_ADDRESS=127.0.0.1 -- \
     "$BIN_DIR/argo" server --kubeconfig "$KUBECONFIG_FILE" --namespace "$ARGO_NAMESPACE" \
@@ -391,6 +407,7 @@ cmd_down() {
 cmd_status() {
   local c pid ok=0
   for c in "${COMPONENTS[@]}"; do
+    [[ "$c" == executor-sim && "$EXECSIM" == 0 ]] && continue
     pid="$(pid_of "$c")"
     if [[ -z "$pid" ]]; then printf '%-24s stopped\n' "$c"; ok=1
     elif probe "$c"; then printf '%-24s healthy  pid %-8s log %s\n' "$c" "$pid" "$LOGS/$c.log"

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, Ocean's error shapes, and the services it runs with."""
+"""The FastAPI application: routers, Ocean's error shapes, the services it runs with, its metrics."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ from collections.abc import AsyncIterator
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp
 
 from c2d.db.pool import Pool
 from c2d.settings import Settings
 from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidationFailed
+from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
+from provider.metrics import HttpMetrics, ProviderMetrics
 from provider.routers import access, aquarius, compute, encrypt, files, nonce, root, start
 from provider.services import Engine, Services
 
 
 def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> FastAPI:
-    """The app over an open pool (and the engine jobs are handed to); the caller owns both."""
+    """The app over an open pool (and the engine jobs are handed to); the caller owns both. With metrics enabled
+    (``C2D_METRICS__ENABLED``), ``app.state.metrics`` holds them (the engine's included), served at
+    ``GET /metrics`` unless ``C2D_METRICS__PROVIDER_PORT`` moves them off the API port."""
 
     services = Services.create(settings, pool, engine)
     cache = services.statuses
@@ -42,6 +47,18 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
         lifespan=lifespan,
     )
     app.state.services = services
+    metrics = None
+    if settings.metrics.enabled:
+        metrics = ProviderMetrics(settings, pool, engine.metrics.registry if engine is not None else None)
+    app.state.metrics = metrics
+    if metrics is not None and settings.metrics.provider_port is None:
+        exposition = metrics.exposition
+
+        # not in the OpenAPI spec: it is the operator's, not part of the Ocean API. A plain function: FastAPI runs
+        # it in a worker thread, and the job counts may wait on Postgres.
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus_metrics() -> Response:
+            return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(ProviderError)
     async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
@@ -70,6 +87,11 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
 
 def serve_app(app: FastAPI) -> ASGIApp:
     """What the server runs: the status endpoint's fast path (:mod:`provider.fastpath`) in front of the
-    app, outside FastAPI's middleware stack (which costs the hottest endpoint a third of its rate)."""
+    app, outside FastAPI's middleware stack (which costs the hottest endpoint a third of its rate), and,
+    with metrics enabled, the request metrics (:class:`provider.metrics.HttpMetrics`) around both."""
     services: Services = app.state.services
-    return StatusFastPath(app, services, services.statuses)
+    served: ASGIApp = StatusFastPath(app, services, services.statuses)
+    metrics: ProviderMetrics | None = app.state.metrics
+    if metrics is not None:
+        served = HttpMetrics(served, metrics, unrouted=(FAST_PATH,))
+    return served

@@ -14,11 +14,13 @@ from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
 from c2d.db.pool import Pool, open_pool
 from c2d.exceptions import StackError, StorageError
+from c2d.metrics import MetricsServer
 from c2d.settings import Settings
 from c2d.stack.postgres import database_dsn
 from provider.app import create_app, serve_app
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore
+from provider.metrics import ProviderMetrics
 from provider.result_assets import ResultAssets
 from provider.retention import Retention
 from provider.services import Services
@@ -36,6 +38,8 @@ class Node:
         self.engine = LocalEngine(settings, self.pool, self.dsn) if settings.engine.kind == "local" else None
         app = create_app(settings, self.pool, self.engine)
         services: Services = app.state.services
+        self.metrics: ProviderMetrics | None = app.state.metrics
+        self.metrics_server: MetricsServer | None = None
         self.results = services.results
         self.retention = Retention(services.jobs, services.results, settings.storage.cleanup_seconds)
         self.result_assets = ResultAssets(services)
@@ -56,6 +60,15 @@ class Node:
         except StorageError as exc:
             self.pool.close()
             raise StackError(f"the results storage is not usable: {exc}") from None
+        port = self.settings.metrics.provider_port
+        if self.metrics is not None and port is not None:  # metrics off the API port
+            try:
+                self.metrics_server = MetricsServer(
+                    self.metrics.exposition, self.settings.host, port, "C2D_METRICS__PROVIDER_PORT"
+                )
+            except StackError:
+                self.pool.close()
+                raise
         self.indexer.start()
         self.retention.start()
         self.result_assets.start()
@@ -99,4 +112,7 @@ class Node:
         self.indexer.stop()
         self.retention.stop()
         self.result_assets.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         self.pool.close()

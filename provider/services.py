@@ -20,11 +20,15 @@ from provider.fees import default_fee_token
 from provider.indexer.store import DdoStore
 from provider.results import ResultStore
 from provider.status_cache import StatusCache
+from workflows.metrics import EngineMetrics
 from workflows.registry import StepRegistry, default_registry
 
 
 class Engine(Protocol):
-    """What the API needs of an engine: a nudge when a job is queued or asked to stop."""
+    """What the API needs of an engine: a nudge when a job is queued or asked to stop, and its metrics (served
+    with the provider's)."""
+
+    metrics: EngineMetrics
 
     def wake(self) -> None: ...
 

@@ -86,9 +86,11 @@ def stop_node(proc: subprocess.Popen[bytes], log: Path | None = None, timeout: f
     return (output or b"").decode(errors="replace")
 
 
-def node_process(settings: Settings, command: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+def node_process(
+    settings: Settings, command: str, log: Path | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``c2d provider`` or ``c2d engine`` on ``settings``' stack as its own process; its output goes to
-    ``log`` (appended), else to a pipe."""
+    ``log`` (appended), else to a pipe. ``extra_env``: more settings (``C2D_...``) for it."""
     env = {
         **os.environ,
         "C2D_DATA_DIR": str(settings.data_dir),
@@ -96,6 +98,7 @@ def node_process(settings: Settings, command: str, log: Path | None = None) -> s
         "C2D_CHAIN__PORT": str(settings.chain.port),
         "C2D_PROVIDER__PORT": str(settings.provider.port),
         "C2D_FETCH__ALLOW_HOSTS": json.dumps(settings.fetch.allow_hosts),
+        **(extra_env or {}),
     }
     out = open(log, "ab") if log is not None else subprocess.PIPE  # noqa: SIM115 (the process keeps it)
     return subprocess.Popen([sys.executable, "-m", "c2d", command], env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import threading
 from typing import Self
 
+from workflows.metrics import EngineMetrics
+
 
 class BackgroundEngine:
-    """Base of the engines; subclasses implement :meth:`start` and :meth:`close`."""
+    """Base of the engines; subclasses implement :meth:`start` and :meth:`close`. ``metrics``: the engine's own
+    (its registry is served by the provider that embeds it, or by ``c2d engine``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: EngineMetrics) -> None:
         self.wakeup = threading.Event()
+        self.metrics = metrics
 
     def start(self) -> Self:
         raise NotImplementedError

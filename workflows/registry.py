@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from hera.workflows import Container
 
 from c2d.environments import ComputeEnvironment
+from c2d.images import node_image
 from c2d.settings import Settings
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.labels import STAGES
@@ -32,7 +33,7 @@ class BuildOptions:
     """Engine-independent choices of how a job's Workflow looks."""
 
     namespace: str = "c2d"
-    step_image: str = "c2d-steps:latest"  # image holding this repository's `steps` package
+    step_image: str = node_image()  # the node image: it holds this repository's `steps` package
     volume: str = "pvc"  # per-job data volume: "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
     storage_class: str | None = None
     # where output-publish stores results: "local" (hostPath: the local engine), "pvc" (the shared

@@ -13,6 +13,7 @@ import pytest
 
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
+from c2d.images import node_image
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
 from workflows.local import stepserver
@@ -85,7 +86,7 @@ def _filter_step(outputs: str) -> Step:
     return Step.bare(
         "result-filter",
         "filter",
-        "c2d-steps:latest",
+        node_image(),  # the engine's step image: the warm runner serves it
         ["python", "-m", "steps.filter", "--outputs", outputs, "--deny", "*"],
     )
 

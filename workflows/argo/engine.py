@@ -29,6 +29,7 @@ from workflows.argo.objects import owner_reference, prepare
 from workflows.argo.watcher import Watcher
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, KubeApiError
+from workflows.metrics import ARGO_ERRORS, EngineMetrics
 
 log = logging.getLogger(__name__)
 ENGINE = "argo"
@@ -39,13 +40,13 @@ WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 
 class ArgoEngine(BackgroundEngine):
     def __init__(self, settings: Settings, pool: Pool, client: KubeClient | None = None) -> None:
-        super().__init__()
+        super().__init__(EngineMetrics(ENGINE, ARGO_ERRORS))
         argo = settings.engine.argo
         self.settings = settings
         self.client = client or KubeClient(KubeConfig.load(argo.kubeconfig), settings.engine.namespace)
         self.store = JobStore(pool)
         self.queue = EngineQueue(pool, ENGINE)
-        self.watcher = Watcher(settings, pool, self.client)
+        self.watcher = Watcher(settings, pool, self.client, self.metrics)
         self.closing = threading.Event()
         self.threads: list[threading.Thread] = []
         self.failure: BaseException | None = None
@@ -94,6 +95,7 @@ class ArgoEngine(BackgroundEngine):
             try:
                 self.dispatch_once()
             except (KubeApiError, psycopg.Error) as exc:
+                self.metrics.error("dispatch")
                 log.warning("argo dispatcher: %s; retrying", exc)
             self.wakeup.wait(self.settings.engine.argo.poll_seconds)
             self.wakeup.clear()
@@ -115,6 +117,7 @@ class ArgoEngine(BackgroundEngine):
         try:
             submission = prepare(record.workflow or {}, namespace)
         except (EngineError, KeyError) as exc:
+            self.metrics.error("submit_invalid")
             self._fail(record.job_id, f"the workflow cannot be submitted: {exc}")
             return False
         try:
@@ -128,8 +131,10 @@ class ArgoEngine(BackgroundEngine):
                 self.client.patch_secret(str(submission.secret["metadata"]["name"]), owners)
         except KubeApiError as exc:
             if exc.transient:
+                self.metrics.error("submit_transient")
                 log.warning("job %s: submission failed (%s); will retry", record.job_id, exc)
                 return False
+            self.metrics.error("submit_refused")
             self._fail(record.job_id, f"the cluster refused the workflow: {exc}")
             return False
         name = str(created["metadata"]["name"])

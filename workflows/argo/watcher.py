@@ -8,12 +8,16 @@
 * Final states cannot be lost: every job Workflow carries the ``mirror`` finalizer, which the
   watcher removes only after the final state is committed. A TTL or ``kubectl delete`` therefore
   waits for the watcher, even one that was down at the time.
+* Metrics (:class:`~workflows.metrics.WatcherMetrics`): watch events, lists, 410s, errors, and for each
+  step start/end and each final state it commits, the lag from the cluster's timestamp to the commit
+  and the step's duration (each once: :mod:`workflows.argo.observe`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +31,9 @@ from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
 from workflows.argo.kube import KubeClient
 from workflows.argo.objects import FINALIZER, NodesLoader, WorkflowView, read, secret_name
+from workflows.argo.observe import StepChange, cluster_time, step_changes, templates
 from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
+from workflows.metrics import ARGO_ERRORS, STEP_FINISHED, WORKFLOW_FINISHED, EngineMetrics, WatcherMetrics
 
 log = logging.getLogger(__name__)
 SOURCE = "argo-watcher"
@@ -43,13 +49,19 @@ def failure_code(status: int) -> JobStatus:
 
 
 class Watcher:
-    def __init__(self, settings: Settings, pool: Pool, client: KubeClient) -> None:
+    """``metrics``: the engine's (the watcher adds its own to its registry); a watcher of its own by default."""
+
+    def __init__(
+        self, settings: Settings, pool: Pool, client: KubeClient, metrics: EngineMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.store = JobStore(pool)
         self.client = client
         self.resource_version = ""
         self.events_seen = 0
         self.resyncs = 0
+        self.metrics = metrics if metrics is not None else EngineMetrics("argo", ARGO_ERRORS)
+        self.watch_metrics = WatcherMetrics(self.metrics.registry)
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -61,11 +73,13 @@ class Watcher:
                 self.watch_once(stop)
                 backoff = 0.5
             except KubeGoneError:
+                self.watch_metrics.gone.inc()
                 log.info("watch: resourceVersion %s expired (410); listing again", self.resource_version)
                 self.resource_version = ""
             except (KubeApiError, EngineError, psycopg.Error) as exc:
                 if stop.is_set():
                     return
+                self.metrics.error("watch")
                 log.warning("watcher: %s; listing again in %.1fs", exc, backoff)
                 self.resource_version = ""
                 stop.wait(backoff)
@@ -82,6 +96,7 @@ class Watcher:
         self._settle_missing(seen, started)
         self.resource_version = version
         self.resyncs += 1
+        self.watch_metrics.resyncs.inc()
         log.info("watcher: listed %d workflows at resourceVersion %s", len(items), version)
 
     def watch_once(self, stop: threading.Event) -> None:
@@ -90,6 +105,7 @@ class Watcher:
             obj = event.get("object") or {}
             version = (obj.get("metadata") or {}).get("resourceVersion")
             kind = event.get("type")
+            self.watch_metrics.event(kind)
             if kind in ("ADDED", "MODIFIED"):
                 self.handle(obj)
             elif kind == "DELETED":
@@ -102,18 +118,22 @@ class Watcher:
 
     # -- one Workflow -------------------------------------------------------------------------------
     def handle(self, workflow: dict[str, Any], deleted: bool = False) -> None:
+        """Mirror one Workflow (an event's object or a list item) into its job, then release the Workflow once
+        its job is final."""
+        began = time.perf_counter()
         view = read(workflow, self._nodes_loader())
         job = self.store.get(view.job_id) if view.job_id else None
         meta = workflow.get("metadata") or {}
         deleting = deleted or bool(meta.get("deletionTimestamp"))
         if job is not None and not job.finished:
-            self._mirror(job, view, deleting)
+            self._mirror(job, view, deleting, workflow)
             job = self.store.get(job.job_id)
         done = job is None or job.finished
         if done and not deleted:
             self._release(workflow)
+        self.watch_metrics.handle_seconds.observe(time.perf_counter() - began)
 
-    def _mirror(self, job: JobRecord, view: WorkflowView, deleting: bool) -> None:
+    def _mirror(self, job: JobRecord, view: WorkflowView, deleting: bool, workflow: dict[str, Any]) -> None:
         status = view.ocean_status(job.stopreq)
         finished = status.finished
         code, text = status.status, status.text
@@ -122,10 +142,14 @@ class Watcher:
             code = failure_code(code)
             text = f"{code.text}: the workflow was deleted on the cluster before it finished"
         details = {"steps": view.step_details, "argoPhase": view.phase}
+        changes: list[StepChange] = []
         if any(job.details.get(key) != value for key, value in details.items()):
+            committed = job.details.get("steps")
+            before = committed if isinstance(committed, dict) else {}
+            changes = step_changes(before, view.step_details, templates(workflow))
             self.store.update_details(job.job_id, details)
         stopreq = STOPREQ_DEADLINE if view.deadline_hit and not job.stopreq and finished else None
-        self.store.transition(
+        changed = self.store.transition(
             job.job_id,
             code,
             source=SOURCE,
@@ -135,6 +159,19 @@ class Watcher:
             stopreq=stopreq,
             detail={"phase": view.phase},
         )
+        self._observe(changes, workflow if changed and finished else None)
+
+    def _observe(self, changes: list[StepChange], final: dict[str, Any] | None) -> None:
+        """The changes just committed: the lag of each from the cluster's timestamp, the duration of each step
+        that ended; ``final``: the Workflow whose final state was just committed."""
+        now = datetime.now(UTC)
+        for change in changes:
+            self.watch_metrics.lag(change.change, (now - change.at).total_seconds())
+            if change.change == STEP_FINISHED and change.outcome and change.seconds is not None:
+                self.metrics.step_finished(change.template, change.outcome, change.seconds)
+        finished_at = cluster_time((final.get("status") or {}).get("finishedAt")) if final is not None else None
+        if finished_at is not None:
+            self.watch_metrics.lag(WORKFLOW_FINISHED, (now - finished_at).total_seconds())
 
     def _release(self, workflow: dict[str, Any]) -> None:
         """The job's final state is committed: let the Workflow (and its fetch Secret) go."""

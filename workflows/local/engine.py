@@ -38,6 +38,7 @@ from workflows.local.recovery import prepare_resume
 from workflows.local.sandbox import compile_steps, steps_runtime
 from workflows.local.staging import Staging
 from workflows.local.warm import WarmRunner, WarmRunners
+from workflows.metrics import LOCAL_ERRORS, EngineMetrics
 from workflows.status_map import StepState, ocean_status
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ T = TypeVar("T")
 
 class LocalEngine(BackgroundEngine):
     def __init__(self, settings: Settings, pool: Pool, dsn: str) -> None:
-        super().__init__()
+        super().__init__(EngineMetrics(ENGINE, LOCAL_ERRORS))
         self.settings = settings
         self.store = JobStore(pool)
         self.dsn = dsn
@@ -191,6 +192,7 @@ class LocalEngine(BackgroundEngine):
                         self.stop(job_id)
                 claimed = self.store.claim_queued(ENGINE, free, SOURCE) if free > 0 else []
             except psycopg.OperationalError as exc:  # the database is away: running jobs wait for it
+                self.metrics.error("database")
                 log.warning("local engine: database unavailable (%s); retrying", exc)
                 claimed = []
                 self.closing.wait(DB_RETRY_MAX)
@@ -209,6 +211,7 @@ class LocalEngine(BackgroundEngine):
             except psycopg.OperationalError as exc:
                 if self.closing.is_set():
                     raise
+                self.metrics.error("database")
                 log.warning("local engine: database unavailable (%s); retrying in %.1f s", exc, delay)
                 self.closing.wait(delay)
                 delay = min(delay * 2, DB_RETRY_MAX)
@@ -217,6 +220,7 @@ class LocalEngine(BackgroundEngine):
         try:
             plan = interpret(record.workflow or {}, self.secrets)
         except UnsupportedWorkflowError as exc:
+            self.metrics.error("unsupported_workflow")
             self._finish_error(record.job_id, f"the local engine cannot run this workflow: {exc}")
             return
         assert self.protections is not None  # set by start()
@@ -235,6 +239,7 @@ class LocalEngine(BackgroundEngine):
             protections=self.protections,
             identity=identity,
             reach=self._reach,
+            on_step_end=self.metrics.step_finished,
         )
         if resume:
             message = prepare_resume(run, record)
@@ -257,6 +262,7 @@ class LocalEngine(BackgroundEngine):
             try:
                 results = run.run()
             except JobSetupError as exc:
+                self.metrics.error("job_setup")
                 log.error("job %s: %s", run.job_id, exc)
                 self._finish_error(run.job_id, f"could not set up the job: {exc}")
                 return
@@ -270,6 +276,7 @@ class LocalEngine(BackgroundEngine):
             else:
                 run.cleanup()
         except Exception:  # a job thread must never leave its job running forever
+            self.metrics.error("internal")
             log.exception("job %s: engine error", run.job_id)
             self._finish_error(run.job_id, "internal engine error (see the engine log)")
         finally:

@@ -67,6 +67,10 @@ def discard_job_folder(job_dir: Path) -> bool:
     return True
 
 
+def _no_metrics(template: str, outcome: str, seconds: float) -> None:
+    """The default of :attr:`JobRun.on_step_end`: nothing observed."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -109,6 +113,8 @@ class JobRun:
     max_depth: int = DEFAULT_MAX_DEPTH  # folders deeper than this end a step; publishing skips them
     disk: JobDisk | None = None  # the job's own file system, once made
     reach: Callable[[Path], Path] = Path  # where the job's uid finds a host folder (workflows.local.staging)
+    # (template, outcome, seconds) of each step that ended, retries included (never one left to recovery)
+    on_step_end: Callable[[str, str, float], None] = _no_metrics
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
@@ -365,9 +371,11 @@ class JobRun:
             if not depends_met(step.depends, self.phases()):
                 self._set(step.task, phase="Omitted", write=False)
                 continue
+            began = time.monotonic()
             outcome = self._run_step(step, deadline)
             if self.abandoned:
                 return None
+            self.on_step_end(step.template, outcome.phase, time.monotonic() - began)
             if outcome.reason == "deadline" and step.stage == "algorithm":
                 self.stopreq = 2
             # The result list is part of the step's recorded state: a job resumed after publishing
