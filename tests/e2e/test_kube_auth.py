@@ -174,15 +174,22 @@ def test_a_plugin_that_gives_nothing_valid_fails_with_401(cluster: Cluster, toke
         client.close()
 
 
-def test_a_rotated_service_account_token_is_used_in_cluster(cluster: Cluster, tokens: Tokens, tmp_path: Path) -> None:
+def _pod_account(cluster: Cluster, tokens: Tokens, folder: Path) -> tuple[KubeClient, Path, str, str]:
+    """A client with the in-cluster credentials of a pod whose ServiceAccount folder holds a fresh token:
+    the client, the folder, the token and the Secret it is bound to."""
     server, ca = _server_and_ca(cluster)
     host, _, port = server.removeprefix("https://").rpartition(":")
-    account = tmp_path / "serviceaccount"
+    account = folder / "serviceaccount"
     account.mkdir()
     (account / "ca.crt").write_bytes(ca)
-    first, first_secret = tokens.issue()
-    (account / "token").write_text(first)
+    token, secret = tokens.issue()
+    (account / "token").write_text(token)
     client = KubeClient(KubeConfig(service_account=account, service_host=host, service_port=port), NAMESPACE)
+    return client, account, token, secret
+
+
+def test_a_rotated_service_account_token_is_used_in_cluster(cluster: Cluster, tokens: Tokens, tmp_path: Path) -> None:
+    client, account, first, first_secret = _pod_account(cluster, tokens, tmp_path)
     try:
         client.list_workflows(SELECTOR)
         # the kubelet writes the new token (an atomic swap), and the old one stops being accepted
@@ -197,14 +204,7 @@ def test_a_rotated_service_account_token_is_used_in_cluster(cluster: Cluster, to
 
 def test_a_revoked_in_cluster_token_is_refused_with_401(cluster: Cluster, tokens: Tokens, tmp_path: Path) -> None:
     """The check above can fail: without a new token the revoked one is refused."""
-    server, ca = _server_and_ca(cluster)
-    host, _, port = server.removeprefix("https://").rpartition(":")
-    account = tmp_path / "serviceaccount"
-    account.mkdir()
-    (account / "ca.crt").write_bytes(ca)
-    token, secret = tokens.issue()
-    (account / "token").write_text(token)
-    client = KubeClient(KubeConfig(service_account=account, service_host=host, service_port=port), NAMESPACE)
+    client, _, token, secret = _pod_account(cluster, tokens, tmp_path)
     try:
         client.list_workflows(SELECTOR)
         tokens.revoke(secret, token)
