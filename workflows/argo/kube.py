@@ -264,9 +264,11 @@ class KubeClient:
         current.api_key = fresh.api_key
         current.refresh_api_key_hook = fresh.refresh_api_key_hook
 
-    def _json(self, what: str, request: Callable[[], urllib3.BaseHTTPResponse]) -> dict[str, Any]:
-        """A call made with ``_preload_content=False``: its body as the API's JSON (no model objects)."""
-        response = self._call(what, request)
+    def _json(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``method(*args, **kwargs)`` of a typed API, its body read as the API's JSON (no model objects)."""
+        response = self._call(
+            what, lambda: method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+        )
         try:
             body: dict[str, Any] = json.loads(response.data)
         finally:
@@ -318,49 +320,26 @@ class KubeClient:
         )
 
     def create_secret(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._json(
-            "POST secret",
-            lambda: self.core.create_namespaced_secret(
-                self.namespace, body, _preload_content=False, _request_timeout=self.timeout
-            ),
-        )
+        return self._json("POST secret", self.core.create_namespaced_secret, self.namespace, body)
 
     def get_secret(self, name: str) -> dict[str, Any]:
-        return self._json(
-            f"GET secret {name}",
-            lambda: self.core.read_namespaced_secret(
-                name, self.namespace, _preload_content=False, _request_timeout=self.timeout
-            ),
-        )
+        return self._json(f"GET secret {name}", self.core.read_namespaced_secret, name, self.namespace)
 
     def patch_secret(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._json(
             f"PATCH secret {name}",
-            lambda: self.core.patch_namespaced_secret(
-                name,
-                self.namespace,
-                patch,
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-                _request_timeout=self.timeout,
-            ),
+            self.core.patch_namespaced_secret,
+            name,
+            self.namespace,
+            patch,
+            _content_type=MERGE_PATCH,
         )
 
     def delete_secret(self, name: str) -> None:
-        self._json(
-            f"DELETE secret {name}",
-            lambda: self.core.delete_namespaced_secret(
-                name, self.namespace, _preload_content=False, _request_timeout=self.timeout
-            ),
-        )
+        self._json(f"DELETE secret {name}", self.core.delete_namespaced_secret, name, self.namespace)
 
     def list_pods(self, selector: str) -> list[dict[str, Any]]:
-        page = self._json(
-            "LIST pods",
-            lambda: self.core.list_namespaced_pod(
-                self.namespace, label_selector=selector, _preload_content=False, _request_timeout=self.timeout
-            ),
-        )
+        page = self._json("LIST pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         return list(page.get("items") or [])
 
     def pod_log_lines(self, pod: str, container: str) -> Iterator[str]:
