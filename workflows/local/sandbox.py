@@ -218,12 +218,13 @@ def _arguments(
     system_args, system_dirs = _system_binds(step.egress)
     args += system_args
     args += ["--dev", "/dev"] if host_pids else [*_proc_args(), "--dev", "/dev"]
-    # tmpfs mounts first: a runtime or the checkout may live under /tmp and must stay visible.
+    # tmpfs mounts and /tmp first: a runtime or the checkout may live under /tmp and must stay visible.
     if not any(inside == "/tmp" for _, inside, _, _ in binds):
         args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]
     for host, inside, _, size in binds:
         if host is None:
             args += [*(["--size", str(size)] if size else []), "--tmpfs", inside]
+    args += _bind_args([bind for bind in binds if bind[1] == "/tmp"], reach)
     for path in runtime.paths:  # except what a system folder mounts already (/usr for the distribution's Python)
         if not any(path.is_relative_to(folder) for folder in system_dirs):
             args += ["--ro-bind", str(reach(path)), str(path)]
@@ -233,12 +234,7 @@ def _arguments(
     for path in runtime.hide:  # e.g. the host interpreter's site-packages
         if path.is_dir():
             args += ["--tmpfs", str(path), "--remount-ro", str(path)]
-    for host, inside, read_only, _ in binds:
-        if host is None:
-            continue
-        if not host.is_dir() or host.is_symlink():
-            raise SandboxError(f"the folder mounted on {inside} is missing")
-        args += ["--ro-bind" if read_only else "--bind", str(reach(host)), inside]
+    args += _bind_args([bind for bind in binds if bind[1] != "/tmp"], reach)
     args += ["--remount-ro", "/"]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
@@ -248,6 +244,18 @@ def _arguments(
     if runtime.python and command and command[0] == "python":
         command = [*runtime.python, *command[1:]]
     return [*args, "--", *([] if host_pids else JOIN_STDERR), *command]
+
+
+def _bind_args(binds: list[Bind], reach: Callable[[Path], Path]) -> list[str]:
+    """bwrap arguments mounting the host folders of ``binds`` (tmpfs entries, host None, are skipped)."""
+    args: list[str] = []
+    for host, inside, read_only, _ in binds:
+        if host is None:
+            continue
+        if not host.is_dir() or host.is_symlink():
+            raise SandboxError(f"the folder mounted on {inside} is missing")
+        args += ["--ro-bind" if read_only else "--bind", str(reach(host)), inside]
+    return args
 
 
 # Variables that act on the programs that start the sandbox (the launch shell, the dynamic linker), outside it.
