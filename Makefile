@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup storage-bin demo test lint bench images e2e cluster-build cluster-up cluster-down node-build bench-argo clean
+.PHONY: help setup storage-bin demo test lint bench images e2e cluster-build cluster-up cluster-down node-build node-up node-down bench-argo bench-node clean
 
 help:
 	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
@@ -19,10 +19,11 @@ help:
 	@echo "make lint   - ruff + mypy (strict) on our packages, the tests and the benchmarks"
 	@echo "make bench  - the local benchmarks: per-job overhead and throughput, status endpoint, staging"
 	@echo "make images - the container images (node, python runtime) as OCI archives in .cache/images, no Docker"
-	@echo "make e2e    - build (cached) and start the kwok + real Argo control plane, run the e2e tests"
+	@echo "make e2e    - build (cached) and start the Argo control plane, kwok and a real node; run the e2e tests"
 	@echo "make cluster-up / cluster-down - start / stop that control plane (127.0.0.1 only)"
-	@echo "make node-build - build a real node (containerd, runc, kubelet, argoexec, kube-router; cluster/node.sh)"
+	@echo "make node-up / node-down - start / stop the real node (kubelet, containerd, kube-router; cluster/node.sh)"
 	@echo "make bench-argo - 1,000 concurrent workflows through the argo engine (needs cluster-up)"
+	@echo "make bench-node - per-job latency on the real node next to a bare Argo workflow (needs node-up)"
 	@echo "make clean  - remove the virtualenv, node_modules and the local data dir"
 
 # --- setup -----------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ bench: setup
 # The node image (localhost/c2d-node:<version>) and the python:* runtime (localhost/c2d-python:3.11) as OCI
 # archives in .cache/images, with mmdebstrap + umoci (no Docker, no registry; cached on their inputs;
 # cold about 1.5 minutes on 2 cores). docs/images.md; the Containerfile builds the same with docker/podman.
-images: $(VENV)/.installed
+images: $(VENV)/.installed node_modules/.installed
 	@tools/setup_system.sh images
 	@tools/images/build.sh $(IMAGES_ARGS)
 
@@ -85,22 +86,34 @@ cluster-build:
 	@command -v go >/dev/null || { echo "error: Go >= 1.24 is needed to build the control plane (cluster/README.md)" >&2; exit 1; }
 	@cluster/build.sh
 
-cluster-up: cluster-build
-	@cluster/cluster.sh up
+# Argo's executor runs from the argoexec image build-node.sh packs (nothing is ever pulled)
+ARGO_EXECUTOR_IMAGE ?= localhost/c2d-argoexec:v4.0.7
 
-cluster-down:
+cluster-up: cluster-build
+	@ARGO_EXECUTOR_IMAGE=$(ARGO_EXECUTOR_IMAGE) cluster/cluster.sh up
+
+cluster-down: node-down
 	@cluster/cluster.sh down
 
-node-build:
+node-build: cluster-build
 	@command -v go >/dev/null || { echo "error: Go >= 1.24 is needed to build the real node (cluster/README.md)" >&2; exit 1; }
 	@tools/setup_system.sh node
 	@cluster/build-node.sh
 
-e2e: setup cluster-up
+node-up: node-build images cluster-up
+	@cluster/node.sh up
+
+node-down:
+	@cluster/node.sh down
+
+e2e: setup node-up
 	@tools/run_pytest.sh $(PY) -m e2e $(PYTEST_ARGS)
 
 bench-argo: setup
 	@$(PY) bench/argo_scale.py $(BENCH_ARGS)
+
+bench-node: setup node-up
+	@$(PY) bench/real_node.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .c2d

@@ -191,6 +191,15 @@ def _default_runtimes() -> list[RuntimeSettings]:
     return [python, ocean, node]
 
 
+class Toleration(BaseModel):
+    """A Kubernetes toleration for job pods (the fields of core/v1 Toleration that scheduling uses)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 class ArgoSettings(BaseModel):
     """The ``argo`` engine: where the Workflow objects go and how job pods are set up on the cluster."""
 
@@ -209,7 +218,21 @@ class ArgoSettings(BaseModel):
     results_claim: str = Field(
         default="c2d-results", description="PVC of the results store (the provider mounts it as storage.local_dir)."
     )
-    storage_class: str | None = None
+    storage_class: str | None = Field(
+        default=None, description="StorageClass of the per-job data volume; unset: the cluster's default class."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels every job pod must match (e.g. a node pool for jobs)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints of the job nodes that job pods tolerate (dedicated node pools)."
+    )
+    image_pull_grace: float = Field(
+        default=120,
+        ge=0,
+        description="Seconds a job step may wait for an image its node cannot pull (ErrImagePull, "
+        "ImagePullBackOff) before the job fails; an image that may never be pulled fails the job at once.",
+    )
     ttl_seconds: int = Field(default=3600, ge=0, description="Workflow objects are deleted this long after the end.")
     submit_batch: int = Field(default=50, ge=1, description="Jobs submitted per dispatcher round.")
     submit_workers: int = Field(default=4, ge=1, le=32, description="Submissions in flight at once.")

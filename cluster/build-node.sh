@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build a REAL Kubernetes node (cluster/node.sh) from the Go module proxy and the k8s module's sources:
-#   containerd + ctr + containerd-shim-runc-v2, runc (seccomp), kubelet, argoexec, pause, kube-router
+#   containerd + ctr + containerd-shim-runc-v2, runc (seccomp), kubelet, argoexec, pause, kube-router,
+#   local-path-provisioner (the dev volume provisioner, as kind and k3s use it)
 # into $NODE_BIN_DIR (default /work/main/.cache/cluster/node-bin, a sibling of build.sh's bin/), and
 # pack the node's images (pause, argoexec) as OCI archives into $NODE_IMG_DIR (.cache/cluster/node-images).
-# Same caches as cluster/build.sh (GOPATH/GOMODCACHE/GOCACHE under $CACHE_ROOT/go), same stamps: a
+# Same caches as cluster/build.sh (GOPATH/GOMODCACHE/GOCACHE under $GO_CACHE), same stamps: a
 # binary whose inputs are unchanged is not rebuilt. Times go to .cache/cluster/build-times.log.
 #
 # Usage: cluster/build-node.sh [component...]
-#   components: containerd runc pause kuberouter kubelet argoexec images   (default: all, in that order)
+#   components: containerd runc pause kuberouter localpath kubelet argoexec images   (default: all, in that order)
 #   kubelet needs build.sh's k8s step (warm module cache, work/k8s/go.sum); argoexec needs build.sh's
 #   argo step (the build copy at .cache/cluster/work/argo-src); images needs pause and argoexec.
 # Env:   FORCE=1 rebuilds everything; CACHE_ROOT overrides /work/main/.cache.
@@ -23,14 +24,18 @@ K8S_VERSION="v1.36.3"            # same as build.sh (gomod/k8s/go.mod)
 CONTAINERD_VERSION="v2.4.2"
 RUNC_VERSION="v1.5.3"
 KUBE_ROUTER_VERSION="v2.1.0"     # the only version the module proxy lists
+LOCAL_PATH_VERSION="v0.0.30"     # rancher/local-path-provisioner (the only version the module proxy lists)
 ARGO_VERSION="${ARGO_VERSION:-v4.0.7}"   # same as build.sh
 ARGO_MODULE="github.com/argoproj/argo-workflows/v4"
 PAUSE_TAG="3.10"                 # image tag of localhost/c2d-pause
 
-export GOPATH="$CACHE_ROOT/go"
-export GOMODCACHE="$CACHE_ROOT/go/mod"
-export GOCACHE="$CACHE_ROOT/go/build"
-export GOTMPDIR="$CACHE_ROOT/go/tmp"
+# The Go module and build caches (~13 GB warm) live outside the checkout, so that every checkout on this
+# machine (a CI runner's fresh clones) reuses them: a clean clone then only links the binaries.
+GO_CACHE="${GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/c2d-node/go}"
+export GOPATH="$GO_CACHE"
+export GOMODCACHE="$GO_CACHE/mod"
+export GOCACHE="$GO_CACHE/build"
+export GOTMPDIR="$GO_CACHE/tmp"
 export GOTOOLCHAIN=local
 export GOFLAGS="-mod=mod -buildvcs=false"
 export CGO_ENABLED=0
@@ -127,6 +132,16 @@ build_kuberouter() {
   stamp_write kuberouter "$key"
 }
 
+# ---- local-path-provisioner: PVs for the per-job volumeClaimTemplates (node.sh runs it) -----------
+build_localpath() {
+  local key="local-path-provisioner $LOCAL_PATH_VERSION $GO_VER"
+  if stamp_ok localpath "$key" local-path-provisioner; then log "local-path-provisioner $LOCAL_PATH_VERSION: up to date"; return; fi
+  log "local-path-provisioner $LOCAL_PATH_VERSION: go install"
+  ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+      "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION" )
+  stamp_write localpath "$key"
+}
+
 # ---- kubelet (same wrapper module as build.sh's apiserver) --------------------------------------
 build_kubelet() {
   local key="kubelet $K8S_VERSION $GO_VER $(hash_of "$HERE/gomod/k8s/go.mod")"
@@ -220,7 +235,7 @@ build_images() {
   stamp_write images "$key"
 }
 
-ALL=(containerd runc pause kuberouter kubelet argoexec images)
+ALL=(containerd runc pause kuberouter localpath kubelet argoexec images)
 comps=("$@"); [[ ${#comps[@]} -eq 0 ]] && comps=("${ALL[@]}")
 log "go $GO_VER; GOMODCACHE=$GOMODCACHE; output $BIN_DIR (images: $IMG_DIR)"
 T0=$SECONDS
@@ -230,6 +245,7 @@ for c in "${comps[@]}"; do
     runc) timed runc build_runc ;;
     pause) timed pause build_pause ;;
     kuberouter|kube-router) timed kube-router build_kuberouter ;;
+    localpath|local-path-provisioner) timed local-path-provisioner build_localpath ;;
     kubelet) timed kubelet build_kubelet ;;
     argoexec) timed argoexec build_argoexec ;;
     images) timed images build_images ;;

@@ -6,7 +6,8 @@ step's outputs, and the real workflow-controller waits forever for a template's 
 parameters ("required outputs are not yet set"). This process does what argoexec does at the end
 of a pod: it creates the pod's ``WorkflowTaskResult`` (name = node id, label
 ``report-outputs-completed=true``) with the main container's exit code and a value for each output
-parameter the template (env ``ARGO_TEMPLATE`` of the init container) declares. The value comes from
+parameter the template (env ``ARGO_TEMPLATE`` of the init container) declares. Only pods on kwok's
+nodes: a real node (cluster/node.sh) next to them runs argoexec, which reports for itself. The value comes from
 the pod annotation ``c2d.test/output-<name>``, else the parameter's ``valueFrom.default``, else "".
 
 Standard library only; started by cluster.sh (component "executor-sim"). Env: KUBE_APISERVER_URL,
@@ -31,6 +32,7 @@ API = os.environ["KUBE_APISERVER_URL"]
 TOKEN = open(os.environ["KUBE_TOKEN_FILE"]).read().strip()  # noqa: SIM115
 CONTEXT = ssl.create_default_context(cafile=os.environ["KUBE_CA_FILE"])
 SELECTOR = "workflows.argoproj.io/workflow"
+KWOK_NODE_PREFIX = "kwok-node-"  # cluster.sh's fake nodes; a real node's pods report through argoexec
 reported: set[str] = set()
 
 
@@ -67,6 +69,8 @@ def outputs(pod: dict[str, Any]) -> dict[str, Any]:
 def report(pod: dict[str, Any]) -> None:
     meta = pod["metadata"]
     if meta["uid"] in reported or (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+        return
+    if not str((pod.get("spec") or {}).get("nodeName") or "").startswith(KWOK_NODE_PREFIX):
         return
     node_id = (meta.get("annotations") or {}).get("workflows.argoproj.io/node-id")
     if not node_id:

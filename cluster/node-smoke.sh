@@ -21,6 +21,9 @@ CLUSTER_DIR="${CLUSTER_DIR:-$CACHE_ROOT/cluster/run}"
 KUBECONFIG_FILE="${KUBECONFIG_FILE:-$CLUSTER_DIR/admin.kubeconfig}"
 NS="${SMOKE_NS:-c2d-node-smoke}"
 IMAGE="${SMOKE_IMAGE:-localhost/c2d-python:3.11}"
+# the real node carries the taint c2d.test/node=real:NoSchedule (node.sh): kwok's fake nodes may be next to it
+SELECT='{c2d.test/node: real}'
+TOLERATE='[{key: c2d.test/node, operator: Exists, effect: NoSchedule}]'
 TIMEOUT="${TIMEOUT:-120}"
 NETPOL="${NETPOL:-0}"
 
@@ -96,6 +99,8 @@ kind: Pod
 metadata: {name: hello, namespace: $NS}
 spec:
   restartPolicy: Never
+  nodeSelector: $SELECT
+  tolerations: $TOLERATE
   containers:
   - name: main
     image: $IMAGE
@@ -117,6 +122,8 @@ kind: Workflow
 metadata: {name: two-step, namespace: $NS}
 spec:
   entrypoint: main
+  nodeSelector: $SELECT
+  tolerations: $TOLERATE
   securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
   templates:
   - name: main
@@ -181,6 +188,8 @@ kind: Pod
 metadata: {name: np-$l, namespace: $NS, labels: {egress: $l}}
 spec:
   restartPolicy: Never
+  nodeSelector: $SELECT
+  tolerations: $TOLERATE
   containers:
   - name: main
     image: $IMAGE

@@ -9,8 +9,9 @@
 #   cluster/node.sh env      print shell exports (CONTAINERD_ADDRESS, NODE_NAME, ...)
 #
 # The control plane is found like cluster.sh finds it: CLUSTER_DIR (its PKI, admin kubeconfig) and
-# APISERVER_PORT; start it with KWOK_NODES=0 EXECSIM=0 ARGO_EXECUTOR_IMAGE=localhost/c2d-argoexec:v4.0.7
-# so that this node is the only one pods can land on and argoexec reports the outputs.
+# APISERVER_PORT; start it with ARGO_EXECUTOR_IMAGE=localhost/c2d-argoexec:v4.0.7 (`make node-up` does). kwok's
+# fake node may stay: this node carries the taint c2d.test/node=real:NoSchedule, so only pods that tolerate it
+# (and select the label c2d.test/node=real) run here.
 #
 # What `up` makes (all bound to 127.0.0.1 or the bridge; see cluster/README.md "Real node"):
 #   * bridge c2dbr0 10.88.0.1/16 (the node IP); CNI bridge plugin with isGateway=false (so it never
@@ -22,7 +23,8 @@
 #     (.cache/cluster/node-images/*.oci.tar from build-node.sh, and .cache/images/*.oci.tar if present);
 #   * kubelet (cgroup v1 allowed, node IP 10.88.0.1, client cert system:node:$NODE_NAME from the
 #     control plane's CA, serving on 10.88.0.1:$KUBELET_PORT, healthz on 127.0.0.1);
-#   * kube-router --run-firewall only (NetworkPolicy enforcement with iptables-nft + ipset).
+#   * kube-router --run-firewall only (NetworkPolicy enforcement with iptables-nft + ipset);
+#   * local-path-provisioner behind the default StorageClass c2d-local-path (the jobs' data volumes).
 # Only one real node per host (fixed bridge name/subnet and shim socket directory).
 set -euo pipefail
 
@@ -40,6 +42,8 @@ PKI="$CLUSTER_DIR/pki"
 NODE_DIR="${NODE_DIR:-$CLUSTER_DIR/node}"
 
 NODE_NAME="${NODE_NAME:-realnode}"
+# label c2d.test/node=real; the taint keeps pods that do not ask for this node (kwok's tier) off it
+NODE_TAINT="${NODE_TAINT-c2d.test/node=real:NoSchedule}"  # empty: no taint
 KUBELET_PORT="${KUBELET_PORT:-20250}"                 # on the bridge IP (the apiserver fetches logs here)
 KUBELET_HEALTHZ_PORT="${KUBELET_HEALTHZ_PORT:-20248}" # on 127.0.0.1
 BRIDGE="c2dbr0"
@@ -62,7 +66,10 @@ CTRD="$NODE_DIR/containerd"
 CONTAINERD_ADDRESS="$CTRD/containerd.sock"
 KUBELET_DIR="$NODE_DIR/kubelet"
 BEFORE="$NODE_DIR/before"                             # what existed before `up` (so `down` removes only ours)
-COMPONENTS=(apiserver-relay containerd kubelet kube-router)
+COMPONENTS=(apiserver-relay containerd kubelet kube-router local-path-provisioner)
+VOLUMES_DIR="$NODE_DIR/volumes"                       # local-path-provisioner's volumes (one folder per PVC)
+RESULTS_DIR="${RESULTS_DIR:-/var/lib/c2d-dev/results}" # manifests/dev's results PV (hostPath)
+HELPER_IMAGE="${HELPER_IMAGE:-localhost/c2d-python:3.11}"  # local-path's helper pods (sh, mkdir, rm)
 export PATH="$NODE_BIN_DIR:$PATH:/usr/sbin:/sbin"
 
 say()  { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -102,6 +109,9 @@ probe() {
     containerd) "$NODE_BIN_DIR/ctr" --address "$CONTAINERD_ADDRESS" --timeout 3s version >/dev/null 2>&1 ;;
     kubelet) curl -sf -m 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" | grep -qx ok ;;
     kube-router) iptables -t filter -nL KUBE-ROUTER-INPUT >/dev/null 2>&1 ;;
+    local-path-provisioner)  # the log since its last start says its controller runs
+      tac "$LOGS/local-path-provisioner.log" 2>/dev/null | sed '/^===== local-path-provisioner start/q' \
+        | grep -q "Started provisioner controller" ;;
   esac
 }
 
@@ -318,7 +328,14 @@ import_images() {
       fail "images: could not import $f: $out"
     fi
   done
-  local names; names="$(ctr_ images ls -q 2>/dev/null | grep -v '^sha256:' | tr '\n' ' ' || true)"
+  # a digest reference (repo@sha256:...) next to each tag: what a registry pull records, and how DDOs name
+  # their algorithm images (e.g. localhost/c2d-python@sha256:...); an import records only the tag
+  local ref digest
+  while read -r ref digest; do
+    [[ "$ref" == *:* && "$ref" != sha256:* && "$ref" != *@* ]] || continue
+    ctr_ images ls -q 2>/dev/null | grep -qxF "${ref%:*}@$digest" || ctr_ images tag "$ref" "${ref%:*}@$digest" >/dev/null
+  done < <(ctr_ images ls 2>/dev/null | awk 'NR > 1 {print $1, $3}')
+  local names; names="$(ctr_ images ls -q 2>/dev/null | grep -v '^sha256:' | grep -v '@' | tr '\n' ' ' || true)"
   [[ " $names" == *" $PAUSE_IMAGE "* ]] || fail "images: sandbox image $PAUSE_IMAGE missing after import (have: $names)"
   say "images: $names($((SECONDS - t0))s)"
 }
@@ -368,6 +385,65 @@ maxPods: 110
 rotateCertificates: false
 serverTLSBootstrap: false
 registerNode: true
+EOF
+  if [[ -n "$NODE_TAINT" ]]; then
+    local key="${NODE_TAINT%%=*}" rest="${NODE_TAINT#*=}"
+    printf 'registerWithTaints:\n- {key: %s, value: %s, effect: %s}\n' "$key" "${rest%%:*}" "${rest#*:}" \
+      >> "$NODE_DIR/kubelet-config.yaml"
+  fi
+}
+
+# ---- volumes: local-path-provisioner (StorageClass c2d-local-path, the default) -------------------
+# Argo's volumeClaimTemplates (the per-job data volume) get a folder under $VOLUMES_DIR, made by a helper
+# pod (mode 0777: job pods run as uid 65534) and removed with `rm -rf` when the claim goes (reclaim Delete).
+# The dev results PV's folder is made here, writable by the job's output-publish (uid 65534).
+localpath_objects() {
+  mkdir -p "$VOLUMES_DIR" "$RESULTS_DIR"
+  chmod 0755 "$VOLUMES_DIR"; chmod 0777 "$RESULTS_DIR"
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: local-path-storage}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-helper, namespace: local-path-storage}
+automountServiceAccountToken: false
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: c2d-local-path
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: local-path-storage}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$VOLUMES_DIR"]}]}
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: helper-pod}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+      - name: helper-pod
+        image: $HELPER_IMAGE
+        imagePullPolicy: Never
+        securityContext: {runAsUser: 0, runAsGroup: 0}
 EOF
 }
 
@@ -429,16 +505,18 @@ cmd_up() {
   done
   say "kubelet: Node $NODE_NAME Ready after $((SECONDS - t0))s"
   local others; others="$(kc get nodes -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}' 2>/dev/null | tr ' ' '\n' | grep -vx "$NODE_NAME" | tr '\n' ' ' || true)"
-  [[ -z "${others// /}" ]] || warn "other nodes exist ($others): pods may land there; start cluster.sh with KWOK_NODES=0, or select this node (label c2d.test/node=real)"
-  if [[ -f "$CLUSTER_DIR/pids/executor-sim.pid" ]] && alive "$(cat "$CLUSTER_DIR/pids/executor-sim.pid")"; then
-    warn "executor-sim is running: it writes WorkflowTaskResults that argoexec writes on a real node; start cluster.sh with EXECSIM=0"
-  fi
+  [[ -z "${others// /}" || -n "$NODE_TAINT" ]] || warn "other nodes exist ($others) and this node has no taint: pods may land on either"
 
   start_component kube-router -- "$NODE_BIN_DIR/kube-router" \
     --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
     --kubeconfig "$KUBECONFIG_FILE" --hostname-override "$NODE_NAME" \
     --service-cluster-ip-range "$SERVICE_CIDR" --enable-ipv6=false \
     --health-port 0 --metrics-port 0 --v 1
+
+  localpath_objects
+  start_component local-path-provisioner -- "$NODE_BIN_DIR/local-path-provisioner" --debug start \
+    --kubeconfig "$KUBECONFIG_FILE" --namespace local-path-storage --configmap-name local-path-config \
+    --service-account-name local-path-helper --provisioner-name rancher.io/local-path --helper-image "$HELPER_IMAGE"
 
   write_env
   say "up: node $NODE_NAME Ready in $((SECONDS - T0))s (RSS: $(rss_summary))"
@@ -491,6 +569,7 @@ our_mounts() { # mount points under NODE_DIR (deepest first)
 cmd_down() {
   local T0=$SECONDS i
   say "down: NODE_DIR=$NODE_DIR node $NODE_NAME"
+  stop_component local-path-provisioner
   stop_component kube-router
   # the Node object goes first (its pods then are gone from the API too); best effort
   if [[ -s "$KUBECONFIG_FILE" ]] && kc get node "$NODE_NAME" >/dev/null 2>&1; then

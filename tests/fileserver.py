@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,12 +24,19 @@ class FileServer:
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:<port>``: the allow-list entry that lets the node fetch from this server only."""
+        """``<address>:<port>``: the allow-list entry that lets the node fetch from this server only."""
         return self.url.removeprefix("http://")
 
 
 @pytest.fixture(scope="session")
 def file_server() -> Iterator[FileServer]:
+    with serve_files("127.0.0.1") as state:
+        yield state
+
+
+@contextlib.contextmanager
+def serve_files(address: str) -> Iterator[FileServer]:
+    """A file server listening on ``address`` (a free port), stopped on exit."""
     state = FileServer(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -56,9 +64,12 @@ def file_server() -> Iterator[FileServer]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ThreadingHTTPServer((address, 0), Handler)
+    state.url = f"http://{address}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

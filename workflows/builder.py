@@ -100,6 +100,8 @@ def build_workflow(
             pod_gc=models.PodGC(strategy="OnWorkflowCompletion"),
             ttl_strategy=models.TTLStrategy(seconds_after_completion=options.ttl_seconds),
             volume_claim_gc=models.VolumeClaimGC(strategy="OnWorkflowCompletion"),
+            node_selector=options.node_selector or None,
+            tolerations=[models.Toleration(**t.model_dump(exclude_none=True)) for t in options.tolerations] or None,
             volumes=volumes,
             volume_claim_templates=claims or None,
             templates=list(templates),

@@ -22,7 +22,7 @@ from hera.workflows import Container
 
 from c2d.environments import ComputeEnvironment
 from c2d.images import node_image
-from c2d.settings import Settings
+from c2d.settings import Settings, Toleration
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.labels import STAGES
 from workflows.spec import JobSpec
@@ -36,6 +36,8 @@ class BuildOptions:
     step_image: str = node_image()  # the node image: it holds this repository's `steps` package
     volume: str = "pvc"  # per-job data volume: "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
     storage_class: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)  # every job pod's node placement
+    tolerations: tuple[Toleration, ...] = ()
     # where output-publish stores results: "local" (hostPath: the local engine), "pvc" (the shared
     # results claim, one sub-folder per job: Argo), "s3" (a prefix per job in results_bucket) or "ipfs"
     results_target: str = "local"
@@ -73,6 +75,8 @@ class BuildOptions:
             ipfs_api=storage.ipfs.api_url,
             storage_secret=storage.secret_name if s3.configured else None,
             storage_class=argo.storage_class,
+            node_selector=dict(argo.node_selector),
+            tolerations=tuple(argo.tolerations),
             service_account=argo.service_account,
             executor_service_account=argo.executor_service_account,
             ttl_seconds=argo.ttl_seconds,

@@ -61,8 +61,8 @@ class Cluster:
         )
 
 
-def _cluster_env() -> dict[str, str]:
-    env_file = CLUSTER_DIR / "cluster.env"
+def env_file_values(env_file: Path) -> dict[str, str]:
+    """The ``export NAME=value`` lines of cluster.sh's cluster.env or node.sh's node.env ({} when absent)."""
     if not env_file.is_file():
         return {}
     values = {}
@@ -74,7 +74,7 @@ def _cluster_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    values = _cluster_env()
+    values = env_file_values(CLUSTER_DIR / "cluster.env")
     kubeconfig = Path(values.get("KUBECONFIG", CLUSTER_DIR / "admin.kubeconfig"))
     if not kubeconfig.is_file() or not KUBECTL.is_file():
         pytest.skip(f"no e2e control plane at {CLUSTER_DIR}: run `make e2e` (builds and starts it)")

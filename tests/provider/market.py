@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from eth_account.signers.local import LocalAccount
-from fastapi.testclient import TestClient
 
 from c2d.chain.assets import ONE_TOKEN, DataAsset, create_data_nft, mint_datatokens, publish_ddo, start_order
 from c2d.chain.client import Chain
@@ -30,7 +30,7 @@ _names = itertools.count(1)
 
 @dataclass
 class Market:
-    client: TestClient
+    client: httpx.Client  # the app in process (TestClient) or a provider served elsewhere
     chain: Chain
     addresses: OceanAddresses
     publisher: LocalAccount
@@ -125,9 +125,13 @@ class Market:
             "additionalInputs": [],
         }
 
-    def start_trusted(self, consumer: LocalAccount, algorithm_code: bytes, data: bytes) -> Started:
-        """Publish an algorithm and a dataset trusting it (DID + files checksum), buy both, start a job."""
-        algorithm = self.publish("algorithm", algorithm_code)
+    def start_trusted(
+        self, consumer: LocalAccount, algorithm_code: bytes, data: bytes, container: dict[str, str] | None = None
+    ) -> Started:
+        """Publish an algorithm (in ``container``, default python:3.11-slim) and a dataset trusting it (DID +
+        files checksum), buy both, start a job."""
+        ddo_args: dict[str, Any] = {"container": container} if container else {}
+        algorithm = self.publish("algorithm", algorithm_code, **ddo_args)
         checksum = hashlib.sha256(algorithm_code).hexdigest()
         trust = {"did": algorithm.did, "filesChecksum": checksum}
         dataset = self.publish(
@@ -154,7 +158,7 @@ class Started:
 
 
 def open_market(
-    client: TestClient,
+    client: httpx.Client,
     chain: Chain,
     addresses: OceanAddresses,
     publisher: LocalAccount,

@@ -123,7 +123,7 @@ def _wait(store: JobStore, job_id: str) -> JobRecord:
     raise AssertionError(f"job {job_id} did not finish: {store.get(job_id)}")
 
 
-def _result(client: TestClient, consumer: LocalAccount, job_id: str, index: int) -> Any:
+def _result(client: httpx.Client, consumer: LocalAccount, job_id: str, index: int) -> Any:
     query = {"consumerAddress": consumer.address, "jobId": job_id, "index": str(index)}
     return client.get(
         "/api/services/computeResult", params=query | _signed(consumer, f"{consumer.address}{job_id}{index}")

@@ -137,3 +137,22 @@ def test_results_come_from_the_publish_output_parameter() -> None:
     assert view.results == results and view.ocean_status(0).status == JobStatus.JOB_FINISHED
     nodes[2]["outputs"] = {"parameters": [{"name": "results", "value": "not json"}]}
     assert read(_with_nodes(nodes, phase="Succeeded")).results == []
+
+
+def test_a_step_whose_image_cannot_be_pulled_is_named_without_the_registry_message() -> None:
+    wf = SPEC.workflow_name
+    message = 'ErrImagePull: failed to pull "python@sha256:00": Head "https://registry.internal/v2/": dial tcp'
+    pending = _node(wf, "algorithm", "Pending", message=message, startedAt="2026-12-05T09:00:00Z")
+    view = read(_with_nodes([_node(wf, "input-fetch", "Succeeded"), pending]))
+    assert view.image_failure is not None
+    assert (view.image_failure.task, view.image_failure.reason, view.image_failure.final) == (
+        "algorithm",
+        "ErrImagePull",
+        False,
+    )
+    assert view.image_failure.image == SPEC.container.reference and view.image_failure.since == "2026-12-05T09:00:00Z"
+    never = _node(wf, "input-fetch", "Pending", message="ErrImageNeverPull: Container image is not present")
+    assert read(_with_nodes([never])).image_failure.final  # type: ignore[union-attr]
+    waiting = _node(wf, "input-fetch", "Pending", message="PodInitializing")
+    assert read(_with_nodes([waiting])).image_failure is None
+    assert read(_with_nodes([_node(wf, "input-fetch", "Failed", message=message)])).image_failure is None

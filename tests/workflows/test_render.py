@@ -15,6 +15,7 @@ import yaml
 from hera.workflows import Container
 
 from c2d.environments import ComputeEnvironment
+from c2d.settings import Toleration
 from workflows.builder import build_workflow
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.registry import BuildOptions, StepContext, StepRegistry, default_registry
@@ -82,6 +83,20 @@ def test_schema_catches_a_broken_workflow(validator: jsonschema.protocols.Valida
     broken["spec"]["activeDeadlineSeconds"] = "soon"
     broken["spec"]["templates"][0]["container"]["volumeMounts"][0]["mountPath"] = 7
     assert len(list(validator.iter_errors(broken))) >= 2
+
+
+def test_job_pods_go_to_the_configured_nodes(validator: jsonschema.protocols.Validator) -> None:
+    """The engine's node_selector and tolerations (a node pool for jobs) reach every pod of the Workflow."""
+    spec = job_spec("print(1)", ["https://example.com/a.csv"], job_id=JOB_ID)
+    toleration = Toleration(key="pool", operator="Equal", value="jobs", effect="NoSchedule")
+    options = BuildOptions(results_target="pvc", node_selector={"pool": "jobs"}, tolerations=(toleration,))
+    rendered = build_workflow(spec, make_environment(), default_registry(), options).to_dict()
+    assert not list(validator.iter_errors(rendered))
+    assert rendered["spec"]["nodeSelector"] == {"pool": "jobs"}
+    assert rendered["spec"]["tolerations"] == [
+        {"key": "pool", "operator": "Equal", "value": "jobs", "effect": "NoSchedule"}
+    ]
+    assert "nodeSelector" not in _render(CASES["default"][0])["spec"]  # none configured: none rendered
 
 
 def test_dag_order_and_publish_runs_after_failures() -> None:

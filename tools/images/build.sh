@@ -110,6 +110,17 @@ stage_source() {
     tar --null -T - -cf -) | tar -xf - -C "$src"
 }
 
+# the Ocean contracts' ABIs (npm @oceanprotocol/contracts, as `make setup` installed it): the provider reads
+# them (C2D_NPM_DIR); package.json and artifacts/ only, 2.5 MB
+CONTRACTS=$ROOT/node_modules/@oceanprotocol/contracts
+stage_contracts() {
+  local dest=$1/@oceanprotocol/contracts
+  [ -f "$CONTRACTS/package.json" ] && [ -d "$CONTRACTS/artifacts" ] ||
+    die "$CONTRACTS not found; run 'make setup' first (npm ci installs the Ocean contracts)"
+  rm -rf "$1" && mkdir -p "$dest"
+  cp -r "$CONTRACTS/package.json" "$CONTRACTS/artifacts" "$dest/"
+}
+
 tree_hash() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64; }
 
 project_wheel() {  # the project's wheel (pure Python) from the staged source, into $2
@@ -146,6 +157,7 @@ build_image() {
   local key_inputs=("$HERE/build.sh" "$HERE/oci.py" "$HERE/rootfs-trim.sh" "$package_list")
   if [ "$name" = c2d-node ]; then
     stage_source "$work/src"
+    stage_contracts "$work/node_modules"
     key_inputs+=("$HERE/rootfs-node.sh" "$HERE/precompile.py" "$LOCK")
   fi
   local key
@@ -153,6 +165,7 @@ build_image() {
     printf '%s\n' "$ref" "$SUITE" "$MIRROR" "$SECURITY_MIRROR" "$user" "$entrypoint" "$cmd" "$workdir" "$ports" "${envs[@]}"
     sha256sum "${key_inputs[@]}" | cut -c1-64
     [ "$name" != c2d-node ] || tree_hash "$work/src"
+    [ "$name" != c2d-node ] || tree_hash "$work/node_modules"
   } | sha256sum | cut -c1-64)
   if [ "$force" = 0 ] && [ -f "$archive" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ] &&
     grep -q "\"reference\": \"$ref\"" "$OUT/images.json" 2>/dev/null; then
@@ -253,7 +266,7 @@ PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [ "$what" = all ] || [ "$what" = node ]; then
   build_image c2d-node "$VERSION" "$HERE/node.packages" "$NODE_UID:$NODE_UID" c2d --help /var/lib/c2d 8030/tcp \
     "PATH=/opt/c2d/bin:${PATH_ENV#PATH=}" LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    C2D_DATA_DIR=/var/lib/c2d
+    C2D_DATA_DIR=/var/lib/c2d C2D_NPM_DIR=/opt/c2d/node_modules
 fi
 if [ "$what" = all ] || [ "$what" = python ]; then
   build_image c2d-python "$PY_VERSION" "$HERE/python.packages" 65534:65534 "" python3 / "" "$PATH_ENV" LANG=C.UTF-8

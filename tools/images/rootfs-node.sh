@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mmdebstrap customize hook of the c2d-node image (tools/images/build.sh): the project in a venv.
 #   rootfs-node.sh ROOTFS WORK
-# WORK holds wheels/ (the project's wheel, its pinned dependencies and pip's own wheel, downloaded on
+# WORK holds node_modules/ (the Ocean contracts' ABIs), wheels/ (the project's wheel, its pinned dependencies and pip's own wheel, downloaded on
 # the host) and node-requirements.txt. pip runs inside the chroot, with the image's own interpreter and
 # no network (--no-index): what it installs is what the host downloaded. pip itself is run from its
 # wheel and not installed. Writes WORK/freeze.txt (what was installed).
@@ -28,6 +28,9 @@ in_chroot /opt/c2d/bin/python "$build/wheels/$pip_wheel/pip" freeze --disable-pi
 cp "$(dirname "$0")/precompile.py" "$root$build/"
 in_chroot env PYTHONDONTWRITEBYTECODE=1 /opt/c2d/bin/python "$build/precompile.py" >"$work/precompile.txt"
 rm -rf "$root$build" "$root/opt/c2d/bin/"[Aa]ctivate*
+# the Ocean contracts' ABIs (WORK/node_modules, staged by build.sh), read through C2D_NPM_DIR
+cp -r "$work/node_modules" "$root/opt/c2d/node_modules"
+chmod -R go-w "$root/opt/c2d/node_modules"
 
 # the node's user: numeric, non-root, no login, no password; its home is the data dir
 echo "c2d:x:$uid:$uid:c2d node:/var/lib/c2d:/usr/sbin/nologin" >>"$root/etc/passwd"

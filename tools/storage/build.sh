@@ -26,10 +26,11 @@ KUBO_VERSION=v0.43.0
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${STORAGE_CACHE:-$ROOT/.cache/storage}
-# Private module/build caches: another build in this repo wipes the shared
-# .cache/go/mod for its own cold builds, which broke concurrent builds here.
-export GOMODCACHE=${STORAGE_GOMODCACHE:-$CACHE/go/mod}
-export GOCACHE=${STORAGE_GOCACHE:-$CACHE/go/build}
+# Module/build caches of their own (another build's cold start once wiped a shared module cache under
+# a concurrent build here), outside the checkout so that every checkout on this machine reuses them.
+GO_CACHE=${STORAGE_GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/c2d-node/storage-go}
+export GOMODCACHE=${STORAGE_GOMODCACHE:-$GO_CACHE/mod}
+export GOCACHE=${STORAGE_GOCACHE:-$GO_CACHE/build}
 export GOBIN=${STORAGE_BIN:-$CACHE/bin}
 export GOTOOLCHAIN=local      # never try to download another toolchain
 export GOFLAGS=-buildvcs=false

@@ -32,6 +32,21 @@ FETCH_REFERENCE = "{{workflow.parameters.fetch-spec}}"
 SECRET_KEY = "fetch-spec"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 STOPPED = "Stopped with strategy"  # Argo's message on nodes it failed because of spec.shutdown
+# The kubelet's reasons for a container whose image it cannot get; Argo puts "<reason>: <message>" into the
+# node of a Pending pod. The first two may pass (a registry that answers again); the last two never do.
+IMAGE_PULL_RETRYING = ("ErrImagePull", "ImagePullBackOff")
+IMAGE_PULL_FINAL = ("ErrImageNeverPull", "InvalidImageName")
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """A step whose container image the node cannot get: the job can never run as it is."""
+
+    task: str
+    image: str
+    reason: str  # the kubelet's reason only: its message names registry internals
+    final: bool  # no retry can help (otherwise: retried with back-off until the watcher's grace ends)
+    since: str | None  # the step's startedAt (RFC 3339)
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,7 @@ class WorkflowView:
     steps: list[StepState]
     step_details: dict[str, dict[str, Any]]
     results: list[dict[str, Any]] = field(default_factory=list)
+    image_failure: ImageFailure | None = None
 
     @property
     def deadline_hit(self) -> bool:
@@ -177,6 +193,7 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
     steps: list[StepState] = []
     details: dict[str, dict[str, Any]] = {}
     results: list[dict[str, Any]] = []
+    image_failure: ImageFailure | None = None
     for task, stage in pipeline(workflow):
         node = by_name.get(f"{name}.{task}")
         if node is None:
@@ -200,6 +217,8 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
         }
         if task == PUBLISH:
             results = _results(node)
+        if image_failure is None and attempt.get("phase") == "Pending":
+            image_failure = _image_failure(task, attempt, workflow)
     phase = str(status.get("phase") or "Pending")
     return WorkflowView(
         name=name,
@@ -210,7 +229,19 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
         steps=steps,
         step_details=details,
         results=results,
+        image_failure=image_failure,
     )
+
+
+def _image_failure(task: str, node: dict[str, Any], workflow: dict[str, Any]) -> ImageFailure | None:
+    reason = str(node.get("message") or "").split(":", 1)[0].strip()
+    if reason not in IMAGE_PULL_RETRYING + IMAGE_PULL_FINAL:
+        return None
+    template: dict[str, Any] = next(
+        (t for t in (workflow.get("spec") or {}).get("templates") or [] if t.get("name") == task), {}
+    )
+    image = str((template.get("container") or {}).get("image") or "?")
+    return ImageFailure(task, image, reason, reason in IMAGE_PULL_FINAL, node.get("startedAt"))
 
 
 def _results(node: dict[str, Any]) -> list[dict[str, Any]]:

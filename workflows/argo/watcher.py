@@ -30,7 +30,7 @@ from c2d.settings import Settings
 from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
 from workflows.argo.kube import KubeClient
-from workflows.argo.objects import FINALIZER, NodesLoader, WorkflowView, read, secret_name
+from workflows.argo.objects import FINALIZER, ImageFailure, NodesLoader, WorkflowView, read, secret_name
 from workflows.argo.observe import StepChange, cluster_time, step_changes, templates
 from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
 from workflows.metrics import ARGO_ERRORS, STEP_FINISHED, WORKFLOW_FINISHED, EngineMetrics, WatcherMetrics
@@ -141,6 +141,12 @@ class Watcher:
             finished = True
             code = failure_code(code)
             text = f"{code.text}: the workflow was deleted on the cluster before it finished"
+        failure = view.image_failure
+        if failure is not None and not finished and self._gave_up_on(failure):
+            finished = True
+            code = failure_code(code)
+            text = f"{code.text}: the image {failure.image} of step {failure.task} cannot be pulled ({failure.reason})"
+            self._terminate(view.name)
         details = {"steps": view.step_details, "argoPhase": view.phase}
         changes: list[StepChange] = []
         if any(job.details.get(key) != value for key, value in details.items()):
@@ -160,6 +166,21 @@ class Watcher:
             detail={"phase": view.phase},
         )
         self._observe(changes, workflow if changed and finished else None)
+
+    def _gave_up_on(self, failure: ImageFailure) -> bool:
+        if failure.final:
+            return True
+        since = cluster_time(failure.since)
+        grace = self.settings.engine.argo.image_pull_grace
+        return since is None or (datetime.now(UTC) - since).total_seconds() >= grace
+
+    def _terminate(self, name: str) -> None:
+        """Ends a Workflow whose job has just failed for good: its pods go (the final state is already written)."""
+        try:
+            self.client.patch_workflow(name, {"spec": {"shutdown": "Terminate"}})
+        except KubeApiError as exc:
+            self.metrics.error("terminate")
+            log.warning("watcher: could not terminate workflow %s: %s", name, exc)
 
     def _observe(self, changes: list[StepChange], final: dict[str, Any] | None) -> None:
         """The changes just committed: the lag of each from the cluster's timestamp, the duration of each step
