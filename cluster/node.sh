@@ -110,8 +110,8 @@ probe() {
     kubelet) curl -sf -m 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" | grep -qx ok ;;
     kube-router) iptables -t filter -nL KUBE-ROUTER-INPUT >/dev/null 2>&1 ;;
     local-path-provisioner)  # the log since its last start says its controller runs
-      tac "$LOGS/local-path-provisioner.log" 2>/dev/null | sed '/^===== local-path-provisioner start/q' \
-        | grep -q "Started provisioner controller" ;;
+      awk '/^===== local-path-provisioner start/ {ok = 0} /Started provisioner controller/ {ok = 1} END {exit !ok}' \
+        "$LOGS/local-path-provisioner.log" 2>/dev/null ;;
   esac
 }
 
