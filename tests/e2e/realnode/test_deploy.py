@@ -50,7 +50,7 @@ class Deployed:
     provider: LocalAccount  # its own key: a node on a chain of its own refuses anvil's public keys
 
 
-def _overlay(folder: Path, secrets: dict[str, str], config: dict[str, str], addresses: Path) -> Path:
+def _overlay(folder: Path, secrets: dict[str, str], config: dict[str, str], addresses: Path, apiserver: str) -> Path:
     """A kustomization over manifests/base: what an operator's overlay for this cluster says."""
     (folder / "address.json").write_text(addresses.read_text())
     (folder / "results-pv.yaml").write_text(
@@ -96,8 +96,16 @@ def _overlay(folder: Path, secrets: dict[str, str], config: dict[str, str], addr
                 "target": {"kind": "NetworkPolicy", "name": "algorithm-executor-apiserver"},
                 "patch": json.dumps(
                     [
-                        {"op": "replace", "path": "/spec/egress/0/to/0/ipBlock/cidr", "value": "10.88.0.1/32"},
-                        {"op": "replace", "path": "/spec/egress/0/ports/0/port", "value": 16443},
+                        {
+                            "op": "replace",
+                            "path": "/spec/egress/0/to/0/ipBlock/cidr",
+                            "value": f"{apiserver.rsplit(':', 1)[0]}/32",
+                        },
+                        {
+                            "op": "replace",
+                            "path": "/spec/egress/0/ports/0/port",
+                            "value": int(apiserver.rsplit(":", 1)[1]),
+                        },
                     ]
                 ),
             },
@@ -179,7 +187,7 @@ def deployed(
             "C2D_ENGINE__ARGO__NODE_SELECTOR": json.dumps({NODE_LABEL: "real"}),
             "C2D_ENGINE__ARGO__TOLERATIONS": json.dumps([{"key": NODE_LABEL, "operator": "Exists"}]),
         }
-        overlay = _overlay(tmp_path, secrets, config, settings.address_file)
+        overlay = _overlay(tmp_path, secrets, config, settings.address_file, real_node.apiserver)
         try:
             cluster.kubectl("apply", "-k", str(overlay))
             for name in ("c2d-provider", "c2d-watcher"):
