@@ -198,6 +198,14 @@ class Toleration(BaseModel):
     operator: Literal["Equal", "Exists"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="NoExecute only: how long the pod stays once the taint appears."
+    )
+
+
+# The taints the node lifecycle controller puts on a node whose kubelet stopped answering (Ready Unknown) or
+# reports NotReady; pods on it are evicted when their toleration of these ends.
+NODE_LOST_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 
 
 class ArgoSettings(BaseModel):
@@ -227,6 +235,16 @@ class ArgoSettings(BaseModel):
     tolerations: list[Toleration] = Field(
         default_factory=list, description="Taints of the job nodes that job pods tolerate (dedicated node pools)."
     )
+    node_lost_grace: int = Field(
+        default=60,
+        ge=0,
+        description="Seconds a job pod stays on a node that stopped answering before the cluster evicts it and "
+        "the job fails (Kubernetes' default is 300); rendered as the pods' NoExecute tolerations of "
+        "node.kubernetes.io/unreachable and not-ready unless `tolerations` names those taints itself.",
+    )
+    node_check_seconds: float = Field(
+        default=10, gt=0, description="How often the watcher looks for job pods evicted from a lost node."
+    )
     image_pull_grace: float = Field(
         default=120,
         ge=0,
@@ -238,6 +256,17 @@ class ArgoSettings(BaseModel):
     submit_workers: int = Field(default=4, ge=1, le=32, description="Submissions in flight at once.")
     poll_seconds: float = Field(default=0.5, gt=0, description="Dispatcher period (queued jobs, stops, deletes).")
     watch_timeout: int = Field(default=300, ge=10, description="Seconds before a watch is renewed.")
+
+    def job_tolerations(self) -> list[Toleration]:
+        """``tolerations``, plus a toleration of each node-lost taint for ``node_lost_grace`` seconds where
+        ``tolerations`` does not name that taint."""
+        named = {toleration.key for toleration in self.tolerations}
+        lost = [
+            Toleration(key=key, operator="Exists", effect="NoExecute", toleration_seconds=self.node_lost_grace)
+            for key in NODE_LOST_TAINTS
+            if key not in named
+        ]
+        return [*self.tolerations, *lost]
 
 
 class EngineSettings(BaseModel):

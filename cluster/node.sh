@@ -6,6 +6,8 @@
 #   cluster/node.sh down     remove everything `up` made: processes, pod mounts and cgroups, bridge,
 #                            nft table + the kubelet's/kube-router's iptables chains and ipsets (idempotent)
 #   cluster/node.sh status   one line per component (exit 1 when something is not healthy)
+#   cluster/node.sh crash    SIGKILL the kubelet, containerd and every pod process, as a power loss would
+#                            (tests); the Node object and all state stay, `up` brings the node back
 #   cluster/node.sh env      print shell exports (CONTAINERD_ADDRESS, NODE_NAME, ...)
 #
 # The control plane is found like cluster.sh finds it: CLUSTER_DIR (its PKI, admin kubeconfig) and
@@ -667,6 +669,17 @@ clean_iptables() {
   return 0
 }
 
+# ---- crash ------------------------------------------------------------------------------------------
+# What the control plane sees of a node that loses power: its kubelet stops answering, and its containers are
+# gone. Nothing is cleaned; `up` restarts the node from this state (its kubelet then ends the pods the cluster
+# deleted meanwhile), `down` cleans it.
+cmd_crash() {
+  local left; left="$( { pid_of kubelet; pid_of containerd; our_shims; kubepods_procs; } | sort -u | tr '\n' ' ')"
+  say "crash: SIGKILL ${left:-nothing}"
+  if [[ -n "${left// /}" ]]; then kill -KILL $left 2>/dev/null || true; fi
+  rm -f "$PIDS/kubelet.pid" "$PIDS/containerd.pid"
+}
+
 cmd_status() {
   local c pid ok=0
   for c in "${COMPONENTS[@]}"; do
@@ -685,6 +698,7 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  crash) cmd_crash ;;
   env) [[ -f "$NODE_DIR/node.env" ]] || write_env; cat "$NODE_DIR/node.env" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|crash|env" >&2; exit 2 ;;
 esac

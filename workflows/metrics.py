@@ -22,7 +22,7 @@ STEP_OUTCOMES = frozenset({"Succeeded", "Failed", "Error"})  # Argo node phases 
 
 # c2d_engine_errors_total{kind}: each engine's kinds start at 0 (a series that exists before its first error)
 LOCAL_ERRORS = ("database", "job_setup", "unsupported_workflow", "internal")
-ARGO_ERRORS = ("dispatch", "submit_invalid", "submit_refused", "submit_transient", "watch", "terminate")
+ARGO_ERRORS = ("dispatch", "submit_invalid", "submit_refused", "submit_transient", "watch", "terminate", "node_check")
 
 # c2d_watcher_mirror_lag_seconds{change}
 STEP_STARTED = "step_started"

@@ -76,7 +76,7 @@ class BuildOptions:
             storage_secret=storage.secret_name if s3.configured else None,
             storage_class=argo.storage_class,
             node_selector=dict(argo.node_selector),
-            tolerations=tuple(argo.tolerations),
+            tolerations=tuple(argo.job_tolerations()),
             service_account=argo.service_account,
             executor_service_account=argo.executor_service_account,
             ttl_seconds=argo.ttl_seconds,

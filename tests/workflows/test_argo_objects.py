@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from c2d.status import STOPREQ_API, JobStatus
-from workflows.argo.objects import FETCH_REFERENCE, FINALIZER, prepare, read, secret_name
+from workflows.argo.objects import FETCH_REFERENCE, FINALIZER, LostPod, lost_pod, prepare, read, secret_name
 from workflows.builder import build_workflow
 from workflows.exceptions import EngineError, OffloadedNodesError
 from workflows.registry import BuildOptions, default_registry
@@ -156,3 +157,57 @@ def test_a_step_whose_image_cannot_be_pulled_is_named_without_the_registry_messa
     waiting = _node(wf, "input-fetch", "Pending", message="PodInitializing")
     assert read(_with_nodes([waiting])).image_failure is None
     assert read(_with_nodes([_node(wf, "input-fetch", "Failed", message=message)])).image_failure is None
+
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def _pod(phase: str, deleted: timedelta | None, conditions: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """A job pod as the API shows it; ``deleted``: its deletion time relative to NOW."""
+    meta: dict[str, Any] = {
+        "name": "c2d-j1-algorithm-123",
+        "labels": {"workflows.argoproj.io/workflow": "c2d-j1"},
+        "annotations": {"workflows.argoproj.io/node-name": "c2d-j1.algorithm(0)"},
+    }
+    if deleted is not None:
+        meta["deletionTimestamp"] = (NOW + deleted).isoformat().replace("+00:00", "Z")
+    status = [{"type": kind, "status": value, "reason": reason} for kind, (value, reason) in conditions.items()]
+    return {"metadata": meta, "spec": {"nodeName": "node-a"}, "status": {"phase": phase, "conditions": status}}
+
+
+EVICTED = {"DisruptionTarget": ("True", "DeletionByTaintManager"), "Ready": ("False", "")}
+
+
+def test_a_pod_evicted_from_a_node_that_stopped_answering_is_lost_at_once() -> None:
+    lost = lost_pod(_pod("Running", timedelta(seconds=30), EVICTED), NOW)
+    assert lost == LostPod("c2d-j1", "algorithm", "node-a", "evicted from a node that stopped answering")
+
+
+def test_a_deleted_pod_that_no_kubelet_ends_is_lost_after_the_grace() -> None:
+    ready = {"Ready": ("True", "")}
+    assert lost_pod(_pod("Running", timedelta(seconds=-29), ready), NOW) is None  # its kubelet may still end it
+    lost = lost_pod(_pod("Pending", timedelta(seconds=-31), ready), NOW)
+    assert lost is not None and lost.reason == "deleted, and no kubelet ended it for 31 s"
+
+
+@pytest.mark.parametrize(
+    ("phase", "deleted", "conditions"),
+    [
+        ("Running", None, EVICTED),  # not deleted
+        ("Failed", timedelta(seconds=-600), EVICTED),  # ended: Argo reads its outcome
+        ("Succeeded", timedelta(seconds=-600), {}),
+        # evicted by an operator's NoExecute taint from a live node: the kubelet ends it
+        ("Running", timedelta(seconds=20), {"DisruptionTarget": ("True", "DeletionByTaintManager")}),
+        ("Running", timedelta(seconds=20), {"Ready": ("False", "")}),  # a stop on a node that answers
+    ],
+)
+def test_pods_that_a_kubelet_ends_or_ended_are_not_lost(
+    phase: str, deleted: timedelta | None, conditions: dict[str, tuple[str, str]]
+) -> None:
+    assert lost_pod(_pod(phase, deleted, conditions), NOW) is None
+
+
+def test_a_pod_without_argo_s_workflow_label_is_not_a_job_pod() -> None:
+    pod = _pod("Running", timedelta(seconds=30), EVICTED)
+    pod["metadata"]["labels"] = {}
+    assert lost_pod(pod, NOW) is None

@@ -21,6 +21,7 @@ from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.registry import BuildOptions, StepContext, StepRegistry, default_registry
 from workflows.spec import InputFile
 
+from ..conftest import make_settings
 from .jobs import job_spec, make_environment
 
 HERE = Path(__file__).parent
@@ -97,6 +98,25 @@ def test_job_pods_go_to_the_configured_nodes(validator: jsonschema.protocols.Val
         {"key": "pool", "operator": "Equal", "value": "jobs", "effect": "NoSchedule"}
     ]
     assert "nodeSelector" not in _render(CASES["default"][0])["spec"]  # none configured: none rendered
+
+
+def test_job_pods_leave_a_lost_node_after_the_configured_grace(
+    validator: jsonschema.protocols.Validator, tmp_path: Path
+) -> None:
+    """Kubernetes keeps a pod on an unreachable node for 300 s by default; job pods tolerate the node-lost taints
+    for ``node_lost_grace`` only, unless the operator's own tolerations name a taint (theirs is kept)."""
+    settings = make_settings(tmp_path)
+    settings.engine.argo.node_lost_grace = 45
+    own = Toleration(key="node.kubernetes.io/not-ready", operator="Exists", effect="NoExecute", toleration_seconds=600)
+    settings.engine.argo.tolerations = [own]
+    options = BuildOptions.for_job(settings, make_environment(), JOB_ID)
+    spec = job_spec("print(1)", ["https://example.com/a.csv"], job_id=JOB_ID)
+    rendered = build_workflow(spec, make_environment(), default_registry(), options).to_dict()
+    assert not list(validator.iter_errors(rendered))
+    assert rendered["spec"]["tolerations"] == [
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 600},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 45},
+    ]
 
 
 def test_dag_order_and_publish_runs_after_failures() -> None:

@@ -25,7 +25,7 @@ from c2d.db.pool import Pool
 from c2d.settings import Settings
 from c2d.status import JobStatus
 from workflows.argo.kube import KubeClient, KubeConfig
-from workflows.argo.objects import owner_reference, prepare
+from workflows.argo.objects import WORKFLOW_LABEL, node_name, owner_reference, prepare
 from workflows.argo.watcher import Watcher
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, KubeApiError
@@ -34,8 +34,6 @@ from workflows.metrics import ARGO_ERRORS, EngineMetrics
 log = logging.getLogger(__name__)
 ENGINE = "argo"
 SOURCE = "argo-engine"
-NODE_NAME = "workflows.argoproj.io/node-name"
-WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
 
 
 class ArgoEngine(BackgroundEngine):
@@ -58,6 +56,7 @@ class ArgoEngine(BackgroundEngine):
         loops = [("c2d-argo-dispatch", self._dispatch_loop)]
         if watch:
             loops.append(("c2d-argo-watch", lambda: self.watcher.run(self.closing)))
+            loops.append(("c2d-argo-nodes", lambda: self.watcher.run_node_check(self.closing)))
         self.threads = [threading.Thread(target=self._guard, args=(f,), name=n, daemon=True) for n, f in loops]
         for thread in self.threads:
             thread.start()
@@ -175,15 +174,11 @@ class ArgoEngine(BackgroundEngine):
         name = job.workflow_name
         pods = self.client.list_pods(f"{WORKFLOW_LABEL}={name}")
         wanted = f"{name}.{step}"
-        candidates = [p for p in pods if _node_name(p) == wanted or _node_name(p).startswith(f"{wanted}(")]
+        candidates = [p for p in pods if node_name(p) == wanted or node_name(p).startswith(f"{wanted}(")]
         if not candidates:
             raise EngineError(f"job {job_id}: no pod for step {step!r} (not started, or already garbage-collected)")
         latest = max(candidates, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
         return self.client.pod_log_lines(str(latest["metadata"]["name"]), container)
-
-
-def _node_name(pod: dict[str, Any]) -> str:
-    return str((pod["metadata"].get("annotations") or {}).get(NODE_NAME, ""))
 
 
 def _create(create: Any, body: dict[str, Any]) -> dict[str, Any] | None:

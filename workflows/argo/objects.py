@@ -18,10 +18,12 @@ import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
+from workflows.argo.observe import cluster_time
 from workflows.builder import PUBLISH
 from workflows.exceptions import EngineError, OffloadedNodesError
 from workflows.status_map import OceanStatus, StepState, ocean_status
@@ -36,6 +38,14 @@ STOPPED = "Stopped with strategy"  # Argo's message on nodes it failed because o
 # node of a Pending pod. The first two may pass (a registry that answers again); the last two never do.
 IMAGE_PULL_RETRYING = ("ErrImagePull", "ImagePullBackOff")
 IMAGE_PULL_FINAL = ("ErrImageNeverPull", "InvalidImageName")
+# Argo's marks on the pods it creates: the Workflow (label) and the node of the step (annotation, "<wf>.<task>"
+# or "<wf>.<task>(<attempt>)").
+WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+NODE_NAME = "workflows.argoproj.io/node-name"
+# A pod the cluster deleted that is still Pending/Running this long after its deletion time has no kubelet
+# to end it: its node is gone.
+UNCONFIRMED_DELETION = timedelta(seconds=30)
+EVICTED_BY_TAINT = "DeletionByTaintManager"  # the DisruptionTarget reason of a pod evicted by a NoExecute taint
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,16 @@ class ImageFailure:
     reason: str  # the kubelet's reason only: its message names registry internals
     final: bool  # no retry can help (otherwise: retried with back-off until the watcher's grace ends)
     since: str | None  # the step's startedAt (RFC 3339)
+
+
+@dataclass(frozen=True)
+class LostPod:
+    """A job pod whose node stopped answering: the cluster deleted it, but no kubelet is there to end it."""
+
+    workflow: str
+    task: str
+    node: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,37 @@ def prepare(workflow: dict[str, Any], namespace: str) -> Submission:
 def owner_reference(workflow: dict[str, Any]) -> dict[str, Any]:
     meta = workflow["metadata"]
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": meta["name"], "uid": meta["uid"]}
+
+
+# -- reading pods ---------------------------------------------------------------------------------
+def node_name(pod: dict[str, Any]) -> str:
+    """The Argo node a pod runs (``<workflow>.<task>``, with ``(<attempt>)`` for a retried step)."""
+    return str(((pod.get("metadata") or {}).get("annotations") or {}).get(NODE_NAME, ""))
+
+
+def lost_pod(pod: dict[str, Any], now: datetime) -> LostPod | None:
+    """The pod, if it is a job pod left on a lost node. A pod is lost once the cluster deleted it while it is
+    still Pending or Running and either the taint manager evicted it from a node that is not ready (the node
+    controller marked the pod not Ready), or no kubelet ended it within :data:`UNCONFIRMED_DELETION` of its
+    deletion time. A pod being stopped on a live node is neither: its kubelet ends it."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    workflow = (meta.get("labels") or {}).get(WORKFLOW_LABEL)
+    deleted_at = cluster_time(meta.get("deletionTimestamp"))
+    if not workflow or deleted_at is None or status.get("phase") not in ("Pending", "Running"):
+        return None
+    conditions = {str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, dict)}
+    disruption = conditions.get("DisruptionTarget") or {}
+    evicted = disruption.get("status") == "True" and disruption.get("reason") == EVICTED_BY_TAINT
+    not_ready = (conditions.get("Ready") or {}).get("status") == "False"
+    if evicted and not_ready:
+        reason = "evicted from a node that stopped answering"
+    elif now - deleted_at >= UNCONFIRMED_DELETION:
+        reason = f"deleted, and no kubelet ended it for {int((now - deleted_at).total_seconds())} s"
+    else:
+        return None
+    task = node_name(pod).removeprefix(f"{workflow}.").split("(", 1)[0]
+    return LostPod(str(workflow), task, str((pod.get("spec") or {}).get("nodeName") or "?"), reason)
 
 
 # -- reading a Workflow's status ------------------------------------------------------------------

@@ -8,6 +8,10 @@
 * Final states cannot be lost: every job Workflow carries the ``mirror`` finalizer, which the
   watcher removes only after the final state is committed. A TTL or ``kubectl delete`` therefore
   waits for the watcher, even one that was down at the time.
+* Lost nodes: a node that stops answering changes no Workflow (Argo still shows its step Running). Job pods
+  tolerate the node-lost taints for ``node_lost_grace`` only, so the cluster evicts them; every
+  ``node_check_seconds`` the watcher looks for evicted job pods that no kubelet ends
+  (:func:`~workflows.argo.objects.lost_pod`), fails their jobs and terminates their Workflows.
 * Metrics (:class:`~workflows.metrics.WatcherMetrics`): watch events, lists, 410s, errors, and for each
   step start/end and each final state it commits, the lag from the cluster's timestamp to the commit
   and the step's duration (each once: :mod:`workflows.argo.observe`).
@@ -30,7 +34,16 @@ from c2d.settings import Settings
 from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
 from workflows.argo.kube import KubeClient
-from workflows.argo.objects import FINALIZER, ImageFailure, NodesLoader, WorkflowView, read, secret_name
+from workflows.argo.objects import (
+    FINALIZER,
+    WORKFLOW_LABEL,
+    ImageFailure,
+    NodesLoader,
+    WorkflowView,
+    lost_pod,
+    read,
+    secret_name,
+)
 from workflows.argo.observe import StepChange, cluster_time, step_changes, templates
 from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
 from workflows.metrics import ARGO_ERRORS, STEP_FINISHED, WORKFLOW_FINISHED, EngineMetrics, WatcherMetrics
@@ -84,6 +97,36 @@ class Watcher:
                 self.resource_version = ""
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def run_node_check(self, stop: threading.Event) -> None:
+        """Every ``node_check_seconds``: :meth:`fail_lost_jobs`."""
+        while not stop.wait(self.settings.engine.argo.node_check_seconds):
+            try:
+                self.fail_lost_jobs()
+            except (KubeApiError, psycopg.Error) as exc:
+                self.metrics.error("node_check")
+                log.warning("watcher: node check: %s", exc)
+
+    def fail_lost_jobs(self) -> int:
+        """Fail each running job whose step's pod is on a lost node, and terminate its Workflow (Argo would wait
+        for the pod for ever). A job with a stop request is left to the stop: Argo ends it without the node."""
+        running = {job.workflow_name: job for job in self.store.unfinished("argo") if job.workflow_name}
+        if not running:
+            return 0
+        now = datetime.now(UTC)
+        failed = 0
+        for pod in self.client.list_pods(WORKFLOW_LABEL):
+            lost = lost_pod(pod, now)
+            job = running.pop(lost.workflow, None) if lost is not None else None
+            if lost is None or job is None or job.stopreq:
+                continue
+            code = failure_code(job.status)
+            text = f"{code.text}: the node running step {lost.task} was lost (its pod was {lost.reason})"
+            if self.store.transition(job.job_id, code, source=SOURCE, text=text, finished=True, results=[]):
+                log.warning("job %s: node %s lost during step %s; job failed", job.job_id, lost.node, lost.task)
+                failed += 1
+            self._terminate(lost.workflow)
+        return failed
 
     def resync(self) -> None:
         """List every job Workflow, mirror each; settle jobs whose Workflow is gone."""

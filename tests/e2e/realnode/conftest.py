@@ -9,6 +9,7 @@ selects a node pool for jobs. Without a real node every test here is skipped, sa
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from ..conftest import CLUSTER_DIR, REPO, Cluster, env_file_values
 NODE_LABEL = "c2d.test/node"
 RESULTS_DIR = Path("/var/lib/c2d-dev/results")  # manifests/dev's results PV (hostPath), made by node.sh
 IMAGES = REPO / ".cache" / "images" / "images.json"
+NODE_SCRIPT = REPO / "cluster" / "node.sh"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,19 @@ class RealNode:
     name: str
     ip: str  # the node's (bridge) address: what pods reach the host at
     apiserver: str  # ip:port of the apiserver relay as pods see it after the Service DNAT
+
+    def crash(self) -> None:
+        """The node loses power: kubelet, containerd and every pod process killed at once (cluster/node.sh)."""
+        _node_sh("crash", timeout=60)
+
+    def restart(self) -> None:
+        """The node comes back (cluster/node.sh up: idempotent, waits until the node is Ready)."""
+        _node_sh("up", timeout=300)
+
+
+def _node_sh(action: str, timeout: float) -> None:
+    done = subprocess.run(["bash", str(NODE_SCRIPT), action], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"cluster/node.sh {action} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +98,8 @@ def node_settings(argo_settings: Settings, node_files: FileServer) -> Settings:
         update={
             "volume": "pvc",
             "image_pull_grace": 5,
+            "node_lost_grace": 5,
+            "node_check_seconds": 2,
             "node_selector": {NODE_LABEL: "real"},
             "tolerations": [Toleration(key=NODE_LABEL, operator="Exists", effect="NoSchedule")],
         }
@@ -116,9 +133,11 @@ def node_market(
         yield open_market(client, chain, addresses, publisher, provider_account, pool, node_files)
 
 
-def wait_status(market: Market, consumer: LocalAccount, job_id: str, status: int | None = None) -> dict[str, Any]:
+def wait_status(
+    market: Market, consumer: LocalAccount, job_id: str, status: int | None = None, timeout: float = 150
+) -> dict[str, Any]:
     """The job's Ocean status object once it reaches ``status`` (None: once it has finished)."""
-    end = time.monotonic() + 150
+    end = time.monotonic() + timeout
     while True:
         (found,) = market.client.get(
             "/api/services/compute", params={"consumerAddress": consumer.address, "jobId": job_id}
@@ -127,3 +146,38 @@ def wait_status(market: Market, consumer: LocalAccount, job_id: str, status: int
             return dict(found)
         assert time.monotonic() < end, f"job {job_id} stuck: {found}"
         time.sleep(0.2)
+
+
+def job_pods(cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
+    listing = cluster.kubectl(
+        "-n", "c2d", "get", "pods", "-l", f"workflows.argoproj.io/workflow=c2d-{job_id}", "-o", "json"
+    )
+    return list(json.loads(listing.stdout)["items"])
+
+
+def job_volumes(cluster: Cluster, job_id: str) -> list[str]:
+    """The job's data claim (Argo names it c2d-<job id>-data) and the volume bound to it."""
+    names = cluster.kubectl(
+        "get", "pv,pvc", "-A", "-o", "jsonpath={range .items[*]}{.metadata.name} {.spec.claimRef.name}{'\\n'}{end}"
+    )
+    return [line for line in names.stdout.splitlines() if f"c2d-{job_id}" in line]
+
+
+def wait_algorithm_running(cluster: Cluster, job_id: str) -> None:
+    """Until the job's algorithm pod runs on the node."""
+    end = time.monotonic() + 60
+    while not any(
+        p["metadata"]["annotations"].get("workflows.argoproj.io/node-name", "").endswith("algorithm")
+        and p["status"].get("phase") == "Running"
+        for p in job_pods(cluster, job_id)
+    ):
+        assert time.monotonic() < end, "the algorithm pod never ran"
+        time.sleep(0.3)
+
+
+def wait_job_cleared(cluster: Cluster, job_id: str, timeout: float = 60) -> None:
+    """Until no pod and no volume of the job is left on the cluster."""
+    end = time.monotonic() + timeout
+    while job_pods(cluster, job_id) or job_volumes(cluster, job_id):
+        assert time.monotonic() < end, "the job's pods or volume stayed"
+        time.sleep(0.5)

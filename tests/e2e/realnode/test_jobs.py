@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -17,7 +16,7 @@ from tests.provider.market import Market
 from tests.provider.test_compute_api import _signed
 
 from ..conftest import CLUSTER_DIR, Cluster
-from .conftest import RealNode, wait_status
+from .conftest import RealNode, job_pods, job_volumes, wait_algorithm_running, wait_job_cleared, wait_status
 
 pytestmark = pytest.mark.e2e
 
@@ -47,21 +46,6 @@ def _results_by_name(status: dict[str, object]) -> dict[str, int]:
     return {str(entry["filename"]): index for index, entry in enumerate(results)}
 
 
-def _job_pods(cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
-    listing = cluster.kubectl(
-        "-n", "c2d", "get", "pods", "-l", f"workflows.argoproj.io/workflow=c2d-{job_id}", "-o", "json"
-    )
-    return list(json.loads(listing.stdout)["items"])
-
-
-def _job_volumes(cluster: Cluster, job_id: str) -> list[str]:
-    """The job's data claim (Argo names it c2d-<job id>-data) and the volume bound to it."""
-    names = cluster.kubectl(
-        "get", "pv,pvc", "-A", "-o", "jsonpath={range .items[*]}{.metadata.name} {.spec.claimRef.name}{'\\n'}{end}"
-    )
-    return [line for line in names.stdout.splitlines() if f"c2d-{job_id}" in line]
-
-
 def test_an_ocean_job_runs_on_real_pods_and_its_results_are_byte_identical(
     node_market: Market, consumer: LocalAccount, python_image: dict[str, str], real_node: RealNode, cluster: Cluster
 ) -> None:
@@ -83,8 +67,8 @@ def test_an_ocean_job_runs_on_real_pods_and_its_results_are_byte_identical(
 
     # nothing of the job stays on the cluster: pods, the data volume's claim, its volume and folder
     end = time.monotonic() + 60
-    while _job_pods(cluster, job_id) or _job_volumes(cluster, job_id):
-        assert time.monotonic() < end, f"left on the cluster: {_job_volumes(cluster, job_id)}"
+    while job_pods(cluster, job_id) or job_volumes(cluster, job_id):
+        assert time.monotonic() < end, f"left on the cluster: {job_volumes(cluster, job_id)}"
         time.sleep(0.5)
     assert not [p for p in (CLUSTER_DIR / "node" / "volumes").iterdir() if f"c2d-{job_id}" in p.name]
 
@@ -109,14 +93,7 @@ def test_stop_terminates_the_running_algorithm_pod(
     started = node_market.start_trusted(consumer, code, b"x", container=python_image)
     job_id = started.response.json()[0]["jobId"]
     wait_status(node_market, consumer, job_id, JobStatus.RUNNING_ALGORITHM)
-    end = time.monotonic() + 60
-    while not any(
-        p["metadata"]["annotations"].get("workflows.argoproj.io/node-name", "").endswith("algorithm")
-        and p["status"].get("phase") == "Running"
-        for p in _job_pods(cluster, job_id)
-    ):
-        assert time.monotonic() < end, "the algorithm pod never ran"
-        time.sleep(0.3)
+    wait_algorithm_running(cluster, job_id)
 
     query = {"consumerAddress": consumer.address, "jobId": job_id}
     (stopped,) = node_market.client.put(
@@ -128,7 +105,7 @@ def test_stop_terminates_the_running_algorithm_pod(
     assert status["stopreq"] == 1 and status["status"] in (JobStatus.JOB_FINISHED, JobStatus.ALGORITHM_FAILED), status
     assert time.monotonic() - t0 < 60
     end = time.monotonic() + 60
-    while [p for p in _job_pods(cluster, job_id) if p["status"].get("phase") == "Running"]:
+    while [p for p in job_pods(cluster, job_id) if p["status"].get("phase") == "Running"]:
         assert time.monotonic() < end, "a pod of the stopped job still runs"
         time.sleep(0.5)
 
@@ -145,7 +122,4 @@ def test_an_algorithm_image_the_node_cannot_pull_fails_the_job_and_leaves_no_pod
     text = str(status["statusText"])
     assert "localhost/c2d-absent:1.0" in text and ("ErrImagePull" in text or "ImagePullBackOff" in text), text
     assert "https://" not in text  # the kubelet's message (registry internals) stays out
-    end = time.monotonic() + 60
-    while _job_pods(cluster, job_id) or _job_volumes(cluster, job_id):
-        assert time.monotonic() < end, "the job's pods or volume stayed"
-        time.sleep(0.5)
+    wait_job_cleared(cluster, job_id)
