@@ -29,50 +29,18 @@ ARGO_VERSION="${ARGO_VERSION:-v4.0.7}"   # same as build.sh
 ARGO_MODULE="github.com/argoproj/argo-workflows/v4"
 PAUSE_TAG="3.10"                 # image tag of localhost/c2d-pause
 
-# The Go module and build caches (~13 GB warm) live outside the checkout, so that every checkout on this
-# machine (a CI runner's fresh clones) reuses them: a clean clone then only links the binaries.
-GO_CACHE="${GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/c2d-node/go}"
-export GOPATH="$GO_CACHE"
-export GOMODCACHE="$GO_CACHE/mod"
-export GOCACHE="$GO_CACHE/build"
-export GOTMPDIR="$GO_CACHE/tmp"
-export GOTOOLCHAIN=local
-export GOFLAGS="-mod=mod -buildvcs=false"
-export CGO_ENABLED=0
+GO_CACHE="${GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/c2d-node/go}"   # cluster/lib.sh: go_env
 
 OUT="$CACHE_ROOT/cluster"
 BIN_DIR="$OUT/node-bin"
 IMG_DIR="$OUT/node-images"
 WORK="$OUT/work"
-mkdir -p "$BIN_DIR" "$IMG_DIR" "$WORK" "$GOMODCACHE" "$GOCACHE" "$GOTMPDIR"
+mkdir -p "$BIN_DIR" "$IMG_DIR" "$WORK"
 
-log() { printf '[build-node %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { printf '[build-node %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-
-command -v go >/dev/null || die "go not found in PATH"
-GO_VER="$(go env GOVERSION)"
-
-hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
-
-# stamp_ok NAME KEY FILE... : true when every FILE exists (relative to $BIN_DIR unless absolute) and
-# the stamp for NAME equals KEY
-stamp_ok() {
-  local name="$1" key="$2"; shift 2
-  [[ "${FORCE:-0}" == 1 ]] && return 1
-  [[ -f "$BIN_DIR/.$name.stamp" && "$(cat "$BIN_DIR/.$name.stamp")" == "$key" ]] || return 1
-  local b; for b in "$@"; do [[ "$b" == /* ]] || b="$BIN_DIR/$b"; [[ -s "$b" ]] || return 1; done
-}
-stamp_write() { echo "$2" > "$BIN_DIR/.$1.stamp"; }
-
-# timed NAME CMD... : run CMD, print and record elapsed seconds in $OUT/build-times.log
-timed() {
-  local name="$1"; shift
-  local t0=$SECONDS
-  "$@"
-  local dt=$((SECONDS - t0))
-  log "$name: done in ${dt}s"
-  echo "$(date -u +%FT%TZ) node:$name ${dt}s go=$GO_VER" >> "$OUT/build-times.log"
-}
+LOG_TAG=build-node TIMES_PREFIX="node:"
+# shellcheck source=cluster/lib.sh
+source "$HERE/lib.sh"
+go_env
 
 mod_dir() { # module@version -> its directory in the module cache (downloads it when needed)
   ( cd "$WORK" && go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' )
@@ -82,8 +50,8 @@ mod_dir() { # module@version -> its directory in the module cache (downloads it 
 build_containerd() {
   local key="containerd $CONTAINERD_VERSION $GO_VER"
   local bins=(containerd ctr containerd-shim-runc-v2)
-  if stamp_ok containerd "$key" "${bins[@]}"; then log "containerd $CONTAINERD_VERSION: up to date"; return; fi
-  log "containerd $CONTAINERD_VERSION: go install ${bins[*]} (CGO_ENABLED=0; slow: ~5 min cold)"
+  if stamp_ok containerd "$key" "${bins[@]}"; then say "containerd $CONTAINERD_VERSION: up to date"; return; fi
+  say "containerd $CONTAINERD_VERSION: go install ${bins[*]} (CGO_ENABLED=0; slow: ~5 min cold)"
   local m="github.com/containerd/containerd/v2" pkgs=() b
   for b in "${bins[@]}"; do pkgs+=("$m/cmd/$b@$CONTAINERD_VERSION"); done
   ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" go install -trimpath \
@@ -95,10 +63,10 @@ build_containerd() {
 # ---- runc (cgo + libseccomp) -------------------------------------------------------------------
 build_runc() {
   local key="runc $RUNC_VERSION seccomp $GO_VER"
-  if stamp_ok runc "$key" runc; then log "runc $RUNC_VERSION: up to date"; return; fi
-  [[ -e /usr/include/seccomp.h ]] || die "runc: libseccomp-dev missing (tools/setup_system.sh node)"
-  command -v gcc >/dev/null || die "runc: gcc missing (tools/setup_system.sh node)"
-  log "runc $RUNC_VERSION: go install (CGO_ENABLED=1, -tags seccomp)"
+  if stamp_ok runc "$key" runc; then say "runc $RUNC_VERSION: up to date"; return; fi
+  [[ -e /usr/include/seccomp.h ]] || fail "runc: libseccomp-dev missing (tools/setup_system.sh node)"
+  command -v gcc >/dev/null || fail "runc: gcc missing (tools/setup_system.sh node)"
+  say "runc $RUNC_VERSION: go install (CGO_ENABLED=1, -tags seccomp)"
   ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" CGO_ENABLED=1 go install -trimpath -tags seccomp \
       -ldflags "-s -w -X main.version=${RUNC_VERSION#v} -X main.gitCommit=module-proxy" \
       "github.com/opencontainers/runc@$RUNC_VERSION" )
@@ -109,11 +77,11 @@ build_runc() {
 # ---- pause (pause.c from k8s.io/kubernetes, static) ----------------------------------------------
 build_pause() {
   local src; src="$(mod_dir "k8s.io/kubernetes@$K8S_VERSION")/build/pause/linux/pause.c"
-  [[ -f "$src" ]] || die "pause: $src not found"
+  [[ -f "$src" ]] || fail "pause: $src not found"
   local key="pause $K8S_VERSION $(gcc -dumpfullversion 2>/dev/null) $(hash_of "$src")"
-  if stamp_ok pause "$key" pause; then log "pause ($K8S_VERSION): up to date"; return; fi
-  command -v gcc >/dev/null || die "pause: gcc missing (tools/setup_system.sh node)"
-  log "pause: gcc -static $src"
+  if stamp_ok pause "$key" pause; then say "pause ($K8S_VERSION): up to date"; return; fi
+  command -v gcc >/dev/null || fail "pause: gcc missing (tools/setup_system.sh node)"
+  say "pause: gcc -static $src"
   gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_TAG-c2d" -o "$BIN_DIR/pause.tmp" "$src"
   strip "$BIN_DIR/pause.tmp"; mv "$BIN_DIR/pause.tmp" "$BIN_DIR/pause"
   echo "  pause: $("$BIN_DIR/pause" -v 2>&1)"
@@ -123,8 +91,8 @@ build_pause() {
 # ---- kube-router (only --run-firewall is used: NetworkPolicy enforcement) --------------------------
 build_kuberouter() {
   local key="kube-router $KUBE_ROUTER_VERSION $GO_VER"
-  if stamp_ok kuberouter "$key" kube-router; then log "kube-router $KUBE_ROUTER_VERSION: up to date"; return; fi
-  log "kube-router $KUBE_ROUTER_VERSION: go install"
+  if stamp_ok kuberouter "$key" kube-router; then say "kube-router $KUBE_ROUTER_VERSION: up to date"; return; fi
+  say "kube-router $KUBE_ROUTER_VERSION: go install"
   ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" go install -trimpath \
       -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
       "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" )
@@ -135,8 +103,8 @@ build_kuberouter() {
 # ---- local-path-provisioner: PVs for the per-job volumeClaimTemplates (node.sh runs it) -----------
 build_localpath() {
   local key="local-path-provisioner $LOCAL_PATH_VERSION $GO_VER"
-  if stamp_ok localpath "$key" local-path-provisioner; then log "local-path-provisioner $LOCAL_PATH_VERSION: up to date"; return; fi
-  log "local-path-provisioner $LOCAL_PATH_VERSION: go install"
+  if stamp_ok localpath "$key" local-path-provisioner; then say "local-path-provisioner $LOCAL_PATH_VERSION: up to date"; return; fi
+  say "local-path-provisioner $LOCAL_PATH_VERSION: go install"
   ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
       "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION" )
   stamp_write localpath "$key"
@@ -145,8 +113,8 @@ build_localpath() {
 # ---- kubelet (same wrapper module as build.sh's apiserver) --------------------------------------
 build_kubelet() {
   local key="kubelet $K8S_VERSION $GO_VER $(hash_of "$HERE/gomod/k8s/go.mod")"
-  if stamp_ok kubelet "$key" kubelet; then log "kubelet $K8S_VERSION: up to date"; return; fi
-  log "kubelet $K8S_VERSION: building (wrapper module cluster/gomod/k8s)"
+  if stamp_ok kubelet "$key" kubelet; then say "kubelet $K8S_VERSION: up to date"; return; fi
+  say "kubelet $K8S_VERSION: building (wrapper module cluster/gomod/k8s)"
   local w="$WORK/kubelet"; rm -rf "$w"; mkdir -p "$w"
   cp "$HERE/gomod/k8s/go.mod" "$w/"
   # build.sh's resolved go.sum (same requirements) saves the resolution step
@@ -171,11 +139,11 @@ build_kubelet() {
 # The missing file is supplied with `go build -overlay` (build.sh's copy itself is left unchanged).
 build_argoexec() {
   local w="$WORK/argo-src"
-  [[ -f "$w/.src-version" ]] || die "argoexec: $w missing; run cluster/build.sh argo first"
+  [[ -f "$w/.src-version" ]] || fail "argoexec: $w missing; run cluster/build.sh argo first"
   local srcver; srcver="$(cat "$w/.src-version")"
-  [[ "$srcver" == "$ARGO_VERSION "* ]] || die "argoexec: $w is '$srcver', expected $ARGO_VERSION"
+  [[ "$srcver" == "$ARGO_VERSION "* ]] || fail "argoexec: $w is '$srcver', expected $ARGO_VERSION"
   local key="argoexec $srcver signal-overlay $GO_VER"
-  if stamp_ok argoexec "$key" argoexec; then log "argoexec $ARGO_VERSION: up to date"; return; fi
+  if stamp_ok argoexec "$key" argoexec; then say "argoexec $ARGO_VERSION: up to date"; return; fi
   local d="$w/workflow/executor/osspecific"
   local overlay="$WORK/argoexec-overlay.json"
   if [[ -f "$d/signal_linux.go" ]]; then
@@ -186,7 +154,7 @@ build_argoexec() {
   local ld="-s -w" p="$ARGO_MODULE"
   ld+=" -X $p.version=$ARGO_VERSION -X $p.gitTag=$ARGO_VERSION -X $p.gitTreeState=clean"
   ld+=" -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitCommit=module-proxy-$ARGO_VERSION"
-  log "argoexec $ARGO_VERSION: compiling (signal_linux.go supplied by -overlay)"
+  say "argoexec $ARGO_VERSION: compiling (signal_linux.go supplied by -overlay)"
   ( cd "$w" && go build -trimpath -overlay "$overlay" -ldflags "$ld" -o "$BIN_DIR/argoexec" ./cmd/argoexec )
   echo "  argoexec: $("$BIN_DIR/argoexec" version --short 2>&1 | sed -n 1p)"
   stamp_write argoexec "$key"
@@ -223,13 +191,13 @@ EOF
   echo "  localhost/$name:$tag -> $IMG_DIR/${name}_$tag.oci.tar ($(du -h "$IMG_DIR/${name}_$tag.oci.tar" | cut -f1))"
 }
 build_images() {
-  command -v umoci >/dev/null || die "images: umoci missing (tools/setup_system.sh node)"
-  [[ -x "$BIN_DIR/pause" && -x "$BIN_DIR/argoexec" ]] || die "images: build pause and argoexec first"
+  command -v umoci >/dev/null || fail "images: umoci missing (tools/setup_system.sh node)"
+  [[ -x "$BIN_DIR/pause" && -x "$BIN_DIR/argoexec" ]] || fail "images: build pause and argoexec first"
   local key="images $PAUSE_TAG $ARGO_VERSION $(hash_of "$BIN_DIR/pause" "$BIN_DIR/argoexec" "${BASH_SOURCE[0]}")"
   if stamp_ok images "$key" "$IMG_DIR/c2d-pause_$PAUSE_TAG.oci.tar" "$IMG_DIR/c2d-argoexec_$ARGO_VERSION.oci.tar"; then
-    log "images: up to date"; return
+    say "images: up to date"; return
   fi
-  log "images: packing localhost/c2d-pause:$PAUSE_TAG and localhost/c2d-argoexec:$ARGO_VERSION (umoci)"
+  say "images: packing localhost/c2d-pause:$PAUSE_TAG and localhost/c2d-argoexec:$ARGO_VERSION (umoci)"
   pack_image c2d-pause "$PAUSE_TAG" /pause "$BIN_DIR/pause:/pause"
   pack_image c2d-argoexec "$ARGO_VERSION" /bin/argoexec "$BIN_DIR/argoexec:/bin/argoexec"
   stamp_write images "$key"
@@ -237,7 +205,7 @@ build_images() {
 
 ALL=(containerd runc pause kuberouter localpath kubelet argoexec images)
 comps=("$@"); [[ ${#comps[@]} -eq 0 ]] && comps=("${ALL[@]}")
-log "go $GO_VER; GOMODCACHE=$GOMODCACHE; output $BIN_DIR (images: $IMG_DIR)"
+say "go $GO_VER; GOMODCACHE=$GOMODCACHE; output $BIN_DIR (images: $IMG_DIR)"
 T0=$SECONDS
 for c in "${comps[@]}"; do
   case "$c" in
@@ -249,8 +217,8 @@ for c in "${comps[@]}"; do
     kubelet) timed kubelet build_kubelet ;;
     argoexec) timed argoexec build_argoexec ;;
     images) timed images build_images ;;
-    *) die "unknown component '$c' (${ALL[*]})" ;;
+    *) fail "unknown component '$c' (${ALL[*]})" ;;
   esac
 done
-log "all done in $((SECONDS - T0))s; binaries:"
+say "all done in $((SECONDS - T0))s; binaries:"
 ls -l "$BIN_DIR" | sed 's/^/  /'

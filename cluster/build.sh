@@ -22,55 +22,24 @@ KWOK_VERSION="v0.8.0"
 ARGO_VERSION="${ARGO_VERSION:-v4.0.7}"
 ARGO_MODULE="github.com/argoproj/argo-workflows/v4"
 
-# The Go module and build caches (~13 GB warm) live outside the checkout, so that every checkout on this
-# machine (a CI runner's fresh clones) reuses them: a clean clone then only links the binaries.
-GO_CACHE="${GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/c2d-node/go}"
-export GOPATH="$GO_CACHE"
-export GOMODCACHE="$GO_CACHE/mod"
-export GOCACHE="$GO_CACHE/build"
-export GOTMPDIR="$GO_CACHE/tmp"
-export GOTOOLCHAIN=local
-export GOFLAGS="-mod=mod -buildvcs=false"
-export CGO_ENABLED=0
+GO_CACHE="${GO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/c2d-node/go}"   # cluster/lib.sh: go_env
 
 OUT="$CACHE_ROOT/cluster"
 BIN_DIR="$OUT/bin"
 WORK="$OUT/work"
 CRD_DIR="$OUT/crds"
-mkdir -p "$BIN_DIR" "$WORK" "$CRD_DIR" "$GOMODCACHE" "$GOCACHE" "$GOTMPDIR"
+mkdir -p "$BIN_DIR" "$WORK" "$CRD_DIR"
 
-log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { printf '[build %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-
-command -v go >/dev/null || die "go not found in PATH"
-GO_VER="$(go env GOVERSION)"
-
-hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
-
-# stamp_ok NAME KEY BIN... : true when every BIN exists and the stamp for NAME equals KEY
-stamp_ok() {
-  local name="$1" key="$2"; shift 2
-  [[ "${FORCE:-0}" == 1 ]] && return 1
-  [[ -f "$BIN_DIR/.$name.stamp" && "$(cat "$BIN_DIR/.$name.stamp")" == "$key" ]] || return 1
-  local b; for b in "$@"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
-}
-stamp_write() { echo "$2" > "$BIN_DIR/.$1.stamp"; }
-
-# timed NAME CMD... : run CMD, print and record elapsed seconds in $OUT/build-times.log
-timed() {
-  local name="$1"; shift
-  local t0=$SECONDS
-  "$@"
-  local dt=$((SECONDS - t0))
-  log "$name: done in ${dt}s"
-  echo "$(date -u +%FT%TZ) $name ${dt}s go=$GO_VER" >> "$OUT/build-times.log"
-}
+LOG_TAG=build TIMES_PREFIX=""
+# shellcheck source=cluster/lib.sh
+source "$HERE/lib.sh"
+go_env
 
 # ---- etcd ------------------------------------------------------------------------------------
 build_etcd() {
   local key="etcd $ETCD_VERSION $GO_VER $(hash_of "$HERE/gomod/etcd/go.mod" "$HERE/gomod/etcd/main.go")"
-  if stamp_ok etcd "$key" etcd; then log "etcd $ETCD_VERSION: up to date"; return; fi
-  log "etcd $ETCD_VERSION: building (wrapper module cluster/gomod/etcd)"
+  if stamp_ok etcd "$key" etcd; then say "etcd $ETCD_VERSION: up to date"; return; fi
+  say "etcd $ETCD_VERSION: building (wrapper module cluster/gomod/etcd)"
   local w="$WORK/etcd"; rm -rf "$w"; mkdir -p "$w"
   cp "$HERE/gomod/etcd/go.mod" "$HERE/gomod/etcd/main.go" "$w/"
   [[ -f "$HERE/gomod/etcd/go.sum" ]] && cp "$HERE/gomod/etcd/go.sum" "$w/"
@@ -85,8 +54,8 @@ build_etcd() {
 build_k8s() {
   local key="k8s $K8S_VERSION $GO_VER $(hash_of "$HERE/gomod/k8s/go.mod")"
   local bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
-  if stamp_ok k8s "$key" "${bins[@]}"; then log "kubernetes $K8S_VERSION: up to date"; return; fi
-  log "kubernetes $K8S_VERSION: building ${bins[*]} (wrapper module cluster/gomod/k8s; slow: 10-40 min on 2 cores)"
+  if stamp_ok k8s "$key" "${bins[@]}"; then say "kubernetes $K8S_VERSION: up to date"; return; fi
+  say "kubernetes $K8S_VERSION: building ${bins[*]} (wrapper module cluster/gomod/k8s; slow: 10-40 min on 2 cores)"
   local w="$WORK/k8s"; rm -rf "$w"; mkdir -p "$w"
   cp "$HERE/gomod/k8s/go.mod" "$w/"
   [[ -f "$HERE/gomod/k8s/go.sum" ]] && cp "$HERE/gomod/k8s/go.sum" "$w/"
@@ -99,8 +68,8 @@ build_k8s() {
   done
   local pkgs=() b
   for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-  ( cd "$w" && log "  resolving modules (go get)" && go get "${pkgs[@]/%/@$K8S_VERSION}" && \
-    log "  compiling" && go build -trimpath -ldflags "$ld" -o "$BIN_DIR/" "${pkgs[@]}" )
+  ( cd "$w" && say "  resolving modules (go get)" && go get "${pkgs[@]/%/@$K8S_VERSION}" && \
+    say "  compiling" && go build -trimpath -ldflags "$ld" -o "$BIN_DIR/" "${pkgs[@]}" )
   for b in "${bins[@]}"; do echo "  $b: $("$BIN_DIR/$b" --version 2>/dev/null || "$BIN_DIR/$b" version --client 2>/dev/null | sed -n 1p)"; done
   stamp_write k8s "$key"
 }
@@ -108,8 +77,8 @@ build_k8s() {
 # ---- kwok ------------------------------------------------------------------------------------
 build_kwok() {
   local key="kwok $KWOK_VERSION $GO_VER"
-  if stamp_ok kwok "$key" kwok; then log "kwok $KWOK_VERSION: up to date"; return; fi
-  log "kwok $KWOK_VERSION: go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  if stamp_ok kwok "$key" kwok; then say "kwok $KWOK_VERSION: up to date"; return; fi
+  say "kwok $KWOK_VERSION: go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   ( cd "$WORK" && GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" \
       go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" )
   echo "  kwok: $("$BIN_DIR/kwok" --version 2>&1 | sed -n 1p)"
@@ -127,7 +96,7 @@ patch_argo_bind() {
   _sub() { # file old new
     local f="$w/$1" n
     n="$(grep -cF -- "$2" "$f" || true)"
-    [[ "$n" == 1 ]] || die "argo patch: expected 1 match of '$2' in $1, found $n"
+    [[ "$n" == 1 ]] || fail "argo patch: expected 1 match of '$2' in $1, found $n"
     OLD="$2" NEW="$3" perl -0pi -e 's/\Q$ENV{OLD}\E/$ENV{NEW}/' "$f"
   }
   _sub server/apiserver/argoserver.go 'address := fmt.Sprintf(":%d", port)' \
@@ -136,7 +105,7 @@ patch_argo_bind() {
        'http.ListenAndServe(os.Getenv("ARGO_BIND_ADDRESS")+":"+func() string { if p := os.Getenv("ARGO_HEALTHZ_PORT"); p != "" { return p }; return "6060" }(), nil)'
   _sub util/telemetry/exporter_prometheus.go 'Addr: fmt.Sprintf(":%v", m.config.port())' \
        'Addr: fmt.Sprintf("%s:%v", os.Getenv("ARGO_BIND_ADDRESS"), m.config.port())'
-  log "  patched listen addresses (ARGO_BIND_ADDRESS, ARGO_HEALTHZ_PORT)"
+  say "  patched listen addresses (ARGO_BIND_ADDRESS, ARGO_HEALTHZ_PORT)"
 }
 
 argo_src_dir() {
@@ -146,11 +115,11 @@ build_argo() {
   local key="argo $ARGO_VERSION $ARGO_PATCH_ID $GO_VER"
   if stamp_ok argo "$key" workflow-controller argo && [[ -f "$CRD_DIR/.version" ]] \
      && [[ "$(cat "$CRD_DIR/.version")" == "$ARGO_VERSION" ]]; then
-    log "argo $ARGO_VERSION: up to date"; return
+    say "argo $ARGO_VERSION: up to date"; return
   fi
-  log "argo $ARGO_VERSION: downloading module $ARGO_MODULE@$ARGO_VERSION"
+  say "argo $ARGO_VERSION: downloading module $ARGO_MODULE@$ARGO_VERSION"
   local src; src="$(cd "$WORK" && argo_src_dir)"
-  [[ -n "$src" && -d "$src" ]] || die "argo: could not download $ARGO_MODULE@$ARGO_VERSION"
+  [[ -n "$src" && -d "$src" ]] || fail "argo: could not download $ARGO_MODULE@$ARGO_VERSION"
   # CRDs for up.sh
   rm -rf "$CRD_DIR"; mkdir -p "$CRD_DIR"
   cp -r "$src/manifests/base/crds/minimal" "$src/manifests/base/crds/full" "$CRD_DIR/"
@@ -171,14 +140,14 @@ build_argo() {
   local p="$ARGO_MODULE"
   ld+=" -X $p.version=$ARGO_VERSION -X $p.gitTag=$ARGO_VERSION -X $p.gitTreeState=clean"
   ld+=" -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitCommit=module-proxy-$ARGO_VERSION"
-  log "argo $ARGO_VERSION: compiling workflow-controller and argo"
+  say "argo $ARGO_VERSION: compiling workflow-controller and argo"
   ( cd "$w" && go build -trimpath -ldflags "$ld" -o "$BIN_DIR/" ./cmd/workflow-controller ./cmd/argo )
   echo "  argo: $("$BIN_DIR/argo" version --short 2>&1 | sed -n 1p)"
   stamp_write argo "$key"
 }
 
 comps=("$@"); [[ ${#comps[@]} -eq 0 ]] && comps=(etcd kwok argo k8s)
-log "go $GO_VER; GOMODCACHE=$GOMODCACHE; output $BIN_DIR"
+say "go $GO_VER; GOMODCACHE=$GOMODCACHE; output $BIN_DIR"
 T0=$SECONDS
 for c in "${comps[@]}"; do
   case "$c" in
@@ -186,8 +155,8 @@ for c in "${comps[@]}"; do
     k8s|kubernetes) timed kubernetes build_k8s ;;
     kwok) timed kwok build_kwok ;;
     argo) timed argo build_argo ;;
-    *) die "unknown component '$c' (etcd k8s kwok argo)" ;;
+    *) fail "unknown component '$c' (etcd k8s kwok argo)" ;;
   esac
 done
-log "all done in $((SECONDS - T0))s; binaries:"
+say "all done in $((SECONDS - T0))s; binaries:"
 ls -l "$BIN_DIR" | sed 's/^/  /'

@@ -53,8 +53,9 @@ KUBECONFIG_FILE="$CLUSTER_DIR/admin.kubeconfig"
 ARGO_SERVER_URL="http://127.0.0.1:$ARGO_SERVER_PORT"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok workflow-controller executor-sim argo-server)
 
-say()  { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-fail() { printf '[cluster %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
+LOG_TAG=cluster BUILD_HINT=cluster/build.sh
+# shellcheck source=cluster/lib.sh
+source "$HERE/lib.sh"   # say fail alive pid_of start_component stop_component
 
 kc() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
@@ -64,19 +65,6 @@ binary_of() {
     executor-sim) echo "$HERE/executor_sim.py" ;;
     *) echo "$BIN_DIR/$1" ;;
   esac
-}
-
-# pid of a running component (empty when not running; stale pid files are removed)
-pid_of() {
-  local f="$PIDS/$1.pid" pid
-  [[ -f "$f" ]] || return 0
-  pid="$(cat "$f")"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
-     && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$(binary_of "$1")"; then
-    echo "$pid"
-  else
-    rm -f "$f"
-  fi
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -98,64 +86,13 @@ probe() {
   esac
 }
 
-# start_component NAME PORT ENV... -- CMD ARGS...   (env given as K=V before --)
-start_component() {
+# start_listening NAME PORT [K=V...] -- CMD ARGS... : start_component, refusing a port another process holds
+start_listening() {
   local name="$1" port="$2"; shift 2
-  local envs=()
-  while [[ "$1" != "--" ]]; do envs+=("$1"); shift; done
-  shift
-  local log="$LOGS/$name.log" pid
-  pid="$(pid_of "$name")"
-  if [[ -n "$pid" ]]; then
-    if probe "$name"; then say "$name: already running (pid $pid)"; return 0; fi
-    say "$name: running (pid $pid) but not healthy yet; waiting"
-  else
-    command -v "$1" >/dev/null || fail "$name: binary $1 missing; run cluster/build.sh"
-    if port_in_use "$port"; then
-      fail "$name: port 127.0.0.1:$port is already in use by another process (set the port env var, see cluster/README.md)"
-    fi
-    printf '\n===== %s start %s =====\n%s\n' "$name" "$(date -u +%FT%TZ)" "$*" >> "$log"
-    # setsid: own session + process group (pid == pgid) so `down` can signal the whole group.
-    env "${envs[@]}" setsid "$@" >> "$log" 2>&1 < /dev/null &
-    pid=$!
-    echo "$pid" > "$PIDS/$name.pid"
-    say "$name: started (pid $pid), waiting for health on port $port"
+  if [[ -z "$(pid_of "$name")" ]] && port_in_use "$port"; then
+    fail "$name: port 127.0.0.1:$port is already in use by another process (set the port env var, see cluster/README.md)"
   fi
-  local t0=$SECONDS
-  until probe "$name"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      rm -f "$PIDS/$name.pid"
-      echo "---- last lines of $log ----" >&2; tail -n 15 "$log" >&2
-      fail "$name exited during startup; log: $log"
-    fi
-    if (( SECONDS - t0 > START_TIMEOUT )); then
-      echo "---- last lines of $log ----" >&2; tail -n 15 "$log" >&2
-      fail "$name not healthy after ${START_TIMEOUT}s (pid $pid still running); log: $log"
-    fi
-    sleep 0.5
-  done
-  say "$name: healthy after $((SECONDS - t0))s"
-}
-
-stop_component() {
-  local name="$1" pid
-  pid="$(pid_of "$name")"
-  if [[ -z "$pid" ]]; then say "$name: not running"; return 0; fi
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "$name: still running after 10s, sending SIGKILL"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
-  fi
-  # anything left in the process group (children) gets SIGKILL too
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$PIDS/$name.pid"
-  say "$name: stopped (pid $pid)"
+  start_component "$name" "$@"
 }
 
 # ---- one-time material: PKI, tokens, kubeconfig -----------------------------------------------
@@ -309,7 +246,7 @@ cmd_up() {
   say "up: CLUSTER_DIR=$CLUSTER_DIR"
   gen_pki
 
-  start_component etcd "$ETCD_PORT" GOMAXPROCS=2 -- "$BIN_DIR/etcd" \
+  start_listening etcd "$ETCD_PORT" GOMAXPROCS=2 -- "$BIN_DIR/etcd" \
     --name c2d --data-dir "$CLUSTER_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -317,7 +254,7 @@ cmd_up() {
     --auto-compaction-mode periodic --auto-compaction-retention 5m --quota-backend-bytes 4294967296 \
     --unsafe-no-fsync --snapshot-count 10000 --log-level warn
 
-  start_component kube-apiserver "$APISERVER_PORT" -- "$BIN_DIR/kube-apiserver" \
+  start_listening kube-apiserver "$APISERVER_PORT" -- "$BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
     --tls-cert-file "$PKI/serving.crt" --tls-private-key-file "$PKI/serving.key" \
@@ -331,7 +268,7 @@ cmd_up() {
     --enable-priority-and-fairness=false --max-requests-inflight 0 --max-mutating-requests-inflight 0 \
     --v "$LOG_LEVEL"
 
-  start_component kube-controller-manager "$KCM_PORT" -- "$BIN_DIR/kube-controller-manager" \
+  start_listening kube-controller-manager "$KCM_PORT" -- "$BIN_DIR/kube-controller-manager" \
     --kubeconfig "$KUBECONFIG_FILE" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
@@ -350,11 +287,11 @@ clientConnection:
   qps: 200
   burst: 400
 EOF
-  start_component kube-scheduler "$SCHEDULER_PORT" -- "$BIN_DIR/kube-scheduler" \
+  start_listening kube-scheduler "$SCHEDULER_PORT" -- "$BIN_DIR/kube-scheduler" \
     --config "$CLUSTER_DIR/scheduler-config.yaml" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --v "$LOG_LEVEL"
 
-  start_component kwok "$KWOK_PORT" -- "$BIN_DIR/kwok" \
+  start_listening kwok "$KWOK_PORT" -- "$BIN_DIR/kwok" \
     --kubeconfig "$KUBECONFIG_FILE" --config "$(kwok_config)" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --node-port "$KWOK_PORT" --cidr "$POD_CIDR" \
@@ -373,7 +310,7 @@ EOF
 
   local nsflags=()
   if [[ "$ARGO_NAMESPACED" == 1 ]]; then nsflags=(--namespaced --managed-namespace "$ARGO_NAMESPACE"); fi
-  start_component workflow-controller "$ARGO_HEALTHZ_PORT" \
+  start_listening workflow-controller "$ARGO_HEALTHZ_PORT" \
       LEADER_ELECTION_DISABLE=true ARGO_BIND_ADDRESS=127.0.0.1 ARGO_HEALTHZ_PORT="$ARGO_HEALTHZ_PORT" \
       DEFAULT_REQUEUE_TIME="$ARGO_REQUEUE_TIME" -- \
     "$BIN_DIR/workflow-controller" --kubeconfig "$KUBECONFIG_FILE" --namespace "$ARGO_NAMESPACE" \
@@ -383,12 +320,12 @@ EOF
 
   # kwok pods run nothing: this stands in for argoexec's output reporting (see executor_sim.py)
   if [[ "$EXECSIM" == 0 ]]; then say "executor-sim: skipped (EXECSIM=0)"; else
-  start_component executor-sim "$EXECSIM_PORT" KUBE_APISERVER_URL="https://127.0.0.1:$APISERVER_PORT" \
+  start_listening executor-sim "$EXECSIM_PORT" KUBE_APISERVER_URL="https://127.0.0.1:$APISERVER_PORT" \
       KUBE_TOKEN_FILE="$TOKEN_FILE" KUBE_CA_FILE="$PKI/ca.crt" EXECSIM_PORT="$EXECSIM_PORT" -- \
     python3 "$HERE/executor_sim.py"
   fi
 
-  start_component argo-server "$ARGO_SERVER_PORT" ARGO_BIND_ADDRESS=127.0.0.1 -- \
+  start_listening argo-server "$ARGO_SERVER_PORT" ARGO_BIND_ADDRESS=127.0.0.1 -- \
     "$BIN_DIR/argo" server --kubeconfig "$KUBECONFIG_FILE" --namespace "$ARGO_NAMESPACE" \
     "${nsflags[@]}" --auth-mode=server --secure=false --port "$ARGO_SERVER_PORT" \
     --kube-api-qps 100 --kube-api-burst 200 --loglevel info --log-format text

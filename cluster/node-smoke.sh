@@ -33,6 +33,25 @@ kc() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=15s 
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 
+# run_pod NAME LABELS PYTHON: a pod on the real node (restricted securityContext) that runs PYTHON with the image's python3
+run_pod() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $NS, labels: $2}
+spec:
+  restartPolicy: Never
+  nodeSelector: $SELECT
+  tolerations: $TOLERATE
+  containers:
+  - name: main
+    image: $IMAGE
+    imagePullPolicy: Never
+    command: [python3, -c, $(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$3")]
+    $SEC
+EOF
+}
+
 # wait_phase KIND NAME PHASE... : until .status.phase is one of PHASE (the first one = success)
 wait_phase() {
   local kind="$1" name="$2"; shift 2
@@ -93,21 +112,7 @@ SEC='securityContext: {runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscala
 
 # 1. a pod that prints something
 t=$(now)
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: hello, namespace: $NS}
-spec:
-  restartPolicy: Never
-  nodeSelector: $SELECT
-  tolerations: $TOLERATE
-  containers:
-  - name: main
-    image: $IMAGE
-    imagePullPolicy: Never
-    command: [python3, -c, "print('hello from a real pod')"]
-    $SEC
-EOF
+run_pod hello '{}' "print('hello from a real pod')"
 wait_phase pod hello Succeeded Failed
 POD_S="$(since "$t")"
 out="$(kc -n "$NS" logs hello)"
@@ -182,21 +187,7 @@ try:
 except OSError as e:
     print('BLOCKED', e)"
   for l in allowed denied; do
-    kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: np-$l, namespace: $NS, labels: {egress: $l}}
-spec:
-  restartPolicy: Never
-  nodeSelector: $SELECT
-  tolerations: $TOLERATE
-  containers:
-  - name: main
-    image: $IMAGE
-    imagePullPolicy: Never
-    command: [python3, -c, $(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$probe_py")]
-    $SEC
-EOF
+    run_pod "np-$l" "{egress: $l}" "$probe_py"
   done
   wait_phase pod np-allowed Succeeded Failed
   wait_phase pod np-denied Succeeded Failed

@@ -74,10 +74,9 @@ RESULTS_DIR="${RESULTS_DIR:-/var/lib/c2d-dev/results}" # manifests/dev's results
 HELPER_IMAGE="${HELPER_IMAGE:-localhost/c2d-python:3.11}"  # local-path's helper pods (sh, mkdir, rm)
 export PATH="$NODE_BIN_DIR:$PATH:/usr/sbin:/sbin"
 
-say()  { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-warn() { printf '[node %s] WARNING: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-fail() { printf '[node %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-tail_log() { echo "---- last lines of $1 ----" >&2; tail -n "${2:-20}" "$1" >&2 2>/dev/null || true; }
+LOG_TAG=node BUILD_HINT=cluster/build-node.sh
+# shellcheck source=cluster/lib.sh
+source "$HERE/lib.sh"   # say warn fail tail_log alive pid_of start_component stop_component
 
 kc() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=10s "$@"; }
 ctr_() { "$NODE_BIN_DIR/ctr" --address "$CONTAINERD_ADDRESS" --namespace k8s.io "$@"; }
@@ -87,21 +86,6 @@ binary_of() {
     apiserver-relay) command -v socat ;;
     *) echo "$NODE_BIN_DIR/$1" ;;
   esac
-}
-
-# alive PID: exists and is not a zombie (a reaped-later child of an earlier shell still answers kill -0)
-alive() { [[ -e "/proc/$1" ]] && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]; }
-
-pid_of() {
-  local f="$PIDS/$1.pid" pid
-  [[ -f "$f" ]] || return 0
-  pid="$(cat "$f")"
-  if [[ -n "$pid" ]] && alive "$pid" \
-     && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$(binary_of "$1")"; then
-    echo "$pid"
-  else
-    rm -f "$f"
-  fi
 }
 
 probe() {
@@ -115,52 +99,6 @@ probe() {
       awk '/^===== local-path-provisioner start/ {ok = 0} /Started provisioner controller/ {ok = 1} END {exit !ok}' \
         "$LOGS/local-path-provisioner.log" 2>/dev/null ;;
   esac
-}
-
-# start_component NAME -- CMD ARGS...   (own session/process group, pid file, log; waits for probe)
-start_component() {
-  local name="$1"; shift; [[ "$1" == "--" ]] && shift
-  local log="$LOGS/$name.log" pid
-  pid="$(pid_of "$name")"
-  if [[ -n "$pid" ]]; then
-    if probe "$name"; then say "$name: already running (pid $pid)"; return 0; fi
-    say "$name: running (pid $pid) but not healthy yet; waiting"
-  else
-    [[ -x "$1" ]] || command -v "$1" >/dev/null || fail "$name: binary $1 missing; run cluster/build-node.sh"
-    printf '\n===== %s start %s =====\n%s\n' "$name" "$(date -u +%FT%TZ)" "$*" >> "$log"
-    setsid "$@" >> "$log" 2>&1 < /dev/null &
-    pid=$!
-    echo "$pid" > "$PIDS/$name.pid"
-    say "$name: started (pid $pid)"
-  fi
-  local t0=$SECONDS
-  until probe "$name"; do
-    if ! alive "$pid"; then
-      rm -f "$PIDS/$name.pid"; tail_log "$log"
-      fail "$name exited during startup; log: $log"
-    fi
-    if (( SECONDS - t0 > START_TIMEOUT )); then
-      tail_log "$log"
-      fail "$name not healthy after ${START_TIMEOUT}s (pid $pid still running); log: $log"
-    fi
-    sleep 0.3
-  done
-  say "$name: healthy after $((SECONDS - t0))s"
-}
-
-stop_component() {
-  local name="$1" pid i
-  pid="$(pid_of "$name")"
-  [[ -n "$pid" ]] || return 0
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    say "$name: still running after 10s, sending SIGKILL"
-  fi
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
-  rm -f "$PIDS/$name.pid"
-  say "$name: stopped (pid $pid)"
 }
 
 # ---- certificates: kubelet client (system:node:NAME) + serving, signed by the control plane's CA ------
