@@ -9,6 +9,11 @@ events in Postgres (microseconds): start -> configuring (the Workflow submitted,
 running the algorithm -> publishing -> finished. A bare round: a Workflow of three pods (node image,
 runtime image, node image; each runs `python -c pass`) on the same node, from create to the controller's
 Succeeded. Both run with the controller, kubelet and executor settings of `make e2e`.
+
+The bare rounds are also profiled: the pods are sampled every 50 ms while they run and the first time each
+pod reaches a mark (scheduled, Argo's init container running/done, main running/done, wait done, pod
+Succeeded) is kept; the table gives each step's time between marks, and the gap from one pod's end to the
+next pod's creation (Argo's controller) and from the last pod's end to the Workflow's Succeeded.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +57,8 @@ from provider.app import create_app
 from tests.fileserver import serve_files
 from tests.provider.market import Market, open_market
 from workflows.argo.engine import ArgoEngine
+from workflows.argo.kube import KubeClient, KubeConfig
+from workflows.argo.objects import WORKFLOW_LABEL
 
 CLUSTER = REPO / ".cache" / "cluster" / "run"
 KUBECTL = REPO / ".cache" / "cluster" / "bin" / "kubectl"
@@ -73,8 +81,64 @@ def images() -> dict[str, dict[str, Any]]:
     return {image["name"]: image for image in listing}
 
 
-def bare_round(node_image: str, python_image: str) -> float:
-    """Seconds from create to Succeeded of a 3-step Workflow (one pod per step) on the real node."""
+MARKS = ("created", "scheduled", "init running", "init done", "main running", "main done", "wait done", "succeeded")
+
+
+def _reached(pod: dict[str, Any]) -> list[str]:
+    """The marks a pod has reached, as the API shows it now."""
+    status = pod.get("status") or {}
+    states = {c["name"]: c.get("state") or {} for c in status.get("containerStatuses") or []}
+    inits = [c.get("state") or {} for c in status.get("initContainerStatuses") or []]
+    checks = {
+        "created": True,
+        "scheduled": bool((pod.get("spec") or {}).get("nodeName")),
+        "init running": any("running" in s or "terminated" in s for s in inits),
+        "init done": bool(inits) and all("terminated" in s for s in inits),
+        "main running": any(k in states.get("main", {}) for k in ("running", "terminated")),
+        "main done": "terminated" in states.get("main", {}),
+        "wait done": "terminated" in states.get("wait", {}),
+        "succeeded": status.get("phase") == "Succeeded",
+    }
+    return [mark for mark, reached in checks.items() if reached]
+
+
+class PodTimeline(threading.Thread):
+    """Samples a Workflow's pods every 50 ms: the first time (monotonic) each pod reached each mark."""
+
+    def __init__(self, client: KubeClient, workflow: str) -> None:
+        super().__init__(daemon=True)
+        self.client, self.workflow = client, workflow
+        self.first: dict[str, dict[str, float]] = {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.05):
+            now = time.monotonic()
+            for pod in self.client.list_pods(f"{WORKFLOW_LABEL}={self.workflow}"):
+                marks = self.first.setdefault(str(pod["metadata"]["name"]), {})
+                for mark in _reached(pod):
+                    marks.setdefault(mark, now)
+
+    def gaps(self, end: float) -> dict[str, float]:
+        """Seconds between marks of each pod (in creation order), and between pods; ``end``: Succeeded seen."""
+        pods = sorted(self.first.values(), key=lambda marks: marks["created"])
+        gaps: dict[str, float] = {}
+        previous_end: float | None = None
+        for index, marks in enumerate(pods, 1):
+            if previous_end is not None:
+                gaps[f"pod {index - 1} succeeded -> pod {index} created"] = marks["created"] - previous_end
+            seen = [(mark, marks[mark]) for mark in MARKS if mark in marks]
+            for (a, ta), (b, tb) in itertools.pairwise(seen):
+                gaps[f"pod {index}: {a} -> {b}"] = tb - ta
+            previous_end = marks.get("succeeded", previous_end)
+        if previous_end is not None:
+            gaps[f"pod {len(pods)} succeeded -> workflow Succeeded"] = end - previous_end
+        return gaps
+
+
+def bare_round(node_image: str, python_image: str, profile: dict[str, list[float]] | None = None) -> float:
+    """Seconds from create to Succeeded of a 3-step Workflow (one pod per step) on the real node; ``profile``
+    gathers its pods' timeline (:class:`PodTimeline`)."""
     name = f"bare-{secrets.token_hex(4)}"
     steps = [("fetch", node_image), ("algorithm", python_image), ("publish", node_image)]
     templates = [
@@ -109,6 +173,9 @@ def bare_round(node_image: str, python_image: str) -> float:
             "templates": [{"name": "main", "dag": {"tasks": dag}}, *templates],
         },
     }
+    client = KubeClient(KubeConfig.load(CLUSTER / "admin.kubeconfig"), NAMESPACE)
+    timeline = PodTimeline(client, name)
+    timeline.start()
     start = time.monotonic()
     kubectl("create", "-f", "-", stdin=json.dumps(workflow))
     try:
@@ -117,11 +184,19 @@ def bare_round(node_image: str, python_image: str) -> float:
             if phase in ("Succeeded", "Failed", "Error"):
                 if phase != "Succeeded":
                     raise SystemExit(f"the bare workflow {name} ended {phase}")
-                return time.monotonic() - start
+                end = time.monotonic()
+                timeline.halt.set()
+                timeline.join()
+                for gap, seconds in timeline.gaps(end).items():
+                    if profile is not None:
+                        profile.setdefault(gap, []).append(seconds)
+                return end - start
             if time.monotonic() - start > 300:
                 raise SystemExit(f"the bare workflow {name} did not finish in 300 s")
             time.sleep(0.1)
     finally:
+        timeline.halt.set()
+        client.close()
         kubectl("-n", NAMESPACE, "delete", "workflow", name, "--wait=false")
 
 
@@ -201,12 +276,13 @@ def main() -> int:
     ocean: list[float] = []
     bare: list[float] = []
     phases: dict[str, list[float]] = {}
+    profile: dict[str, list[float]] = {}
     with workspace("node") as data, ocean_market(data, node_ip) as (market, pool):
         print("warm-up: one round of each (not counted) ...", flush=True)
         bare_round(built["c2d-node"]["reference"], python["reference"])
         ocean_round(market, consumer, container)
         for n in range(args.rounds):
-            bare.append(bare_round(built["c2d-node"]["reference"], python["reference"]))
+            bare.append(bare_round(built["c2d-node"]["reference"], python["reference"], profile))
             seconds, job_id = ocean_round(market, consumer, container)
             ocean.append(seconds)
             for phase, spent in breakdown(pool, job_id).items():
@@ -218,6 +294,10 @@ def main() -> int:
     for phase, values in phases.items():
         print(f"{'  ' + phase:34} {percentile(values, 0.5):6.1f}s {percentile(values, 0.95):6.1f}s")
     print(f"{'bare Argo 3-step workflow':34} {percentile(bare, 0.5):6.1f}s {percentile(bare, 0.95):6.1f}s")
+    print()
+    print(f"{'bare workflow, sampled every 50 ms':44} {'p50':>7} {'p95':>7}")
+    for gap, values in profile.items():
+        print(f"{'  ' + gap:44} {percentile(values, 0.5):6.2f}s {percentile(values, 0.95):6.2f}s")
     return 0
 
 

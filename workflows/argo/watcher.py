@@ -109,17 +109,26 @@ class Watcher:
 
     def fail_lost_jobs(self) -> int:
         """Fail each running job whose step's pod is on a lost node, and terminate its Workflow (Argo would wait
-        for the pod for ever). A job with a stop request is left to the stop: Argo ends it without the node."""
-        running = {job.workflow_name: job for job in self.store.unfinished("argo") if job.workflow_name}
-        if not running:
+        for the pod for ever). A job with a stop request is left to the stop: Argo ends it without the node.
+        Only pods being deleted can be lost: their names come from a metadata-only list, then each is read."""
+        deleting = [m for m in self.client.list_pod_metadata(WORKFLOW_LABEL) if m.get("deletionTimestamp")]
+        if not deleting:
             return 0
-        now = datetime.now(UTC)
+        running = {job.workflow_name: job for job in self.store.unfinished("argo") if job.workflow_name}
         failed = 0
-        for pod in self.client.list_pods(WORKFLOW_LABEL):
-            lost = lost_pod(pod, now)
-            job = running.pop(lost.workflow, None) if lost is not None else None
-            if lost is None or job is None or job.stopreq:
+        for meta in deleting:
+            job = running.get(str((meta.get("labels") or {}).get(WORKFLOW_LABEL)))
+            if job is None or job.stopreq:
                 continue
+            try:
+                lost = lost_pod(self.client.get_pod(str(meta["name"])), datetime.now(UTC))
+            except KubeApiError as exc:
+                if exc.code == 404:
+                    continue  # ended meanwhile
+                raise
+            if lost is None:
+                continue
+            running.pop(lost.workflow, None)
             code = failure_code(job.status)
             text = f"{code.text}: the node running step {lost.task} was lost (its pod was {lost.reason})"
             if self.store.transition(job.job_id, code, source=SOURCE, text=text, finished=True, results=[]):
