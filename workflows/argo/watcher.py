@@ -129,9 +129,7 @@ class Watcher:
             if lost is None:
                 continue
             running.pop(lost.workflow, None)
-            code = failure_code(job.status)
-            text = f"{code.text}: the node running step {lost.task} was lost (its pod was {lost.reason})"
-            if self.store.transition(job.job_id, code, source=SOURCE, text=text, finished=True, results=[]):
+            if self._fail(job, f"the node running step {lost.task} was lost (its pod was {lost.reason})"):
                 log.warning("job %s: node %s lost during step %s; job failed", job.job_id, lost.node, lost.task)
                 failed += 1
             self._terminate(lost.workflow)
@@ -294,15 +292,15 @@ class Watcher:
             except KubeApiError as exc:
                 if exc.code != 404:
                     raise
-            code = failure_code(job.status)
-            self.store.transition(
-                job.job_id,
-                code,
-                source=SOURCE,
-                text=f"{code.text}: the workflow disappeared from the cluster",
-                finished=True,
-                results=[],
-            )
+            self._fail(job, "the workflow disappeared from the cluster")
+
+    def _fail(self, job: JobRecord, why: str) -> bool:
+        """Ends the job as failed (before or after its algorithm ran) because of ``why``, with no results;
+        False when it had ended already."""
+        code = failure_code(job.status)
+        return self.store.transition(
+            job.job_id, code, source=SOURCE, text=f"{code.text}: {why}", finished=True, results=[]
+        )
 
     def _nodes_loader(self) -> NodesLoader | None:
         url = self.settings.engine.argo.server_url
