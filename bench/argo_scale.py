@@ -7,7 +7,9 @@ Writes N job rows (as the provider does) into a fresh embedded Postgres, runs ``
 watch. Prints: submission rate, mirror lag of the final state (instant the observer saw the
 Workflow finish -> instant Postgres recorded the job's final status) p50/p99, lost transitions
 (Workflows whose final phase never reached Postgres; must be 0), out-of-order status histories,
-and the engine process's peak RSS.
+the watcher's own work (time to mirror one Workflow event, summed and per event; releases of
+finished Workflows still waiting and failed, from the engine's /metrics) and the engine process's
+peak RSS.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from common import REPO, free_port, percentile, workspace
 
 from c2d.db.jobs import JobStore
@@ -31,6 +34,7 @@ from c2d.db.pool import open_pool
 from c2d.settings import ChainSettings, PostgresSettings, load_settings
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
+from tests.scrape import Samples
 from tests.workflows.jobs import job_spec, make_environment, new_job
 from workflows.argo.kube import KubeClient, KubeConfig
 from workflows.argo.watcher import SELECTOR
@@ -132,6 +136,7 @@ def measure(args: argparse.Namespace, kubeconfig: Path, data: Path) -> int:
             "C2D_ENGINE__ARGO__KUBECONFIG": str(kubeconfig),
             "C2D_ENGINE__ARGO__VOLUME": "emptyDir",
             "C2D_ENGINE__ARGO__SUBMIT_BATCH": "100",
+            "C2D_METRICS__ENGINE_PORT": str(metrics_port := free_port()),
         }
         log = (data / "engine.log").open("wb")
         engine = subprocess.Popen([str(REPO / ".venv/bin/c2d"), "engine"], env=engine_env, stdout=log, stderr=log)
@@ -155,6 +160,7 @@ def measure(args: argparse.Namespace, kubeconfig: Path, data: Path) -> int:
                 if done == args.jobs:
                     break
                 time.sleep(2)
+            watcher = Samples.parse(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).text)
         finally:
             engine.terminate()
             engine.wait(timeout=60)
@@ -190,6 +196,13 @@ def measure(args: argparse.Namespace, kubeconfig: Path, data: Path) -> int:
         print(f"workflows that failed      {failed}  (mirrored as failures; not lost)")
         print(f"lost transitions           {lost}  (workflow finished, its final state not in Postgres)")
         print(f"out-of-order histories     {disorder}")
+        handled = watcher.value("c2d_watcher_handle_seconds_count")
+        busy = watcher.value("c2d_watcher_handle_seconds_sum")
+        each = busy / handled * 1000 if handled else float("nan")
+        print(f"watcher mirror work        {busy:.1f} s for {handled:.0f} Workflow events = {each:.1f} ms each")
+        waiting = watcher.value("c2d_watcher_releases_waiting")
+        refused = watcher.value("c2d_engine_errors_total", engine="argo", kind="release")
+        print(f"releases waiting, failed   {waiting:.0f}, {refused:.0f}  (finalizer + fetch Secret of finished jobs)")
         print(f"engine peak RSS            {peak / 1024:.0f} MiB")
         print("cleaning up the workflows ...", flush=True)
         for job_id in names:

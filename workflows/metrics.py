@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # From a warm step's ~10 ms to a day-long algorithm.
 STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -22,7 +22,16 @@ STEP_OUTCOMES = frozenset({"Succeeded", "Failed", "Error"})  # Argo node phases 
 
 # c2d_engine_errors_total{kind}: each engine's kinds start at 0 (a series that exists before its first error)
 LOCAL_ERRORS = ("database", "job_setup", "unsupported_workflow", "internal")
-ARGO_ERRORS = ("dispatch", "submit_invalid", "submit_refused", "submit_transient", "watch", "terminate", "node_check")
+ARGO_ERRORS = (
+    "dispatch",
+    "submit_invalid",
+    "submit_refused",
+    "submit_transient",
+    "watch",
+    "release",
+    "terminate",
+    "node_check",
+)
 
 # c2d_watcher_mirror_lag_seconds{change}
 STEP_STARTED = "step_started"
@@ -101,6 +110,11 @@ class WatcherMetrics:
             "c2d_watcher_handle_seconds",
             "Time the watcher takes to mirror one Workflow (event or list item) into Postgres",
             buckets=HANDLE_BUCKETS,
+            registry=registry,
+        )
+        self.releases_waiting = Gauge(
+            "c2d_watcher_releases_waiting",
+            "Workflows of finished jobs whose finalizer and fetch Secret the watcher has yet to remove",
             registry=registry,
         )
 

@@ -8,6 +8,7 @@ is skipped, saying so. Fake-pod knobs (cluster/stages.yaml): pod annotations
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from c2d.db.jobs import JobRecord, JobStore
@@ -59,6 +61,25 @@ class Cluster:
             check=check,
             timeout=120,
         )
+
+    def server_and_ca(self) -> tuple[str, bytes]:
+        """The apiserver's URL and CA certificate (PEM), from the admin kubeconfig."""
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        entry = doc["clusters"][0]["cluster"]
+        if entry.get("certificate-authority-data"):
+            return str(entry["server"]), base64.b64decode(entry["certificate-authority-data"])
+        return str(entry["server"]), (self.kubeconfig.parent / entry["certificate-authority"]).read_bytes()
+
+    def token_client(self, token: str, folder: Path) -> tuple[KubeClient, Path]:
+        """A client with the in-cluster credentials of a pod whose ServiceAccount token is ``token`` (written
+        into ``folder``/serviceaccount, returned with the client)."""
+        server, ca = self.server_and_ca()
+        host, _, port = server.removeprefix("https://").rpartition(":")
+        account = folder / "serviceaccount"
+        account.mkdir()
+        (account / "ca.crt").write_bytes(ca)
+        (account / "token").write_text(token)
+        return KubeClient(KubeConfig(service_account=account, service_host=host, service_port=port), NAMESPACE), account
 
 
 def env_file_values(env_file: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from secrets import token_hex
 
 import pytest
 
@@ -23,7 +24,7 @@ from workflows.argo.watcher import SELECTOR, Watcher
 from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
 from workflows.spec import JobSpec
 
-from .conftest import DURATION, EXIT_CODE, RESULTS, ArgoJobs, Cluster, EngineProcess
+from .conftest import DURATION, EXIT_CODE, NAMESPACE, RESULTS, ArgoJobs, Cluster, EngineProcess
 
 pytestmark = pytest.mark.e2e
 ENV = make_environment()
@@ -186,6 +187,73 @@ def test_an_expired_resource_version_leads_to_a_new_list(
     finally:
         stop.set()
     assert job.status == JobStatus.JOB_FINISHED and watcher.resyncs >= 1
+
+
+NO_SECRETS = "c2d-e2e-no-secrets"  # a watcher identity that may mirror Workflows but not delete their Secrets
+NO_SECRETS_RBAC = f"""\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {NO_SECRETS}, namespace: c2d}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {NO_SECRETS}, namespace: c2d}}
+rules:
+  - {{apiGroups: [argoproj.io], resources: [workflows], verbs: [get, list, watch, patch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {NO_SECRETS}, namespace: c2d}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {NO_SECRETS}}}
+subjects: [{{kind: ServiceAccount, name: {NO_SECRETS}, namespace: c2d}}]
+"""
+
+
+def test_a_release_the_cluster_refuses_holds_up_neither_the_mirror_nor_the_secret(
+    argo_settings: Settings, argo_jobs: ArgoJobs, pool: Pool, kube: KubeClient, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The watcher may not delete fetch Secrets, so every release fails (403): jobs are still mirrored, each
+    Workflow keeps its finalizer and Secret, and a watcher allowed to release them later does."""
+    cluster.kubectl("apply", "-f", "-", stdin=NO_SECRETS_RBAC)
+    token = cluster.kubectl("-n", NAMESPACE, "create", "token", NO_SECRETS).stdout.strip()
+    refused, _ = cluster.token_client(token, tmp_path)
+    watcher = Watcher(argo_settings, pool, refused)
+    # the second Workflow is listed after the first: a release failure that stopped the watcher's list (and
+    # everything after it) would leave the second job unmirrored
+    first = argo_jobs.submit(job_spec("print(1)", ["https://example.com/a.csv"], job_id="0" * 8 + token_hex(12)), ENV)
+    second_spec = job_spec("print(2)", ["https://example.com/b.csv"], job_id="f" * 8 + token_hex(12))
+    stop = threading.Event()
+    loops = [threading.Thread(target=loop, args=(stop,), daemon=True) for loop in (watcher.run, watcher.run_release)]
+    dispatcher = ArgoEngine(argo_settings, pool, kube).start(watch=False)
+    for loop in loops:
+        loop.start()
+    try:
+        assert argo_jobs.wait(first, timeout=60).status == JobStatus.JOB_FINISHED
+        errors = {"engine": "argo", "kind": "release"}
+        end = time.monotonic() + 30
+        while not watcher.metrics.registry.get_sample_value("c2d_engine_errors_total", errors):
+            assert time.monotonic() < end, "no release was tried"
+            time.sleep(0.1)
+        second = argo_jobs.submit(second_spec, ENV)
+        assert argo_jobs.wait(second, timeout=60).status == JobStatus.JOB_FINISHED
+    finally:
+        stop.set()
+        dispatcher.closing.set()
+    assert watcher.releaser.waiting >= 2
+    assert watcher.metrics.registry.get_sample_value("c2d_watcher_releases_waiting") == watcher.releaser.waiting
+    allowed = Watcher(argo_settings, pool, kube)
+    for job_id in (first, second):
+        workflow = argo_jobs.workflow(job_id)
+        assert workflow is not None and FINALIZER in workflow["metadata"]["finalizers"]
+        assert kube.get_secret(secret_name(f"c2d-{job_id}"))  # kept while the Workflow is
+        allowed.handle(workflow)
+    assert allowed.releaser.release_due() == 2
+    for job_id in (first, second):
+        workflow = argo_jobs.workflow(job_id)
+        assert workflow is not None and FINALIZER not in workflow["metadata"].get("finalizers", [])
+        with pytest.raises(KubeApiError) as gone:
+            kube.get_secret(secret_name(f"c2d-{job_id}"))
+        assert gone.value.code == 404
 
 
 def test_replaying_an_event_changes_nothing(

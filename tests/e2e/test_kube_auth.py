@@ -8,7 +8,6 @@ bound to a Secret stops being accepted when that Secret is deleted, which is how
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import ssl
@@ -64,7 +63,7 @@ class Tokens:
         """Delete the token's Secret and wait until the apiserver refuses the token (it caches a token it
         accepted for about 10 s)."""
         self.cluster.kubectl("-n", NAMESPACE, "delete", "secret", name, "--wait=true")
-        server, ca = _server_and_ca(self.cluster)
+        server, ca = self.cluster.server_and_ca()
         context = ssl.create_default_context(cadata=ca.decode())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -86,16 +85,8 @@ def tokens(cluster: Cluster, manifests_applied: str) -> Iterator[Tokens]:
     issued.close()
 
 
-def _server_and_ca(cluster: Cluster) -> tuple[str, bytes]:
-    doc = yaml.safe_load(cluster.kubeconfig.read_text())
-    entry = doc["clusters"][0]["cluster"]
-    if entry.get("certificate-authority-data"):
-        return str(entry["server"]), base64.b64decode(entry["certificate-authority-data"])
-    return str(entry["server"]), (cluster.kubeconfig.parent / entry["certificate-authority"]).read_bytes()
-
-
 def _exec_kubeconfig(cluster: Cluster, folder: Path) -> Path:
-    server, ca = _server_and_ca(cluster)
+    server, ca = cluster.server_and_ca()
     (folder / "ca.crt").write_bytes(ca)
     (folder / "plugin.py").write_text(PLUGIN)
     doc = {
@@ -177,14 +168,8 @@ def test_a_plugin_that_gives_nothing_valid_fails_with_401(cluster: Cluster, toke
 def _pod_account(cluster: Cluster, tokens: Tokens, folder: Path) -> tuple[KubeClient, Path, str, str]:
     """A client with the in-cluster credentials of a pod whose ServiceAccount folder holds a fresh token:
     the client, the folder, the token and the Secret it is bound to."""
-    server, ca = _server_and_ca(cluster)
-    host, _, port = server.removeprefix("https://").rpartition(":")
-    account = folder / "serviceaccount"
-    account.mkdir()
-    (account / "ca.crt").write_bytes(ca)
     token, secret = tokens.issue()
-    (account / "token").write_text(token)
-    client = KubeClient(KubeConfig(service_account=account, service_host=host, service_port=port), NAMESPACE)
+    client, account = cluster.token_client(token, folder)
     return client, account, token, secret
 
 

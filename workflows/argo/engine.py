@@ -56,6 +56,7 @@ class ArgoEngine(BackgroundEngine):
         loops = [("c2d-argo-dispatch", self._dispatch_loop)]
         if watch:
             loops.append(("c2d-argo-watch", lambda: self.watcher.run(self.closing)))
+            loops.append(("c2d-argo-release", lambda: self.watcher.run_release(self.closing)))
             loops.append(("c2d-argo-nodes", lambda: self.watcher.run_node_check(self.closing)))
         self.threads = [threading.Thread(target=self._guard, args=(f,), name=n, daemon=True) for n, f in loops]
         for thread in self.threads:

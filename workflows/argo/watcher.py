@@ -7,7 +7,8 @@
   never changes a finished job, and details are written only when they differ.
 * Final states cannot be lost: every job Workflow carries the ``mirror`` finalizer, which the
   watcher removes only after the final state is committed. A TTL or ``kubectl delete`` therefore
-  waits for the watcher, even one that was down at the time.
+  waits for the watcher, even one that was down at the time. The removal (and the deletion of the
+  fetch Secret) runs on its own thread, :meth:`Watcher.run_release`, so the watch never waits for it.
 * Lost nodes: a node that stops answering changes no Workflow (Argo still shows its step Running). Job pods
   tolerate the node-lost taints for ``node_lost_grace`` only, so the cluster evicts them; every
   ``node_check_seconds`` the watcher looks for evicted job pods that no kubelet ends
@@ -34,17 +35,9 @@ from c2d.settings import Settings
 from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
 from workflows.argo.kube import KubeClient
-from workflows.argo.objects import (
-    FINALIZER,
-    WORKFLOW_LABEL,
-    ImageFailure,
-    NodesLoader,
-    WorkflowView,
-    lost_pod,
-    read,
-    secret_name,
-)
+from workflows.argo.objects import WORKFLOW_LABEL, ImageFailure, NodesLoader, WorkflowView, lost_pod, read
 from workflows.argo.observe import StepChange, cluster_time, step_changes, templates
+from workflows.argo.release import Releaser
 from workflows.exceptions import EngineError, KubeApiError, KubeGoneError
 from workflows.metrics import ARGO_ERRORS, STEP_FINISHED, WORKFLOW_FINISHED, EngineMetrics, WatcherMetrics
 
@@ -75,6 +68,8 @@ class Watcher:
         self.resyncs = 0
         self.metrics = metrics if metrics is not None else EngineMetrics("argo", ARGO_ERRORS)
         self.watch_metrics = WatcherMetrics(self.metrics.registry)
+        self.releaser = Releaser(client, self.metrics)
+        self.watch_metrics.releases_waiting.set_function(lambda: self.releaser.waiting)
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -97,6 +92,10 @@ class Watcher:
                 self.resource_version = ""
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def run_release(self, stop: threading.Event) -> None:
+        """Release the Workflows of finished jobs (:class:`~workflows.argo.release.Releaser`) until ``stop``."""
+        self.releaser.run(stop)
 
     def run_node_check(self, stop: threading.Event) -> None:
         """Every ``node_check_seconds``: :meth:`fail_lost_jobs`."""
@@ -180,7 +179,7 @@ class Watcher:
             job = self.store.get(job.job_id)
         done = job is None or job.finished
         if done and not deleted:
-            self._release(workflow)
+            self.releaser.offer(workflow)
         self.watch_metrics.handle_seconds.observe(time.perf_counter() - began)
 
     def _mirror(self, job: JobRecord, view: WorkflowView, deleting: bool, workflow: dict[str, Any]) -> None:
@@ -243,41 +242,6 @@ class Watcher:
         finished_at = cluster_time((final.get("status") or {}).get("finishedAt")) if final is not None else None
         if finished_at is not None:
             self.watch_metrics.lag(WORKFLOW_FINISHED, (now - finished_at).total_seconds())
-
-    def _release(self, workflow: dict[str, Any]) -> None:
-        """The job's final state is committed: let the Workflow (and its fetch Secret) go."""
-        name = str(workflow["metadata"]["name"])
-        if FINALIZER not in (workflow["metadata"].get("finalizers") or []):
-            return
-        self._delete_secret(name)
-        for _ in range(5):  # optimistic concurrency: Argo may update the object meanwhile
-            meta = workflow["metadata"]
-            finalizers = list(meta.get("finalizers") or [])
-            if FINALIZER not in finalizers:
-                return
-            patch = {
-                "metadata": {
-                    "finalizers": [f for f in finalizers if f != FINALIZER],
-                    "resourceVersion": meta["resourceVersion"],
-                }
-            }
-            try:
-                self.client.patch_workflow(name, patch)
-                return
-            except KubeApiError as exc:
-                if exc.code == 404:
-                    return
-                if exc.code != 409:
-                    raise
-            workflow = self.client.get_workflow(name)
-        log.warning("workflow %s: finalizer not removed (kept changing); the next event or resync will", name)
-
-    def _delete_secret(self, name: str) -> None:
-        try:
-            self.client.delete_secret(secret_name(name))
-        except KubeApiError as exc:
-            if exc.code != 404:
-                raise
 
     def _settle_missing(self, seen: set[str], started: datetime) -> None:
         """Submitted, unfinished jobs whose Workflow is not on the cluster any more end as failed."""
