@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set everything up and run a compute job end to end on the embedded stack"
 	@echo "make test   - set everything up and run the test suite (what CI runs)"
-	@echo "make lint   - ruff + mypy (strict) on our packages, the tests and the benchmarks"
+	@echo "make lint   - ruff, mypy (strict) on our packages, the tests and the benchmarks; the import contracts"
 	@echo "make bench  - the local benchmarks: per-job overhead and throughput, status endpoint, staging"
 	@echo "make images - the container images (node, python runtime) as OCI archives in .cache/images, no Docker"
 	@echo "make e2e    - build (cached) and start the Argo control plane, kwok and a real node; run the e2e tests"
@@ -56,17 +56,20 @@ demo: setup
 	@$(VENV)/bin/c2d demo
 
 # The Go builds (CPU) run while the Python and npm packages download (network): ~4 minutes saved cold.
+# Then `make lint` (CI runs it through this target), then the tests.
 test:
 	@$(MAKE) --no-print-directory -j2 --output-sync=line setup storage-bin
+	@$(MAKE) --no-print-directory lint
 	@tools/run_pytest.sh $(PY) -m "not e2e" $(PYTEST_ARGS)
 
 # --- development -----------------------------------------------------------------------------------
 lint: setup
-	$(VENV)/bin/ruff check c2d provider workflows steps tests bench
-	$(VENV)/bin/ruff format --check c2d provider workflows steps tests bench
+	$(VENV)/bin/ruff check c2d steps workflows provider node tests bench
+	$(VENV)/bin/ruff format --check c2d steps workflows provider node tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy bench
 	$(VENV)/bin/mypy tests
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	@tools/setup_system.sh bench

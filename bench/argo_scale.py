@@ -40,7 +40,8 @@ from workflows.argo.kube import KubeClient, KubeConfig
 from workflows.argo.watcher import SELECTOR
 from workflows.builder import build_workflow
 from workflows.exceptions import KubeApiError
-from workflows.registry import BuildOptions, default_registry
+from workflows.registry import BuildOptions
+from workflows.templates import default_registry
 
 CLUSTER = REPO / ".cache" / "cluster" / "run"
 NAMESPACE = "c2d"

@@ -57,7 +57,7 @@ ALGORITHM = "open('/data/outputs/out.txt', 'w').write('ok')"
 def floor_seconds(settings: Settings, repeats: int = 15) -> float:
     """Median wall time of three bare sandboxed starts (same bubblewrap flags, /bin/true)."""
     step = Step.bare("floor", "algorithm", "python", ["/bin/true"])
-    runtime = resolve_runtime("python", settings.engine.runtimes)
+    runtime = resolve_runtime("python", settings.engine)
     argv = bwrap_command(settings.engine.bwrap, step, runtime, []).argv  # no descriptor: no seccomp filter
     env = step_environment(step, runtime)
     times = []

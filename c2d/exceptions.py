@@ -2,7 +2,8 @@
 
 
 class C2DError(Exception):
-    """Base class of every error raised by the ``c2d`` package."""
+    """The root of the project's errors: every package's base class derives from it (``steps``' StepError,
+    ``workflows``' WorkflowError, ``provider``' ProviderError), so an entry point catches this one class."""
 
 
 class StackError(C2DError):
@@ -27,6 +28,10 @@ class MigrationError(DatabaseError):
 
 class ChainError(C2DError):
     """A chain call, deployment or transaction failed."""
+
+
+class UnsupportedImageError(C2DError):
+    """The local engine has no runtime for an algorithm's container image."""
 
 
 class NonceError(C2DError):

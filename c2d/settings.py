@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from c2d.environments import ComputeEnvironment, default_environments
+from c2d.exceptions import UnsupportedImageError
 from c2d.images import node_image
 
 # Anvil's well-known development keys (mnemonic "test test ... junk"). They are public: the node
@@ -299,6 +300,15 @@ class EngineSettings(BaseModel):
         "sandboxed runner (needs Landlock ABI >= 6; otherwise each step is its own sandbox).",
     )
     argo: ArgoSettings = ArgoSettings()
+
+    def runtime_for(self, image: str) -> RuntimeSettings:
+        """The runtime the local engine runs ``image`` with: the configured one with the longest matching image
+        prefix; UnsupportedImageError when none matches (the provider refuses such a job at start)."""
+        matches = [runtime for runtime in self.runtimes if image.startswith(runtime.image_prefix)]
+        if not matches:
+            known = ", ".join(runtime.image_prefix for runtime in self.runtimes) or "none"
+            raise UnsupportedImageError(f"image {image!r} has no local runtime (configured prefixes: {known})")
+        return max(matches, key=lambda runtime: len(runtime.image_prefix))
 
 
 class MetricsSettings(BaseModel):

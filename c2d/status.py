@@ -25,6 +25,14 @@ class JobStatus(IntEnum):
     def text(self) -> str:
         return STATUS_TEXT[self]
 
+    @property
+    def failure(self) -> JobStatus:
+        """How a job that ends abnormally at this status fails (a lost node, a deleted Workflow, an error of the
+        engine): 41 once its algorithm had started, else 31. The one home of that rule, for every engine."""
+        if self >= JobStatus.RUNNING_ALGORITHM:
+            return JobStatus.ALGORITHM_FAILED
+        return JobStatus.DATA_PROVISIONING_FAILED
+
 
 # Texts exactly as the legacy operator stack wrote them (note the trailing space of 40).
 STATUS_TEXT: dict[JobStatus, str] = {

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from c2d.exceptions import C2DError
 
-class ProviderError(Exception):
+
+class ProviderError(C2DError):
     """Base class: ``{"error": <message>}`` with ``status``."""
 
     status = 400

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from web3 import Web3
 
@@ -13,19 +13,6 @@ from c2d.chain.deploy import read_address_file
 from c2d.chain.signing import ZERO_ADDRESS, ProviderFee, provider_data_bytes, sign_provider_fee
 from c2d.environments import ComputeEnvironment
 from c2d.settings import Settings
-
-if TYPE_CHECKING:
-    from provider.services import Services
-
-
-def default_fee_token(settings: Settings) -> str:
-    """The Ocean token of the address file (read once, at start), or the zero address."""
-    addresses = read_address_file(settings.address_file)
-    return Web3.to_checksum_address(addresses.ocean) if addresses else ZERO_ADDRESS
-
-
-def fee_token(default_token: str, env: ComputeEnvironment) -> str:
-    return Web3.to_checksum_address(env.fee_token) if env.fee_token else default_token
 
 
 def fee_amount(chain: Chain, token: str, env: ComputeEnvironment, valid_until: int, now: float) -> int:
@@ -37,18 +24,35 @@ def fee_amount(chain: Chain, token: str, env: ComputeEnvironment, valid_until: i
     return int(Decimal(str(env.price_min)) * seconds / 60 * (10**decimals))
 
 
-def make_provider_fee(
-    services: Services,
-    env: ComputeEnvironment,
-    datatoken: str,
-    service_id: str,
-    valid_until: int,
-    *,
-    free: bool = False,
-) -> ProviderFee:
-    now = time.time()
-    token = fee_token(services.default_fee_token, env)
-    amount = 0 if free else fee_amount(services.chain, token, env, valid_until, now)
-    data = provider_data_bytes(env.id, now, datatoken, service_id)
-    key = services.settings.provider.private_key.get_secret_value()
-    return sign_provider_fee(key, data, token, amount, valid_until)
+@dataclass(frozen=True)
+class ProviderFees:
+    """The node's provider fees: in which token an environment is paid, how much a job owes, and the signed fee
+    that ``initializeCompute`` hands out (signed by the provider key)."""
+
+    chain: Chain
+    default_token: str  # the Ocean token of the address file, or the zero address
+    private_key: str = field(repr=False)
+
+    @classmethod
+    def create(cls, settings: Settings, chain: Chain) -> ProviderFees:
+        """Reads the address file once, at start."""
+        addresses = read_address_file(settings.address_file)
+        token = Web3.to_checksum_address(addresses.ocean) if addresses else ZERO_ADDRESS
+        return cls(chain, token, settings.provider.private_key.get_secret_value())
+
+    def token(self, env: ComputeEnvironment) -> str:
+        return Web3.to_checksum_address(env.fee_token) if env.fee_token else self.default_token
+
+    def amount(self, env: ComputeEnvironment, valid_until: int, now: float) -> tuple[str, int]:
+        """The token and the amount a job in ``env`` owes for fees valid until ``valid_until``."""
+        token = self.token(env)
+        return token, fee_amount(self.chain, token, env, valid_until, now)
+
+    def sign(
+        self, env: ComputeEnvironment, datatoken: str, service_id: str, valid_until: int, *, free: bool = False
+    ) -> ProviderFee:
+        """A provider fee for one service of one order; ``free``: amount 0 (the order is already paid)."""
+        now = time.time()
+        token, amount = (self.token(env), 0) if free else self.amount(env, valid_until, now)
+        data = provider_data_bytes(env.id, now, datatoken, service_id)
+        return sign_provider_fee(self.private_key, data, token, amount, valid_until)

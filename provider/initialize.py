@@ -14,7 +14,6 @@ from c2d.environments import ComputeEnvironment
 from provider.assets import Asset, Service, resolve
 from provider.auth import checksum
 from provider.exceptions import ComputeRequestError, ProviderError
-from provider.fees import make_provider_fee
 from provider.orders import validate_order
 from provider.services import Services
 from provider.trust import check_algorithm_allowed
@@ -62,7 +61,7 @@ def _item(
             if fee_valid and not used:
                 return {"validOrder": order.tx}, False
             reuse = order.start_tx
-    fee = make_provider_fee(services, env, service.datatoken, service.id, valid_until, free=not charge)
+    fee = services.fees.sign(env, service.datatoken, service.id, valid_until, free=not charge)
     answer: dict[str, Any] = {"datatoken": service.datatoken, "providerFee": fee.to_wire()}
     if reuse is not None:  # the order is still good: reuseOrder pays only the new provider fee
         answer["validOrder"] = reuse

@@ -16,12 +16,13 @@ from c2d.db.jobs import JobStore
 from c2d.db.nonces import NonceStore
 from c2d.db.pool import Pool, database_dsn_of
 from c2d.settings import Settings
-from provider.fees import default_fee_token
+from provider.fees import ProviderFees
 from provider.indexer.store import DdoStore
 from provider.results import ResultStore
 from provider.status_cache import StatusCache
 from workflows.metrics import EngineMetrics
-from workflows.registry import StepRegistry, default_registry
+from workflows.registry import StepRegistry
+from workflows.templates import default_registry
 
 
 class Engine(Protocol):
@@ -45,7 +46,7 @@ class Services:
     chain: Chain
     ddos: DdoStore
     registry: StepRegistry
-    default_fee_token: str
+    fees: ProviderFees
     results: ResultStore
     statuses: StatusCache
     engine: Engine | None = None
@@ -64,7 +65,7 @@ class Services:
             chain,
             DdoStore(pool),
             registry,
-            default_fee_token(settings),
+            ProviderFees.create(settings, chain),
             ResultStore(settings),
             StatusCache(database_dsn_of(pool)),
             engine,

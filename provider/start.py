@@ -16,12 +16,11 @@ from typing import Any
 
 from c2d.db.jobs import NewJob, UsedOrder
 from c2d.environments import ComputeEnvironment
-from c2d.exceptions import OrderAlreadyUsedError
+from c2d.exceptions import OrderAlreadyUsedError, UnsupportedImageError
 from c2d.storage.locations import LocationError, scheme_of
 from provider.assets import Asset, files_checksum, resolve, service_files
 from provider.auth import checksum, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
-from provider.fees import fee_amount, fee_token
 from provider.locations import input_file, node_sources, store_access
 from provider.orders import ValidOrder, validate_order
 from provider.result_assets import output_request
@@ -29,8 +28,6 @@ from provider.services import Services
 from provider.status import status_object
 from provider.trust import check_algorithm_allowed
 from workflows.builder import build_workflow
-from workflows.exceptions import WorkflowError
-from workflows.local.sandbox import resolve_runtime
 from workflows.registry import BuildOptions
 from workflows.spec import AlgorithmContainer, AlgorithmInput, DatasetInput, FetchSpec, InputFile, JobSpec
 
@@ -60,8 +57,8 @@ def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
         raise ComputeRequestError("algorithm.container", "invalid", str(exc).splitlines()[0]) from None
     if services.settings.engine.kind == "local":
         try:
-            resolve_runtime(container.image, services.settings.engine.runtimes)
-        except WorkflowError as exc:
+            services.settings.engine.runtime_for(container.image)
+        except UnsupportedImageError as exc:
             raise ComputeRequestError("algorithm.container", "image_not_supported", str(exc)) from None
     return container
 
@@ -187,8 +184,7 @@ def _output(services: Services, env: ComputeEnvironment, raw: object) -> dict[st
 
 def _check_fees(services: Services, env: ComputeEnvironment, orders: list[ValidOrder]) -> None:
     valid_until = max((order.fee.valid_until for order in orders), default=0)
-    token = fee_token(services.default_fee_token, env)
-    required = fee_amount(services.chain, token, env, valid_until, time.time())
+    token, required = services.fees.amount(env, valid_until, time.time())
     if not any(order.fee.provider_fee_amount >= required and order.fee.provider_fee_token == token for order in orders):
         raise ComputeRequestError("order", "fees_not_paid", f"{required} of {token} required")
 

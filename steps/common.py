@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from workflows.labels import S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV
+from steps.contract import S3_ACCESS_KEY_ENV, S3_SECRET_KEY_ENV
 
 if TYPE_CHECKING:
     from c2d.storage.s3 import S3Config

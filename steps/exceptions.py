@@ -1,9 +1,10 @@
 """Errors of the step programs. Each carries the exit code the engines map to an Ocean status."""
 
-from workflows.labels import EXIT_ALGORITHM_FAILED, EXIT_DATA_FAILED, EXIT_PUBLISH_FAILED, EXIT_TEMPFAIL
+from c2d.exceptions import C2DError
+from steps.contract import EXIT_ALGORITHM_FAILED, EXIT_DATA_FAILED, EXIT_PUBLISH_FAILED, EXIT_TEMPFAIL
 
 
-class StepError(Exception):
+class StepError(C2DError):
     """Base class of every error raised by ``steps``."""
 
     exit_code = 1

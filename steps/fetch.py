@@ -16,16 +16,10 @@ import sys
 from pathlib import Path
 
 from steps.common import ADMINLOGS, DDOS, INPUTS, LAYOUT, TRANSFORMATIONS, human_bytes, setup_logging
+from steps.contract import FETCH_SPEC_ENV, did_folder
 from steps.download import fetch_file, sources_for
 from steps.exceptions import AlgorithmFetchError, FetchError, SpecError, StepError, TransientFetchError
 from steps.spec import FetchPlan, FileToFetch, parse_fetch_spec
-
-SPEC_ENV = "C2D_FETCH_SPEC"
-
-
-def _did_folder(did: str) -> str:
-    """Ocean's folder name for a DID under /data/inputs and /data/ddos (as workflows.spec.did_folder)."""
-    return did.removeprefix("did:op:")
 
 
 class Fetcher:
@@ -45,7 +39,7 @@ class Fetcher:
     def _write_ddo(self, did: str, ddo: dict[str, object] | None) -> None:
         if ddo is None:
             return
-        target = self.data / DDOS / _did_folder(did)
+        target = self.data / DDOS / did_folder(did)
         alias = target.with_name(target.name + ".json")
         alias.unlink(missing_ok=True)  # a retried fetch starts over
         target.write_text(json.dumps(ddo, indent=2), encoding="utf-8")
@@ -54,7 +48,7 @@ class Fetcher:
     def datasets(self) -> list[StepError]:
         errors: list[StepError] = []
         for dataset in self.spec.datasets:
-            folder = self.data / INPUTS / _did_folder(dataset.did)
+            folder = self.data / INPUTS / did_folder(dataset.did)
             folder.mkdir(exist_ok=True)
             self.log.info(f"dataset {dataset.did}: {len(dataset.files)} file(s)")
             self._write_ddo(dataset.did, dataset.ddo)
@@ -113,7 +107,7 @@ class Fetcher:
 
 def load_spec(raw: str | None) -> FetchPlan:
     if not raw:
-        raise SpecError(f"{SPEC_ENV} is not set")
+        raise SpecError(f"{FETCH_SPEC_ENV} is not set")
     return parse_fetch_spec(raw)
 
 
@@ -129,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     data: Path = args.data
     log = setup_logging("c2d.fetch", data / ADMINLOGS / "configure.log")
     try:
-        spec = load_spec(os.environ.get(SPEC_ENV))
+        spec = load_spec(os.environ.get(FETCH_SPEC_ENV))
         return Fetcher(data, spec, log).run()
     except StepError as exc:
         log.error(str(exc))

@@ -28,8 +28,8 @@ from typing import BinaryIO, Protocol
 from c2d.exceptions import ObjectNotFoundError, StorageAccessError, StorageError, TransientStorageError
 from c2d.storage.locations import LocationError, S3Location, check_bucket, check_key, scheme_of
 from steps.common import s3_config, safe_name
+from steps.contract import IPFS_API_ENV, S3_ACCESS_KEY_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV, S3_SECRET_KEY_ENV
 from steps.exceptions import PublishError, TransientPublishError
-from workflows.labels import IPFS_API_ENV, S3_ACCESS_KEY_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV, S3_SECRET_KEY_ENV
 
 CHUNK = 1024 * 1024
 # A file's own problem in a folder store: its name (too long, not storable, in the way of a folder or under

@@ -101,7 +101,7 @@ def node_process(
         **(extra_env or {}),
     }
     out = open(log, "ab") if log is not None else subprocess.PIPE  # noqa: SIM115 (the process keeps it)
-    return subprocess.Popen([sys.executable, "-m", "c2d", command], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "node", command], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def nest(root: Path, levels: int, name: bytes, leaf: bytes | None = None, body: bytes = b"") -> None:

@@ -85,7 +85,7 @@ def build_workflow(
                 labels.INPUT_DIDS: ",".join(job.input_dids),
                 labels.ALGORITHM_DID: job.fetch.algorithm.did or "raw",
             },
-            arguments=[Parameter(name="fetch-spec", value=job.fetch.model_dump_json(exclude_none=True))],
+            arguments=[Parameter(name=labels.FETCH_SPEC_PARAMETER, value=job.fetch.model_dump_json(exclude_none=True))],
             active_deadline_seconds=deadline,
             automount_service_account_token=False,
             service_account_name=options.service_account,

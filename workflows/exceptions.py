@@ -1,7 +1,9 @@
 """Errors of the workflows package (building Workflow objects and running them)."""
 
+from c2d.exceptions import C2DError
 
-class WorkflowError(Exception):
+
+class WorkflowError(C2DError):
     """Base class of every error raised by ``workflows``."""
 
 

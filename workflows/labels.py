@@ -20,15 +20,7 @@ PIDS = f"{PREFIX}/pids"  # template annotation: processes/threads the step may h
 
 STAGES = ("configure", "algorithm", "filter", "publish")
 
-# Exit codes shared by the step programs, the engines and the status mapping.
-EXIT_DATA_FAILED = 31  # input-fetch: a dataset file could not be fetched
-EXIT_ALGORITHM_FAILED = 32  # input-fetch: the algorithm could not be fetched
-EXIT_TEMPFAIL = 75  # transient error after the step's own retries: the engine may retry the step
-EXIT_PUBLISH_FAILED = 62  # output-publish: results could not be stored
-
-# Environment variables the templates give the fetch/publish steps (the S3 keys come from the storage Secret).
-S3_ENDPOINT_ENV = "C2D_S3_ENDPOINT"
-S3_REGION_ENV = "C2D_S3_REGION"
-S3_ACCESS_KEY_ENV = "C2D_S3_ACCESS_KEY"
-S3_SECRET_KEY_ENV = "C2D_S3_SECRET_KEY"
-IPFS_API_ENV = "C2D_IPFS_API"
+# The Workflow parameter that carries input-fetch's instructions (a FetchSpec as JSON); on Argo its value
+# lives in a Secret under the same key.
+FETCH_SPEC_PARAMETER = "fetch-spec"
+FETCH_SPEC_REFERENCE = "{{workflow.parameters.fetch-spec}}"

@@ -133,13 +133,3 @@ class StepRegistry:
             if not callable(register):
                 raise WorkflowError(f"step module {module_name!r} has no register(registry) function")
             register(self)
-
-
-def default_registry(extra_modules: Iterable[str] = ()) -> StepRegistry:
-    """The built-in steps (input-fetch, algorithm, output-publish, result-filter) plus extra modules."""
-    from workflows import templates
-
-    registry = StepRegistry()
-    templates.register(registry)
-    registry.load_modules(extra_modules)
-    return registry

@@ -16,11 +16,6 @@ DID_PATTERN = r"^did:op:[0-9a-f]{64}$"
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
-def did_folder(did: str) -> str:
-    """Ocean's folder name for a DID under /data/inputs and /data/ddos: the hex part."""
-    return did.removeprefix("did:op:")
-
-
 class InputFile(BaseModel):
     """One file to fetch: an ``http(s)://``, ``s3://<bucket>/<key>`` or ``ipfs://<cid>`` URL.
     ``checksum`` is ``sha256:<hex>`` (or bare hex) when the publisher gave one."""

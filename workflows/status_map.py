@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from c2d.status import JobStatus
-from workflows import labels
+from steps.contract import EXIT_ALGORITHM_FAILED
 
 RUNNING_PHASES = frozenset({"Pending", "Running"})
 FAILED_PHASES = frozenset({"Failed", "Error"})
@@ -52,7 +52,7 @@ _RUNNING_STATUS = {
 
 def _failure(step: StepState) -> JobStatus:
     if step.stage == "configure":
-        if step.exit_code == labels.EXIT_ALGORITHM_FAILED:
+        if step.exit_code == EXIT_ALGORITHM_FAILED:
             return JobStatus.ALGORITHM_PROVISIONING_FAILED
         return JobStatus.DATA_PROVISIONING_FAILED
     if step.stage == "publish":

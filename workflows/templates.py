@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 
 from hera.workflows import Container, Env, Parameter, Resources, RetryStrategy, SecretEnv, models
 
+from steps import contract
 from workflows import labels
 from workflows.exceptions import WorkflowError
 from workflows.registry import BuildOptions, StepContext, StepRegistry
-from workflows.spec import did_folder
 
 DATA = "/data"
 NOBODY = 65534
@@ -23,7 +24,7 @@ NOBODY = 65534
 TRANSIENT_RETRY = RetryStrategy(
     limit=2,
     retry_policy="Always",
-    expression=f"asInt(lastRetry.exitCode) == {labels.EXIT_TEMPFAIL}",
+    expression=f"asInt(lastRetry.exitCode) == {contract.EXIT_TEMPFAIL}",
     backoff=models.Backoff(duration="2s", factor=2, max_duration="1m"),
 )
 
@@ -90,7 +91,7 @@ def _s3_credentials(options: BuildOptions) -> list[Env | SecretEnv]:
         return []
     return [
         SecretEnv(name=name, secret_name=options.storage_secret, secret_key=key)
-        for name, key in ((labels.S3_ACCESS_KEY_ENV, "s3-access-key"), (labels.S3_SECRET_KEY_ENV, "s3-secret-key"))
+        for name, key in ((contract.S3_ACCESS_KEY_ENV, "s3-access-key"), (contract.S3_SECRET_KEY_ENV, "s3-secret-key"))
     ]
 
 
@@ -100,7 +101,7 @@ def input_fetch(ctx: StepContext) -> Container:
         image=ctx.options.step_image,
         command=["python", "-m", "steps.fetch"],
         args=["--data", DATA],
-        env=[Env(name="C2D_FETCH_SPEC", value="{{workflow.parameters.fetch-spec}}"), *_s3_credentials(ctx.options)],
+        env=[Env(name=contract.FETCH_SPEC_ENV, value=labels.FETCH_SPEC_REFERENCE), *_s3_credentials(ctx.options)],
         volume_mounts=[_mount(DATA), _tmp_volume()],
         resources=_step_resources(),
         security_context=_security(),
@@ -133,8 +134,8 @@ def algorithm(ctx: StepContext) -> Container:
     job = ctx.job
     algo_did = job.fetch.algorithm.did
     env = {
-        "DIDS": json.dumps([did_folder(did) for did in job.input_dids]),
-        "TRANSFORMATION_DID": did_folder(algo_did) if algo_did else "",
+        "DIDS": json.dumps([contract.did_folder(did) for did in job.input_dids]),
+        "TRANSFORMATION_DID": contract.did_folder(algo_did) if algo_did else "",
         "VOLUME": DATA,
         "LOGS": f"{DATA}/logs",
         "INPUTS": f"{DATA}/inputs",
@@ -185,14 +186,14 @@ def _results_target(ctx: StepContext) -> tuple[str, list[models.VolumeMount], li
     if options.results_target == "s3":
         if not options.s3_endpoint:
             raise WorkflowError("results go to S3 but no S3 endpoint is configured")
-        env: list[Env | SecretEnv] = [Env(name=labels.S3_ENDPOINT_ENV, value=options.s3_endpoint)]
+        env: list[Env | SecretEnv] = [Env(name=contract.S3_ENDPOINT_ENV, value=options.s3_endpoint)]
         if options.s3_region:
-            env.append(Env(name=labels.S3_REGION_ENV, value=options.s3_region))
+            env.append(Env(name=contract.S3_REGION_ENV, value=options.s3_region))
         return f"s3://{options.results_bucket}/{ctx.job.job_id}", [], [*env, *_s3_credentials(options)]
     if options.results_target == "ipfs":
         if not options.ipfs_api:
             raise WorkflowError("results go to IPFS but no IPFS API is configured")
-        return "ipfs", [], [Env(name=labels.IPFS_API_ENV, value=options.ipfs_api)]
+        return "ipfs", [], [Env(name=contract.IPFS_API_ENV, value=options.ipfs_api)]
     raise WorkflowError(f"unknown results target {options.results_target!r}")
 
 
@@ -231,3 +232,11 @@ def register(registry: StepRegistry) -> None:
     registry.add("algorithm", "algorithm", algorithm)
     registry.add("result-filter", "filter", result_filter)
     registry.add("output-publish", "publish", output_publish)
+
+
+def default_registry(extra_modules: Iterable[str] = ()) -> StepRegistry:
+    """The built-in steps (input-fetch, algorithm, output-publish, result-filter) plus extra modules."""
+    registry = StepRegistry()
+    register(registry)
+    registry.load_modules(extra_modules)
+    return registry

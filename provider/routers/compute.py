@@ -15,7 +15,6 @@ from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
 from provider.auth import checksum, verify_request
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
-from provider.fees import fee_token
 from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
 from provider.status import status_object
@@ -157,7 +156,7 @@ def environments(
             "storageExpiry": env.storage_expiry,
             "maxJobDuration": env.max_job_duration,
             "lastSeen": f"{time.time():.6f}",
-            "feeToken": fee_token(services.default_fee_token, env),
+            "feeToken": services.fees.token(env),
             "pipeline": list(env.pipeline),
         }
         for env in settings.environments

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from c2d.demo import run_demo
 from c2d.stack.procs import recorded_alive
+from node.demo import run_demo
 from tests.conftest import make_settings
 
 

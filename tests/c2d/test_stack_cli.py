@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 class Cli:
-    """Runs `python -m c2d` against an isolated data dir and free ports."""
+    """Runs `python -m node` against an isolated data dir and free ports."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -37,7 +37,7 @@ class Cli:
 
     def run(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "c2d", *args],
+            [sys.executable, "-m", "node", *args],
             env={**self.env, **env},
             capture_output=True,
             text=True,
@@ -47,7 +47,7 @@ class Cli:
 
     def start_foreground(self) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "c2d", "up"],
+            [sys.executable, "-m", "node", "up"],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

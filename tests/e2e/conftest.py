@@ -32,8 +32,9 @@ from workflows.argo.engine import ArgoEngine
 from workflows.argo.kube import KubeClient, KubeConfig
 from workflows.builder import build_workflow
 from workflows.exceptions import KubeApiError
-from workflows.registry import BuildOptions, default_registry
+from workflows.registry import BuildOptions
 from workflows.spec import JobSpec
+from workflows.templates import default_registry
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = Path(os.environ.get("C2D_E2E_CLUSTER_DIR", REPO / ".cache" / "cluster" / "run"))

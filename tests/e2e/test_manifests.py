@@ -15,7 +15,8 @@ import pytest
 from tests.workflows.jobs import job_spec, make_environment
 from workflows import labels
 from workflows.builder import build_workflow
-from workflows.registry import BuildOptions, default_registry
+from workflows.registry import BuildOptions
+from workflows.templates import default_registry
 
 from .conftest import NAMESPACE, REPO, Cluster
 

@@ -358,7 +358,7 @@ def test_node_image_runs_the_cli_and_the_step_programs(node: Image, node_rootfs:
     cli = _run_in(node_rootfs, node, NODE_UID, ["c2d", "--help"])
     assert cli.returncode == 0, cli.stderr
     assert "provider" in cli.stdout and "engine" in cli.stdout
-    code = "import os, steps, provider, workflows, c2d.cli; print(os.getuid(), os.getcwd())"
+    code = "import os, steps, provider, workflows, node.cli; print(os.getuid(), os.getcwd())"
     imports = _run_in(node_rootfs, node, NODE_UID, ["python", "-c", code])
     assert imports.returncode == 0, imports.stderr
     assert imports.stdout.split() == [str(NODE_UID), "/var/lib/c2d"]

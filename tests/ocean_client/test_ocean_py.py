@@ -11,7 +11,7 @@ import pytest
 
 from c2d.settings import ANVIL_KEYS
 from c2d.stack.stack import Stack
-from provider.node import Node
+from node.wiring import Node
 from tests.fileserver import FileServer
 
 HERE = Path(__file__).parent

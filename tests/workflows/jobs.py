@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from c2d.db.jobs import NewJob
 from c2d.environments import ComputeEnvironment
 from workflows.builder import build_workflow
-from workflows.registry import BuildOptions, default_registry
+from workflows.registry import BuildOptions
 from workflows.spec import (
     AlgorithmContainer,
     AlgorithmInput,
@@ -20,6 +20,7 @@ from workflows.spec import (
     JobSpec,
     StoreAccess,
 )
+from workflows.templates import default_registry
 
 OWNER = "0x" + "ab" * 20
 

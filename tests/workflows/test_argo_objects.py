@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from c2d.status import STOPREQ_API, JobStatus
-from workflows.argo.objects import FETCH_REFERENCE, FINALIZER, LostPod, lost_pod, prepare, read, secret_name
+from workflows import labels
+from workflows.argo.objects import FINALIZER, LostPod, lost_pod, prepare, read, secret_name
 from workflows.builder import build_workflow
 from workflows.exceptions import EngineError, OffloadedNodesError
-from workflows.registry import BuildOptions, default_registry
+from workflows.registry import BuildOptions
+from workflows.templates import default_registry
 
 from .jobs import job_spec, make_environment
 
@@ -42,7 +44,7 @@ def test_the_fetch_spec_moves_into_a_secret_and_never_stays_in_the_workflow() ->
     original = _workflow()
     submission = prepare(original, "c2d")
     text = json.dumps(submission.workflow)
-    assert "secret.example.com" not in text and FETCH_REFERENCE not in text
+    assert "secret.example.com" not in text and labels.FETCH_SPEC_REFERENCE not in text
     assert "secret.example.com" in submission.secret["stringData"]["fetch-spec"]  # type: ignore[index]
     assert submission.secret["metadata"]["name"] == secret_name(SPEC.workflow_name)  # type: ignore[index]
     assert submission.workflow["metadata"]["finalizers"] == [FINALIZER]
@@ -51,7 +53,7 @@ def test_the_fetch_spec_moves_into_a_secret_and_never_stays_in_the_workflow() ->
 
 def test_a_fetch_spec_referenced_elsewhere_is_refused() -> None:
     workflow = _workflow()
-    workflow["spec"]["templates"][1]["container"]["args"] = [FETCH_REFERENCE]
+    workflow["spec"]["templates"][1]["container"]["args"] = [labels.FETCH_SPEC_REFERENCE]
     with pytest.raises(EngineError, match="refusing to submit it in clear"):
         prepare(workflow, "c2d")
 
@@ -123,6 +125,16 @@ def test_a_workflow_that_fails_outside_any_step_is_not_reported_finished() -> No
     workflow["status"]["message"] = "invalid spec: templates.x.steps must be..."
     status = read(workflow).ocean_status(0)
     assert status.status == JobStatus.DATA_PROVISIONING_FAILED and "invalid spec" in status.text
+
+
+def test_a_workflow_that_fails_outside_any_step_after_its_algorithm_ran_is_an_algorithm_failure() -> None:
+    wf = SPEC.workflow_name
+    nodes = [_node(wf, "input-fetch", "Succeeded"), _node(wf, "algorithm", "Succeeded")]
+    workflow = _with_nodes(nodes, phase="Error")
+    workflow["status"]["message"] = 'pods "output-publish" is forbidden: exceeded quota'
+    status = read(workflow).ocean_status(0)
+    # the one rule (JobStatus.failure) every engine applies: 41 once the algorithm had started, else 31
+    assert status.status == JobStatus.ALGORITHM_FAILED and "exceeded quota" in status.text
 
 
 def test_results_come_from_the_publish_output_parameter() -> None:

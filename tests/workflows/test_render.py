@@ -18,8 +18,9 @@ from c2d.environments import ComputeEnvironment
 from c2d.settings import Toleration
 from workflows.builder import build_workflow
 from workflows.exceptions import UnknownStepError, WorkflowError
-from workflows.registry import BuildOptions, StepContext, StepRegistry, default_registry
+from workflows.registry import BuildOptions, StepContext, StepRegistry
 from workflows.spec import InputFile
+from workflows.templates import default_registry
 
 from ..conftest import make_settings
 from .jobs import job_spec, make_environment

@@ -105,7 +105,7 @@ stage_source() {
   rm -rf "$src" && mkdir -p "$src"
   cp "$ROOT/pyproject.toml" "$src/"
   printf '# c2d-node\n\nArgo-native Compute-to-Data node; see README.md of the repository.\n' >"$src/README.md"
-  (cd "$ROOT" && git ls-files -co --exclude-standard -z -- c2d provider workflows steps |
+  (cd "$ROOT" && git ls-files -co --exclude-standard -z -- c2d steps workflows provider node |
     while IFS= read -r -d '' file; do if [ -f "$file" ]; then printf '%s\0' "$file"; fi; done |
     tar --null -T - -cf -) | tar -xf - -C "$src"
 }

@@ -16,8 +16,8 @@ import sys
 
 VENV = "/opt/c2d/"
 HOT_MODULES = (
-    "c2d.cli",
-    "provider.node",
+    "node.cli",
+    "node.wiring",
     "workflows.argo.engine",
     "workflows.local.engine",
     "steps.fetch",

@@ -118,7 +118,7 @@ class ArgoEngine(BackgroundEngine):
             submission = prepare(record.workflow or {}, namespace)
         except (EngineError, KeyError) as exc:
             self.metrics.error("submit_invalid")
-            self._fail(record.job_id, f"the workflow cannot be submitted: {exc}")
+            self._fail(record, f"the workflow cannot be submitted: {exc}")
             return False
         try:
             if submission.secret is not None:
@@ -135,7 +135,7 @@ class ArgoEngine(BackgroundEngine):
                 log.warning("job %s: submission failed (%s); will retry", record.job_id, exc)
                 return False
             self.metrics.error("submit_refused")
-            self._fail(record.job_id, f"the cluster refused the workflow: {exc}")
+            self._fail(record, f"the cluster refused the workflow: {exc}")
             return False
         name = str(created["metadata"]["name"])
         argo = {"namespace": namespace, "workflow": name, "uid": created["metadata"].get("uid")}
@@ -161,10 +161,10 @@ class ArgoEngine(BackgroundEngine):
                 raise
         self.queue.mark(job_id, WORKFLOW_DELETED)
 
-    def _fail(self, job_id: str, reason: str) -> None:
-        code = JobStatus.DATA_PROVISIONING_FAILED
-        log.error("job %s: %s", job_id, reason)
-        self.store.transition(job_id, code, source=SOURCE, text=f"{code.text}: {reason}", finished=True, results=[])
+    def _fail(self, job: JobRecord, reason: str) -> None:
+        code = JobStatus(job.status).failure
+        log.error("job %s: %s", job.job_id, reason)
+        self.store.transition(job.job_id, code, source=SOURCE, text=f"{code.text}: {reason}", finished=True, results=[])
 
     # -- operator access ------------------------------------------------------------------------
     def step_logs(self, job_id: str, step: str, container: str = "main") -> Iterator[str]:

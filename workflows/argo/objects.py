@@ -29,9 +29,6 @@ from workflows.exceptions import EngineError, OffloadedNodesError
 from workflows.status_map import OceanStatus, StepState, ocean_status
 
 FINALIZER = f"{labels.PREFIX}/mirror"
-FETCH_PARAMETER = "fetch-spec"
-FETCH_REFERENCE = "{{workflow.parameters.fetch-spec}}"
-SECRET_KEY = "fetch-spec"
 FINISHED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 STOPPED = "Stopped with strategy"  # Argo's message on nodes it failed because of spec.shutdown
 # The kubelet's reasons for a container whose image it cannot get; Argo puts "<reason>: <message>" into the
@@ -88,24 +85,24 @@ def prepare(workflow: dict[str, Any], namespace: str) -> Submission:
     name = str(meta["name"])
     spec = body.setdefault("spec", {})
     parameters = (spec.get("arguments") or {}).get("parameters") or []
-    fetch = [p for p in parameters if p.get("name") == FETCH_PARAMETER]
+    fetch = [p for p in parameters if p.get("name") == labels.FETCH_SPEC_PARAMETER]
     if not fetch:
         return Submission(body, None)
-    spec["arguments"]["parameters"] = [p for p in parameters if p.get("name") != FETCH_PARAMETER]
-    reference = {"secretKeyRef": {"name": secret_name(name), "key": SECRET_KEY}}
+    spec["arguments"]["parameters"] = [p for p in parameters if p.get("name") != labels.FETCH_SPEC_PARAMETER]
+    reference = {"secretKeyRef": {"name": secret_name(name), "key": labels.FETCH_SPEC_PARAMETER}}
     for template in spec.get("templates") or []:
         for env in (template.get("container") or {}).get("env") or []:
-            if env.get("value") == FETCH_REFERENCE:
+            if env.get("value") == labels.FETCH_SPEC_REFERENCE:
                 env.pop("value")
                 env["valueFrom"] = copy.deepcopy(reference)
-    if FETCH_REFERENCE in json.dumps(body):
+    if labels.FETCH_SPEC_REFERENCE in json.dumps(body):
         raise EngineError("the fetch spec is referenced outside a container env var; refusing to submit it in clear")
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {"name": secret_name(name), "namespace": namespace, "labels": dict(meta.get("labels") or {})},
-        "stringData": {SECRET_KEY: str(fetch[0].get("value", ""))},
+        "stringData": {labels.FETCH_SPEC_PARAMETER: str(fetch[0].get("value", ""))},
     }
     return Submission(body, secret)
 
@@ -219,8 +216,9 @@ class WorkflowView:
             stopreq = STOPREQ_DEADLINE
         status = ocean_status(self.steps, workflow_done=self.finished, stopreq=stopreq)
         if self.finished and self.phase != "Succeeded" and status.status == JobStatus.JOB_FINISHED and not stopreq:
-            # The workflow failed outside any step (invalid spec, pod creation refused, ...).
-            code = JobStatus.DATA_PROVISIONING_FAILED
+            # The workflow failed outside any step (invalid spec, pod creation refused, ...): at the status its
+            # steps had reached
+            code = ocean_status(self.steps, workflow_done=False, stopreq=stopreq).status.failure
             return OceanStatus(code, f"{code.text}: {self.message or self.phase}", True)
         return status
 

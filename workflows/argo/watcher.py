@@ -47,13 +47,6 @@ SELECTOR = labels.JOB_ID  # every Workflow of a job carries it
 MISSING_GRACE = timedelta(seconds=30)
 
 
-def failure_code(status: int) -> JobStatus:
-    """How a job that ended abnormally at ``status`` fails: before the algorithm ran, or after."""
-    if status >= JobStatus.RUNNING_ALGORITHM:
-        return JobStatus.ALGORITHM_FAILED
-    return JobStatus.DATA_PROVISIONING_FAILED
-
-
 class Watcher:
     """``metrics``: the engine's (the watcher adds its own to its registry); a watcher of its own by default."""
 
@@ -188,12 +181,12 @@ class Watcher:
         code, text = status.status, status.text
         if deleting and not finished:
             finished = True
-            code = failure_code(code)
+            code = code.failure
             text = f"{code.text}: the workflow was deleted on the cluster before it finished"
         failure = view.image_failure
         if failure is not None and not finished and self._gave_up_on(failure):
             finished = True
-            code = failure_code(code)
+            code = code.failure
             text = f"{code.text}: the image {failure.image} of step {failure.task} cannot be pulled ({failure.reason})"
             self._terminate(view.name)
         details = {"steps": view.step_details, "argoPhase": view.phase}
@@ -261,7 +254,7 @@ class Watcher:
     def _fail(self, job: JobRecord, why: str) -> bool:
         """Ends the job as failed (before or after its algorithm ran) because of ``why``, with no results;
         False when it had ended already."""
-        code = failure_code(job.status)
+        code = JobStatus(job.status).failure
         return self.store.transition(
             job.job_id, code, source=SOURCE, text=f"{code.text}: {why}", finished=True, results=[]
         )

@@ -336,9 +336,7 @@ class LocalEngine(BackgroundEngine):
 
     def _finish_error(self, job_id: str, reason: str) -> None:
         job = self._db(lambda: self.store.get(job_id))
-        code = JobStatus.DATA_PROVISIONING_FAILED
-        if job is not None and job.status >= JobStatus.RUNNING_ALGORITHM:
-            code = JobStatus.ALGORITHM_FAILED
+        code = JobStatus(job.status if job is not None else JobStatus.JOB_STARTED).failure
         text = f"{code.text}: {reason}"
         self._db(lambda: self.store.transition(job_id, code, source=SOURCE, text=text, finished=True, results=[]))
         discard_job_folder(self.settings.jobs_dir / job_id)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from c2d.exceptions import UnsupportedImageError
 from c2d.fstree import DEFAULT_MAX_DEPTH, TreeError, remove_tree, walk
 from c2d.settings import EngineSettings
 from workflows.exceptions import JobSetupError, SandboxError
@@ -252,7 +253,7 @@ class JobRun:
     def _runtime(self, step: Step) -> Runtime:
         if step.image == self.engine.step_image:
             return steps_runtime(REPO_ROOT)
-        return resolve_runtime(step.image, self.engine.runtimes)
+        return resolve_runtime(step.image, self.engine)
 
     def _attempt(self, step: Step, attempt: int, deadline: float | None) -> Outcome:
         if step.stage == "publish" and self.disk is not None:
@@ -261,7 +262,7 @@ class JobRun:
             runtime = self._runtime(step)
             binds = self._binds(step, attempt)
             env = step_environment(step, runtime)
-        except SandboxError as exc:
+        except (SandboxError, UnsupportedImageError) as exc:
             return Outcome("Error", None, clean_text(str(exc)))
         cgroup = StepCgroup.create(
             self.engine.cgroup_root,

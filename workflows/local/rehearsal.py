@@ -30,6 +30,7 @@ from pathlib import Path
 
 from steps import fetch, publish
 from steps.common import LOGS, OUTPUTS
+from steps.contract import FETCH_SPEC_ENV
 from workflows.exceptions import RehearsalError
 
 BODY = b"a,b\n1,2\n"
@@ -103,7 +104,7 @@ def rehearse() -> None:
                 "max_bytes": 1024 * 1024,
                 "access": {"allow_hosts": [host]},
             }
-            with _environment(home | {fetch.SPEC_ENV: json.dumps(spec)}), contextlib.redirect_stderr(output):
+            with _environment(home | {FETCH_SPEC_ENV: json.dumps(spec)}), contextlib.redirect_stderr(output):
                 check_exit("input-fetch", fetch.main(["--data", str(data)]), output)
         (data / OUTPUTS / "out.txt").write_text("rehearsal\n")
         (data / LOGS / "algorithm.log").write_text("rehearsal\n")

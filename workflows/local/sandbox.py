@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2d.settings import RuntimeSettings
+from c2d.settings import EngineSettings
 from workflows.exceptions import SandboxError
 from workflows.local.interpret import Step
 
@@ -131,13 +131,9 @@ def compile_steps(repo_root: Path) -> bool:
     return all(compileall.compile_dir(repo_root / name, quiet=1) for name in packages if (repo_root / name).is_dir())
 
 
-def resolve_runtime(image: str, runtimes: list[RuntimeSettings]) -> Runtime:
-    """The configured runtime with the longest matching image prefix."""
-    matches = [r for r in runtimes if image.startswith(r.image_prefix)]
-    if not matches:
-        known = ", ".join(r.image_prefix for r in runtimes) or "none"
-        raise SandboxError(f"image {image!r} has no local runtime (configured prefixes: {known})")
-    best = max(matches, key=lambda r: len(r.image_prefix))
+def resolve_runtime(image: str, engine: EngineSettings) -> Runtime:
+    """The runtime of ``image`` (:meth:`EngineSettings.runtime_for`; UnsupportedImageError when none)."""
+    best = engine.runtime_for(image)
     return Runtime(tuple(best.paths), best.path_env, hide=tuple(best.hide))
 
 

@@ -56,11 +56,11 @@ def _serve(folder: Path, host: str) -> Iterator[str]:
 
 
 def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
-    from provider.node import Node
+    from node.wiring import Node
 
     if not settings.chain.embedded:
         raise C2DError("the demo uses anvil's development accounts: run it on the embedded chain")
-    data = resources.files("c2d") / "demo_data"
+    data = resources.files("node") / "demo_data"
     with Stack(settings, echo), resources.as_file(data) as folder, _serve(folder, settings.host) as files_url:
         # The data owner's server is on loopback, which the node refuses to fetch from unless allowed.
         allow = [*settings.fetch.allow_hosts, urlsplit(files_url).netloc]

@@ -1,4 +1,4 @@
-"""The running node: provider API + indexer + engine over one pool. ``c2d provider`` and ``c2d demo`` use it."""
+"""The running node, wired once: provider API + indexer + engine over one pool (``c2d provider``, ``c2d demo``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import time
 from types import TracebackType
 
 import uvicorn
-from eth_account import Account
 
-from c2d.chain.artifacts import Artifacts
-from c2d.chain.client import Chain
 from c2d.db.pool import Pool, open_pool
 from c2d.exceptions import StackError, StorageError
 from c2d.metrics import MetricsServer
@@ -19,7 +16,6 @@ from c2d.settings import Settings
 from c2d.stack.postgres import database_dsn
 from provider.app import create_app, serve_app
 from provider.indexer.indexer import Indexer
-from provider.indexer.store import DdoStore
 from provider.metrics import ProviderMetrics
 from provider.result_assets import ResultAssets
 from provider.retention import Retention
@@ -32,12 +28,10 @@ class Node:
         self.settings = settings
         self.dsn = database_dsn(settings)
         self.pool: Pool = open_pool(self.dsn, max_size=settings.postgres.pool_size)
-        chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
-        account = Account.from_key(settings.provider.private_key.get_secret_value())
-        self.indexer = Indexer(chain, DdoStore(self.pool), account)
         self.engine = LocalEngine(settings, self.pool, self.dsn) if settings.engine.kind == "local" else None
         app = create_app(settings, self.pool, self.engine)
-        services: Services = app.state.services
+        services: Services = app.state.services  # the chain, the provider account and the stores, built once
+        self.indexer = Indexer(services.chain, services.ddos, services.account)
         self.metrics: ProviderMetrics | None = app.state.metrics
         self.metrics_server: MetricsServer | None = None
         self.results = services.results

@@ -106,7 +106,7 @@ def status(ctx: typer.Context) -> None:
 
 @app.command()
 def check(ctx: typer.Context) -> None:
-    """Start the stack, check every component, stop it (what `make demo` runs first)."""
+    """Start the stack, check every component, stop it: a quick check of an installation."""
     settings: Settings = ctx.obj
     try:
         with Stack(settings, _echo) as stack:
@@ -162,7 +162,6 @@ def engine(ctx: typer.Context) -> None:
 
     from c2d.db.pool import open_pool
     from workflows.argo.engine import ArgoEngine
-    from workflows.exceptions import WorkflowError
     from workflows.local.engine import LocalEngine
 
     settings: Settings = ctx.obj
@@ -193,7 +192,7 @@ def engine(ctx: typer.Context) -> None:
             finally:
                 if server is not None:
                     server.close()
-    except (C2DError, WorkflowError) as exc:
+    except C2DError as exc:
         raise _fail(str(exc)) from None
     failure = getattr(runner, "failure", None)
     if failure is not None:
@@ -219,12 +218,11 @@ def _engine_metrics_server(settings: Settings, pool: Pool, engine_registry: Coll
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Start the stack, run one real compute job on the local engine, print its result, stop."""
-    from c2d.demo import run_demo
-    from workflows.exceptions import WorkflowError
+    from node.demo import run_demo
 
     try:
         run_demo(ctx.obj, _echo)
-    except (C2DError, WorkflowError) as exc:
+    except C2DError as exc:
         raise _fail(str(exc)) from None
     _echo("demo finished; the stack is stopped")
 
@@ -232,13 +230,12 @@ def demo(ctx: typer.Context) -> None:
 @app.command()
 def provider(ctx: typer.Context) -> None:
     """Serve the provider API (with the indexer, and the local engine when it is the configured one)."""
-    from provider.node import Node
-    from workflows.exceptions import WorkflowError
+    from node.wiring import Node
 
     settings: Settings = ctx.obj
     try:
         node = Node(settings)
         _echo(f"provider on {settings.provider_url} (API docs: {settings.provider_url}/api/docs); Ctrl-C stops it")
         node.serve_forever()
-    except (C2DError, WorkflowError) as exc:
+    except C2DError as exc:
         raise _fail(str(exc)) from None

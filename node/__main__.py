@@ -1,0 +1,5 @@
+"""``python -m node`` is the ``c2d`` command."""
+
+from node.cli import app
+
+app()
