@@ -60,6 +60,14 @@ def test_plan_of_the_default_pipeline(workflow: dict[str, Any]) -> None:
             "unknown volume",
         ),
         (lambda w: w["spec"].update(entrypoint="algorithm"), "must be a DAG"),
+        # a condition, a loop or a sidecar would change what runs: refused, never ignored
+        (lambda w: w["spec"]["templates"][-1]["dag"]["tasks"][1].update(when="{{workflow.name}} == x"), "'when'"),
+        (lambda w: w["spec"]["templates"][-1]["dag"]["tasks"][1].update(withItems=[1, 2]), "'withItems'"),
+        (
+            lambda w: w["spec"]["templates"][1].update(sidecars=[{"name": "s", "image": "python"}]),
+            "'sidecars' is not supported",
+        ),
+        (lambda w: w["spec"].update(templates="not a list"), "not an Argo Workflow: spec.templates"),
     ],
 )
 def test_unsupported_features_are_refused(workflow: dict[str, Any], edit: Any, message: str) -> None:

@@ -6,8 +6,12 @@ joined by ``&&``/``||`` (no parentheses) or ``dependencies``; ``{{workflow.param
 ``secretKeyRef`` (from the secrets the engine holds); volumes
 (volumeClaimTemplates and emptyDir as per-job folders, hostPath) and volumeMounts with subPath and
 readOnly; resource limits; activeDeadlineSeconds (workflow and template); retryStrategy with
-``asInt(lastRetry.exitCode) == N``; output parameters ``valueFrom.path``. Anything else is refused
-with :class:`UnsupportedWorkflowError` naming it, before the job starts.
+``asInt(lastRetry.exitCode) == N``; output parameters ``valueFrom.path``. Anything else that changes what
+runs (a task's ``when`` or loops, a template's sidecars, scripts, ...) is refused with
+:class:`UnsupportedWorkflowError` naming it, before the job starts.
+
+The stored dict is read through Hera's generated models of Argo's schema (``hera.workflows.models``), so every
+field is typed; a document that is not a Workflow at all is refused the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from hera.workflows import models
+from pydantic import ValidationError
 
 from workflows import labels
 from workflows.exceptions import UnsupportedWorkflowError
@@ -39,8 +45,15 @@ Secrets = Mapping[str, Mapping[str, str]]
 _PHASES = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned")
 
 
+# Fields the local engine does not honour and that change what runs: refused when set.
+_TASK_UNSUPPORTED = ("when", "with_items", "with_param", "with_sequence", "continue_on", "hooks", "on_exit", "inline")
+_TEMPLATE_UNSUPPORTED = ("sidecars", "init_containers", "script", "resource", "container_set", "steps", "suspend")
+
+
 def quantity(value: object) -> float:
-    """A Kubernetes quantity ("512Mi", "1.5", "500m") as a number."""
+    """A Kubernetes quantity ("512Mi", "1.5", "500m"; or Hera's Quantity/IntOrString model) as a number."""
+    if isinstance(value, models.Quantity | models.IntOrString):
+        value = value.root
     match = _QUANTITY.match(str(value))
     if not match:
         raise UnsupportedWorkflowError(f"resource quantity {value!r} is not understood")
@@ -146,44 +159,53 @@ def _substitute(text: str, scope: dict[str, str], where: str) -> str:
     return _PLACEHOLDER.sub(replace, text)
 
 
-def _retry(spec: dict[str, Any] | None, where: str) -> Retry | None:
-    if not spec:
+def _refuse_set(model: models.DAGTask | models.Template, fields: tuple[str, ...], where: str) -> None:
+    for name in fields:
+        if getattr(model, name) is not None:
+            wire = type(model).model_fields[name].alias or name
+            raise UnsupportedWorkflowError(f"{where}: {wire!r} is not supported on the local engine")
+
+
+def _retry(spec: models.RetryStrategy | None, where: str) -> Retry | None:
+    if spec is None:
         return None
-    expression = spec.get("expression")
     exit_code = None
-    if expression:
-        match = _RETRY_EXPR.match(expression.strip())
+    if spec.expression:
+        match = _RETRY_EXPR.match(spec.expression.strip())
         if not match:
-            raise UnsupportedWorkflowError(f"{where}: retry expression {expression!r} is not supported")
+            raise UnsupportedWorkflowError(f"{where}: retry expression {spec.expression!r} is not supported")
         exit_code = int(match.group(1))
-    policy = spec.get("retryPolicy", "OnFailure")
+    policy = spec.retry_policy or "OnFailure"
     if policy not in ("Always", "OnFailure", "OnError"):
         raise UnsupportedWorkflowError(f"{where}: retryPolicy {policy!r} is not supported")
-    backoff = spec.get("backoff") or {}
-    duration = str(backoff.get("duration", "0")).removesuffix("s")
+    backoff = spec.backoff or models.Backoff()
+    duration = (backoff.duration or "0").removesuffix("s")
     return Retry(
-        limit=int(quantity(spec.get("limit", 0))),
+        limit=int(quantity(spec.limit or 0)),
         exit_code=exit_code,
         backoff_seconds=float(duration) if duration.replace(".", "", 1).isdigit() else 1.0,
-        factor=float(quantity(backoff.get("factor", 1))),
+        factor=float(quantity(backoff.factor or 1)),
     )
 
 
-def _volumes(spec: dict[str, Any]) -> dict[str, Volume]:
+def _volumes(spec: models.WorkflowSpec) -> dict[str, Volume]:
     volumes: dict[str, Volume] = {}
-    for claim in spec.get("volumeClaimTemplates") or []:
-        name = claim["metadata"]["name"]
-        request = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+    for claim in spec.volume_claim_templates or []:
+        name = claim.metadata.name if claim.metadata else None
+        if not name:
+            raise UnsupportedWorkflowError("a volumeClaimTemplate has no metadata.name")
+        requests = claim.spec.resources.requests if claim.spec and claim.spec.resources else None
+        request = (requests or {}).get("storage")
         volumes[name] = Volume(name, "job", size=int(quantity(request)) if request else None)
-    for volume in spec.get("volumes") or []:
-        name = volume["name"]
-        if "emptyDir" in volume:
-            limit = (volume["emptyDir"] or {}).get("sizeLimit")
+    for volume in spec.volumes or []:
+        name = volume.name
+        if volume.empty_dir is not None:
+            limit = volume.empty_dir.size_limit
             # The data volume is shared by the steps even when rendered as emptyDir (kwok tests).
             kind = "job" if name == "data" else "scratch"
             volumes[name] = Volume(name, kind, size=int(quantity(limit)) if limit else None)
-        elif "hostPath" in volume:
-            volumes[name] = Volume(name, "host", host_path=volume["hostPath"]["path"])
+        elif volume.host_path is not None:
+            volumes[name] = Volume(name, "host", host_path=volume.host_path.path)
         else:
             raise UnsupportedWorkflowError(
                 f"volume {name!r}: only volumeClaimTemplates, emptyDir and hostPath run locally"
@@ -191,95 +213,97 @@ def _volumes(spec: dict[str, Any]) -> dict[str, Volume]:
     return volumes
 
 
-def _secret_value(item: dict[str, Any], secrets: Secrets, where: str) -> str | None:
+def _secret_value(item: models.EnvVar, secrets: Secrets, where: str) -> str | None:
     """An env var from ``valueFrom.secretKeyRef``, out of the secrets the engine holds (its settings)."""
-    ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-    if not ref:
-        raise UnsupportedWorkflowError(f"{where}: env {item['name']!r} must have a value or a secretKeyRef")
-    value = (secrets.get(str(ref.get("name"))) or {}).get(str(ref.get("key")))
-    if value is None and not ref.get("optional"):
+    ref = item.value_from.secret_key_ref if item.value_from else None
+    if ref is None:
+        raise UnsupportedWorkflowError(f"{where}: env {item.name!r} must have a value or a secretKeyRef")
+    value = (secrets.get(str(ref.name)) or {}).get(ref.key)
+    if value is None and not ref.optional:
         raise UnsupportedWorkflowError(
-            f"{where}: env {item['name']!r} needs key {ref.get('key')!r} of secret {ref.get('name')!r}, "
-            "which this node does not have"
+            f"{where}: env {item.name!r} needs key {ref.key!r} of secret {ref.name!r}, which this node does not have"
         )
     return value
 
 
-def _step(task: dict[str, Any], template: dict[str, Any], scope: dict[str, str], secrets: Secrets) -> Step:
-    name = template["name"]
+def _parameters(arguments: models.Arguments | None) -> dict[str, str]:
+    parameters = (arguments.parameters if arguments else None) or []
+    return {p.name: p.value if p.value is not None else "" for p in parameters}
+
+
+def _step(task: models.DAGTask, template: models.Template, scope: dict[str, str], secrets: Secrets) -> Step:
+    name = template.name or ""
     where = f"template {name!r}"
-    container = template.get("container")
+    container = template.container
     if container is None:
         raise UnsupportedWorkflowError(f"{where}: only container templates run on the local engine")
-    params = {p["name"]: str(p.get("value", "")) for p in (task.get("arguments") or {}).get("parameters") or []}
-    local = dict(scope) | {f"inputs.parameters.{key}": value for key, value in params.items()}
-    command = [
-        _substitute(str(a), local, where) for a in (container.get("command") or []) + (container.get("args") or [])
-    ]
+    _refuse_set(template, _TEMPLATE_UNSUPPORTED, where)
+    local = dict(scope) | {f"inputs.parameters.{key}": value for key, value in _parameters(task.arguments).items()}
+    command = [_substitute(a, local, where) for a in (container.command or []) + (container.args or [])]
     if not command:
         raise UnsupportedWorkflowError(
             f"{where}: a container needs a command (images' entrypoints are unknown locally)"
         )
     env = {}
-    for item in container.get("env") or []:
-        if "value" in item:
-            env[item["name"]] = _substitute(str(item["value"]), local, where)
+    for item in container.env or []:
+        if item.value is not None:
+            env[item.name] = _substitute(item.value, local, where)
             continue
         value = _secret_value(item, secrets, where)
         if value is not None:
-            env[item["name"]] = value
-    mounts = [
-        Mount(m["name"], m["mountPath"], m.get("subPath"), bool(m.get("readOnly", False)))
-        for m in container.get("volumeMounts") or []
-    ]
-    limits = (container.get("resources") or {}).get("limits") or {}
-    metadata = template.get("metadata") or {}
-    annotations = metadata.get("annotations") or {}
+            env[item.name] = value
+    mounts = [Mount(m.name, m.mount_path, m.sub_path, bool(m.read_only)) for m in container.volume_mounts or []]
+    limits = container.resources.limits if container.resources else None
+    limits = limits or {}
+    metadata = template.metadata or models.Metadata()
+    annotations = metadata.annotations or {}
     outputs = {
-        p["name"]: p["valueFrom"]["path"]
-        for p in (template.get("outputs") or {}).get("parameters") or []
-        if "path" in (p.get("valueFrom") or {})
+        p.name: p.value_from.path
+        for p in (template.outputs.parameters or [] if template.outputs else [])
+        if p.value_from is not None and p.value_from.path is not None
     }
+    deadline = template.active_deadline_seconds
     return Step(
-        task=task["name"],
+        task=task.name,
         template=name,
         stage=annotations.get(labels.STAGE, "algorithm"),
-        image=container.get("image", ""),
+        image=container.image or "",
         command=command,
         env=env,
-        working_dir=container.get("workingDir"),
+        working_dir=container.working_dir,
         mounts=mounts,
-        egress=(metadata.get("labels") or {}).get(labels.EGRESS) == "allowed",
+        egress=(metadata.labels or {}).get(labels.EGRESS) == "allowed",
         cpu=quantity(limits["cpu"]) if "cpu" in limits else None,
         memory=int(quantity(limits["memory"])) if "memory" in limits else None,
         disk=int(quantity(limits["ephemeral-storage"])) if "ephemeral-storage" in limits else None,
         pids=int(annotations[labels.PIDS]) if labels.PIDS in annotations else None,
         max_files=int(annotations[labels.MAX_FILES]) if labels.MAX_FILES in annotations else None,
-        deadline=int(quantity(template["activeDeadlineSeconds"])) if "activeDeadlineSeconds" in template else None,
-        retry=_retry(template.get("retryStrategy"), where),
+        deadline=int(quantity(deadline)) if deadline is not None else None,
+        retry=_retry(template.retry_strategy, where),
         outputs=outputs,
-        depends=task.get("depends") or (" && ".join(task["dependencies"]) if task.get("dependencies") else None),
+        depends=_depends(task),
     )
 
 
-def _order(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _depends(task: models.DAGTask) -> str | None:
+    return task.depends or (" && ".join(task.dependencies) if task.dependencies else None)
+
+
+def _order(tasks: list[models.DAGTask]) -> list[models.DAGTask]:
     """Topological order (stable); refuses cycles and unknown task references."""
-    names = {task["name"] for task in tasks}
-    deps = {
-        task["name"]: set(_referenced(task.get("depends") or " && ".join(task.get("dependencies") or [])))
-        for task in tasks
-    }
+    names = {task.name for task in tasks}
+    deps = {task.name: set(_referenced(_depends(task) or "")) for task in tasks}
     for name, refs in deps.items():
         if refs - names:
             raise UnsupportedWorkflowError(f"task {name!r} depends on unknown task(s) {sorted(refs - names)}")
-    ordered: list[dict[str, Any]] = []
+    ordered: list[models.DAGTask] = []
     done: set[str] = set()
     while len(ordered) < len(tasks):
-        ready = [t for t in tasks if t["name"] not in done and deps[t["name"]] <= done]
+        ready = [t for t in tasks if t.name not in done and deps[t.name] <= done]
         if not ready:
             raise UnsupportedWorkflowError("the DAG has a cycle")
         ordered.append(ready[0])
-        done.add(ready[0]["name"])
+        done.add(ready[0].name)
     return ordered
 
 
@@ -316,38 +340,46 @@ def depends_met(expression: str | None, phases: dict[str, str]) -> bool:
     return False
 
 
-def interpret(workflow: dict[str, Any], secrets: Secrets | None = None) -> Plan:
+def _parse(workflow: Mapping[str, object]) -> models.Workflow:
+    try:
+        return models.Workflow.model_validate(workflow)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        raise UnsupportedWorkflowError(f"not an Argo Workflow: {where}: {first['msg']}") from None
+
+
+def interpret(workflow: Mapping[str, object], secrets: Secrets | None = None) -> Plan:
     """``secrets``: the Secrets the engine can resolve ``secretKeyRef`` env vars from (name → key → value)."""
-    metadata = workflow.get("metadata") or {}
-    spec = workflow.get("spec") or {}
-    name = metadata.get("name")
+    parsed = _parse(workflow)
+    metadata, spec = parsed.metadata, parsed.spec
+    name = metadata.name
     if not name:
         raise UnsupportedWorkflowError("the workflow has no metadata.name")
-    templates = {t["name"]: t for t in spec.get("templates") or []}
-    entry = templates.get(spec.get("entrypoint", ""))
-    if entry is None or "dag" not in entry:
+    templates = {t.name: t for t in spec.templates or [] if t.name}
+    entry = templates.get(spec.entrypoint or "")
+    if entry is None or entry.dag is None:
         raise UnsupportedWorkflowError("the entrypoint must be a DAG template")
-    scope = {"workflow.name": name} | {
-        f"workflow.parameters.{p['name']}": str(p.get("value", ""))
-        for p in (spec.get("arguments") or {}).get("parameters") or []
-    }
+    scope = {"workflow.name": name} | {f"workflow.parameters.{k}": v for k, v in _parameters(spec.arguments).items()}
     steps = []
-    for task in _order(entry["dag"].get("tasks") or []):
-        if "templateRef" in task or "template" not in task:
-            raise UnsupportedWorkflowError(f"task {task['name']!r}: only local templates run on the local engine")
-        if task["template"] not in templates:
-            raise UnsupportedWorkflowError(f"task {task['name']!r}: no template {task['template']!r}")
-        steps.append(_step(task, templates[task["template"]], scope, secrets or {}))
+    for task in _order(entry.dag.tasks):
+        where = f"task {task.name!r}"
+        if task.template_ref is not None or task.template is None:
+            raise UnsupportedWorkflowError(f"{where}: only local templates run on the local engine")
+        _refuse_set(task, _TASK_UNSUPPORTED, where)
+        if task.template not in templates:
+            raise UnsupportedWorkflowError(f"{where}: no template {task.template!r}")
+        steps.append(_step(task, templates[task.template], scope, secrets or {}))
     volumes = _volumes(spec)
     for step in steps:
         for mount in step.mounts:
             if mount.volume not in volumes:
                 raise UnsupportedWorkflowError(f"template {step.template!r} mounts unknown volume {mount.volume!r}")
-    deadline = spec.get("activeDeadlineSeconds")
+    deadline = spec.active_deadline_seconds
     return Plan(
         name=name,
         steps=steps,
         volumes=volumes,
         deadline=int(deadline) if deadline is not None else None,
-        labels=metadata.get("labels") or {},
+        labels=metadata.labels or {},
     )
