@@ -17,41 +17,48 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hera.workflows import Container
+from pydantic import BaseModel
 
 from c2d.environments import ComputeEnvironment
-from c2d.images import node_image
-from c2d.settings import Settings, Toleration
+from c2d.settings import ArgoSettings, EngineSettings, S3Settings, Settings, Toleration
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.labels import STAGES
 from workflows.spec import JobSpec
 
 
+def _default(model: type[BaseModel], name: str) -> Any:
+    """A setting's default, read from its settings model: defaults have one home, ``c2d/settings.py``."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
-    """Engine-independent choices of how a job's Workflow looks."""
+    """Engine-independent choices of how a job's Workflow looks. :meth:`for_job` takes them from the settings;
+    the defaults (the settings' own) serve tests and tools that build a Workflow without a node."""
 
-    namespace: str = "c2d"
-    step_image: str = node_image()  # the node image: it holds this repository's `steps` package
-    volume: str = "pvc"  # per-job data volume: "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
-    storage_class: str | None = None
+    namespace: str = _default(EngineSettings, "namespace")
+    step_image: str = _default(EngineSettings, "step_image")  # the node image: it holds the `steps` package
+    volume: str = _default(ArgoSettings, "volume")  # "pvc" (volumeClaimTemplates) or "emptyDir" (kwok tests)
+    storage_class: str | None = _default(ArgoSettings, "storage_class")
     node_selector: dict[str, str] = field(default_factory=dict)  # every job pod's node placement
     tolerations: tuple[Toleration, ...] = ()
     # where output-publish stores results: "local" (hostPath: the local engine), "pvc" (the shared
     # results claim, one sub-folder per job: Argo), "s3" (a prefix per job in results_bucket) or "ipfs"
     results_target: str = "local"
-    results_claim: str = "c2d-results"
+    results_claim: str = _default(ArgoSettings, "results_claim")
     results_host_dir: str | None = None  # host folder of the local results store (target "local")
-    results_bucket: str = "c2d-results"
+    results_bucket: str = _default(S3Settings, "results_bucket")
     s3_endpoint: str | None = None
     s3_region: str | None = None
     ipfs_api: str | None = None
     # Secret holding the S3 keys (s3-access-key, s3-secret-key) for fetch/publish; None: no S3
     storage_secret: str | None = None
-    service_account: str = "c2d-job"
-    executor_service_account: str = "c2d-executor"  # only Argo's executor containers get its token
-    ttl_seconds: int = 3600
+    service_account: str = _default(ArgoSettings, "service_account")
+    executor_service_account: str = _default(ArgoSettings, "executor_service_account")  # Argo's executor only
+    ttl_seconds: int = _default(ArgoSettings, "ttl_seconds")
 
     @classmethod
     def for_job(cls, settings: Settings, environment: ComputeEnvironment, job_id: str) -> BuildOptions:
