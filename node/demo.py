@@ -66,10 +66,10 @@ def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
         allow = [*settings.fetch.allow_hosts, urlsplit(files_url).netloc]
         settings = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"allow_hosts": allow})})
         with Node(settings):
-            _story(settings, folder, files_url, echo, timeout)
+            _publish_order_and_run(settings, folder, files_url, echo, timeout)
 
 
-def _story(settings: Settings, folder: Path, files_url: str, echo: Echo, timeout: float) -> None:
+def _publish_order_and_run(settings: Settings, folder: Path, files_url: str, echo: Echo, timeout: float) -> None:
     from provider.assets import container_checksum
     from provider.client import ProviderClient
     from provider.publishing import publish_asset

@@ -145,17 +145,18 @@ class JobStore(JobResults):
         results: list[dict[str, Any]] | None = None,
         stopreq: int | None = None,
         detail: dict[str, Any] | None = None,
-        via: Sequence[tuple[int, str]] = (),
+        went_through: Sequence[tuple[int, str]] = (),
     ) -> bool:
-        """Move an unfinished job to ``status``; write an event. Returns False when nothing changed.
+        """Move an unfinished job to ``status`` (and, ``finished``, end it with ``results``); write an event.
+        Returns False when nothing changed. An engine's progress between steps goes through :meth:`advance`.
 
-        ``via``: (code, text) the job went through first, in order, not written yet (an event for each
+        ``went_through``: (code, text) the job went through first, in order, not written yet (an event for each
         change among them). Idempotent: replaying a transition the job already made changes nothing, and
         a finished job is never changed again (its final state is final).
         """
         code = int(status)
         status_text = text if text is not None else JobStatus(code).text
-        chain = [*([int(c), t] for c, t in via), [code, status_text]]
+        chain = [*([int(c), t] for c, t in went_through), [code, status_text]]
         with self.pool.connection() as conn:
             row = conn.execute(
                 "WITH old AS (SELECT status, status_text, date_finished FROM jobs WHERE job_id = %(id)s FOR UPDATE), "
@@ -195,8 +196,8 @@ class JobStore(JobResults):
             raise DatabaseError(f"job {job_id} does not exist")
         return bool(row[1])
 
-    def mirror(self, job_id: str, statuses: Sequence[tuple[int, str]], details: dict[str, Any], source: str) -> None:
-        """An engine's view of an unfinished job, in one statement: ``details`` merged in, the status set to
+    def advance(self, job_id: str, statuses: Sequence[tuple[int, str]], details: dict[str, Any], source: str) -> None:
+        """An engine's progress on an unfinished job, in one statement: ``details`` merged in, the status set to
         the last of ``statuses`` (the (code, text) the job went through since the previous mirror, in order)
         and an event written for each change among them. A finished job is left alone."""
         if not statuses:

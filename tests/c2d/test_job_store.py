@@ -75,14 +75,14 @@ def test_transitions_write_one_event_each_and_replays_change_nothing(pool: Pool)
 def test_mirror_merges_details_and_writes_an_event_only_on_a_change(pool: Pool) -> None:
     store = JobStore(pool)
     job = store.create(new_job())
-    store.mirror(job.job_id, [(20, "Configuring volumes")], {"steps": {"a": 1}}, "test")
-    store.mirror(job.job_id, [(20, "Configuring volumes")], {"steps": {"a": 2}}, "test")  # same status: no event
-    store.mirror(job.job_id, [(30, "Provisioning success")], {"other": True}, "test")
+    store.advance(job.job_id, [(20, "Configuring volumes")], {"steps": {"a": 1}}, "test")
+    store.advance(job.job_id, [(20, "Configuring volumes")], {"steps": {"a": 2}}, "test")  # same status: no event
+    store.advance(job.job_id, [(30, "Provisioning success")], {"other": True}, "test")
     record = store.get(job.job_id)
     assert record is not None and (record.status, record.details) == (30, {"steps": {"a": 2}, "other": True})
     assert [(e.old_status, e.status) for e in store.events(job.job_id)] == [(None, 1), (1, 20), (20, 30)]
     store.transition(job.job_id, 70, source="test", finished=True)
-    store.mirror(job.job_id, [(40, "Running algorithm ")], {"late": True}, "test")  # final is final
+    store.advance(job.job_id, [(40, "Running algorithm ")], {"late": True}, "test")  # final is final
     record = store.get(job.job_id)
     assert record is not None and record.status == 70 and "late" not in record.details
     assert len(store.events(job.job_id)) == 4
@@ -91,10 +91,10 @@ def test_mirror_merges_details_and_writes_an_event_only_on_a_change(pool: Pool) 
 def test_mirror_of_several_statuses_writes_each_change_in_order(pool: Pool) -> None:
     store = JobStore(pool)
     job = store.create(new_job())
-    store.mirror(job.job_id, [(20, "Configuring volumes")], {}, "test")
+    store.advance(job.job_id, [(20, "Configuring volumes")], {}, "test")
     chain = [(20, "Configuring volumes"), (30, "Provisioning success"), (30, "Provisioning success"), (40, "Running")]
-    store.mirror(job.job_id, chain, {"steps": {"b": 1}}, "test")
-    store.mirror(job.job_id, [(40, "Running"), (41, "Algorithm failed: x"), (41, "Algorithm failed: y")], {}, "test")
+    store.advance(job.job_id, chain, {"steps": {"b": 1}}, "test")
+    store.advance(job.job_id, [(40, "Running"), (41, "Algorithm failed: x"), (41, "Algorithm failed: y")], {}, "test")
     record = store.get(job.job_id)
     assert record is not None and (record.status, record.status_text) == (41, "Algorithm failed: y")
     events = [(e.old_status, e.status, e.status_text) for e in store.events(job.job_id)][1:]
@@ -110,9 +110,11 @@ def test_mirror_of_several_statuses_writes_each_change_in_order(pool: Pool) -> N
 def test_final_transition_writes_the_statuses_it_went_through_first(pool: Pool) -> None:
     store = JobStore(pool)
     job = store.create(new_job())
-    store.mirror(job.job_id, [(40, "Running")], {}, "test")
-    via = [(40, "Running"), (60, "Publishing results"), (62, "Results upload failed: x")]
-    assert store.transition(job.job_id, 62, source="test", text="Results upload failed: x", finished=True, via=via)
+    store.advance(job.job_id, [(40, "Running")], {}, "test")
+    went_through = [(40, "Running"), (60, "Publishing results"), (62, "Results upload failed: x")]
+    assert store.transition(
+        job.job_id, 62, source="test", text="Results upload failed: x", finished=True, went_through=went_through
+    )
     events = [(e.old_status, e.status, e.status_text) for e in store.events(job.job_id)][2:]
     assert events == [
         (40, 60, "Publishing results"),
@@ -122,7 +124,7 @@ def test_final_transition_writes_the_statuses_it_went_through_first(pool: Pool) 
     record = store.get(job.job_id)
     assert record is not None and record.finished and (record.status, len(events)) == (62, 3)
     # A finished job is final: nothing of a late chain is written either
-    assert not store.transition(job.job_id, 70, source="late", finished=True, via=[(40, "Running")])
+    assert not store.transition(job.job_id, 70, source="late", finished=True, went_through=[(40, "Running")])
     assert len(store.events(job.job_id)) == 5
 
 

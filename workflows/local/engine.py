@@ -58,7 +58,7 @@ class LocalEngine(BackgroundEngine):
         self.store = JobStore(pool)
         self.dsn = dsn
         self.running: dict[str, JobRun] = {}
-        self.unwritten: dict[str, list[tuple[int, str]]] = {}  # job id -> statuses its next mirror writes
+        self.pending_statuses: dict[str, list[tuple[int, str]]] = {}  # job id -> statuses its next mirror writes
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self.executor = ThreadPoolExecutor(settings.engine.max_parallel_jobs, thread_name_prefix="c2d-job")
@@ -283,7 +283,7 @@ class LocalEngine(BackgroundEngine):
             self._release(run)
             with self.lock:
                 self.running.pop(run.job_id, None)
-                self.unwritten.pop(run.job_id, None)
+                self.pending_statuses.pop(run.job_id, None)
             self.wakeup.set()
 
     # -- mirroring ----------------------------------------------------------------------------
@@ -297,15 +297,15 @@ class LocalEngine(BackgroundEngine):
         the next write (one statement; an event for each change)."""
         with self.lock:
             run = self.running.get(job_id)
-            unwritten = self.unwritten.setdefault(job_id, [])
+            pending_statuses = self.pending_statuses.setdefault(job_id, [])
         stopreq = self._stopreq(run) if run else 0
         steps = [_state(step.task, step.stage, states) for step in plan.steps]
         status = ocean_status(steps, workflow_done=False, stopreq=stopreq)
-        unwritten.append((int(status.status), status.text))
+        pending_statuses.append((int(status.status), status.text))
         if write:
             detail = {"steps": states} | _sandbox_detail(run.identity if run else None)
-            self._db(lambda: self.store.mirror(job_id, unwritten, detail, SOURCE))
-            unwritten.clear()
+            self._db(lambda: self.store.advance(job_id, pending_statuses, detail, SOURCE))
+            pending_statuses.clear()
 
     def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
         stopreq = self._stopreq(run)
@@ -319,7 +319,7 @@ class LocalEngine(BackgroundEngine):
         if self.protections is not None and self.protections.missing:
             detail["protectionsMissing"] = list(self.protections.missing)
         with self.lock:
-            via = self.unwritten.pop(run.job_id, [])  # held back by the last step's end
+            went_through = self.pending_statuses.pop(run.job_id, [])  # held back by the last step's end
         self._db(
             lambda: self.store.transition(
                 run.job_id,
@@ -330,7 +330,7 @@ class LocalEngine(BackgroundEngine):
                 results=results if results is not None else [],
                 stopreq=stopreq or None,
                 detail=detail,
-                via=via,
+                went_through=went_through,
             )
         )
 

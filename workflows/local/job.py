@@ -108,7 +108,7 @@ class JobRun:
     limits_missing: list[str] = field(default_factory=list)
     warm: WarmRunner | None = None  # runs the node's own step programs without a fresh sandbox each
     mounted: dict[str, list[Bind]] = field(default_factory=dict)  # task -> its mounts at its last attempt
-    held_back: bool = False  # a state change is held back by the engine (see flush)
+    change_unwritten: bool = False  # a state change is held back by the engine (see flush)
     protections: Protections = NO_PROTECTIONS
     identity: Identity | None = None  # the host uid/gid of every sandbox of the job (None: the engine's own)
     max_depth: int = DEFAULT_MAX_DEPTH  # folders deeper than this end a step; publishing skips them
@@ -119,13 +119,13 @@ class JobRun:
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
-        self.held_back = not write
+        self.change_unwritten = not write
         self.on_change(self.states, write)
 
     def flush(self) -> None:
         """Have the engine write the state changes it holds back."""
-        if self.held_back:
-            self.held_back = False
+        if self.change_unwritten:
+            self.change_unwritten = False
             self.on_change(self.states, True)
 
     def phases(self) -> dict[str, str]:
