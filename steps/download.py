@@ -20,7 +20,7 @@ from c2d.storage.locations import LocationError
 from c2d.storage.sources import SourceConfig, Sources
 from steps.common import retrying, s3_config
 from steps.exceptions import FetchError, TransientFetchError
-from steps.spec import Access, FileToFetch
+from steps.fetch_plan import Access, FileToFetch
 
 
 def sources_for(access: Access) -> Sources:

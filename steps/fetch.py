@@ -19,7 +19,7 @@ from steps.common import ADMINLOGS, DDOS, INPUTS, LAYOUT, TRANSFORMATIONS, human
 from steps.contract import FETCH_SPEC_ENV, did_folder
 from steps.download import fetch_file, sources_for
 from steps.exceptions import AlgorithmFetchError, FetchError, SpecError, StepError, TransientFetchError
-from steps.spec import FetchPlan, FileToFetch, parse_fetch_spec
+from steps.fetch_plan import FetchPlan, FileToFetch, parse_fetch_spec
 
 
 class Fetcher:

@@ -13,7 +13,7 @@ import pytest
 
 from c2d.storage.http import CHUNK
 from steps.exceptions import SpecError
-from steps.spec import parse_fetch_spec
+from steps.fetch_plan import parse_fetch_spec
 from tests.fileserver import FileServer
 from workflows.spec import AlgorithmInput, DatasetInput, FetchSpec, InputFile, StoreAccess
 
@@ -147,7 +147,7 @@ def test_publish_caps_the_number_of_output_files(tmp_path: Path) -> None:
 
 
 def test_the_step_reads_every_fetch_spec_the_provider_writes() -> None:
-    """steps.spec (no pydantic, fast start) and workflows.spec (the schema of record) agree."""
+    """steps.fetch_plan (no pydantic, fast start) and workflows.spec (the schema of record) agree."""
     spec = FetchSpec(
         datasets=[
             DatasetInput(
