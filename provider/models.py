@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
 Ddo = dict[str, Any]
 """A DDO (Ocean DDO 4.x) as indexed from the chain, with Aquarius' ``nft``, ``datatokens`` and ``event``."""
@@ -64,6 +65,17 @@ IntLike = Annotated[
 ]
 """An integer read as ``int(value)`` reads it (the untyped code did): numbers, booleans, digit strings."""
 
+
+def _text(value: object) -> object:
+    """A JSON number as ``str(number)`` reads it; a string as it is (anything else fails as a string)."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+NumberOrText = Annotated[
+    str, BeforeValidator(_text), WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}]})
+]
+"""A string a client may send as a number (a chain id, a nonce, flags, a time): read as ``str(value)``."""
+
 _T = TypeVar("_T")
 OrEmpty = Annotated[_T | None, BeforeValidator(_absent_if_empty), Field(json_schema_extra=_empty_admitted)]
 """An optional object of a request; an empty value (``{}``, ``""``, ``0``, ``false``, ``[]``) is read as None."""
@@ -73,6 +85,14 @@ class RequestModel(BaseModel):
     """Base of request bodies: unknown fields ignored, numbers accepted as strings, read by wire name."""
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: object) -> object:
+        """Anything but an object is refused with the message a ``dict`` body had."""
+        if not isinstance(data, dict):
+            raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+        return data
 
 
 class WireModel(BaseModel):
@@ -132,13 +152,13 @@ class DecryptRequest(RequestModel):
     ``transactionId`` (or ``dataNftAddress``) + decrypter + chain id, then the nonce."""
 
     decrypter_address: str | None = Field(None, alias="decrypterAddress")
-    chain_id: int | str | None = Field(None, alias="chainId")
+    chain_id: NumberOrText | None = Field(None, alias="chainId")
     transaction_id: str | None = Field(None, alias="transactionId")
     data_nft_address: str | None = Field(None, alias="dataNftAddress")
     encrypted_document: str | None = Field(None, alias="encryptedDocument", description="0x hex")
-    flags: int | str | None = Field(None, description="0x hex or a number: bit 0 compressed, bit 1 encrypted")
+    flags: NumberOrText | None = Field(None, description="0x hex or a number: bit 0 compressed, bit 1 encrypted")
     document_hash: str | None = Field(None, alias="documentHash", description="0x sha256 of the document")
-    nonce: int | float | str | None = None
+    nonce: NumberOrText | None = None
     signature: str | None = None
 
 
@@ -199,7 +219,7 @@ class ComputeParams(RequestModel):
     """``compute`` of initializeCompute: the environment and how long the provider fee must stay valid."""
 
     env: str | None = None
-    valid_until: int | str | None = Field(None, alias="validUntil", description="unix time, seconds")
+    valid_until: NumberOrText | None = Field(None, alias="validUntil", description="unix time, seconds")
 
 
 class InitializeComputeRequest(RequestModel):
@@ -249,7 +269,7 @@ class ComputeStartRequest(RequestModel):
     algorithm: OrEmpty[ComputeAlgorithm] = None
     environment: str | None = None
     consumer_address: str | None = Field(None, alias="consumerAddress")
-    nonce: int | float | str | None = None
+    nonce: NumberOrText | None = None
     signature: str | None = None
     output: JsonObject | str | None = Field(
         None, description="publishOutput, publishAlgorithmLog, metadata: an object or its JSON text"

@@ -123,7 +123,7 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         services.nonces,
         consumer,
         f"{consumer}{dataset.document_id or ''}",
-        None if body.nonce is None else str(body.nonce),
+        body.nonce,
         body.signature,
     )
     env = services.settings.environment(body.environment or "")

@@ -61,21 +61,17 @@ def decrypt_document(services: ServicesDep, body: DecryptRequest) -> str:
     allowed = {services.address.lower(), *(a.lower() for a in services.settings.provider.authorized_decrypters)}
     if decrypter.lower() not in allowed:
         raise Forbidden("Decrypter not authorized")
-    chain_id = _text(body.chain_id) or ""
+    chain_id = body.chain_id or ""
     target = body.transaction_id or body.data_nft_address or ""
-    verify_request(services.nonces, decrypter, f"{target}{decrypter}{chain_id}", _text(body.nonce), body.signature)
+    verify_request(services.nonces, decrypter, f"{target}{decrypter}{chain_id}", body.nonce, body.signature)
     try:
-        flags = HexBytes("0x00" if body.flags is None else str(body.flags))
+        flags = HexBytes("0x00" if body.flags is None else body.flags)
         document = HexBytes(_required(body.encrypted_document, "encryptedDocument"))
         expected = HexBytes(_required(body.document_hash, "documentHash"))
         ddo = decode_document(flags, document, services.account.key.hex(), bytes(expected))
     except (DocumentError, ValueError) as exc:
         raise ProviderError(f"Failed to decrypt: {exc}") from None
     return json.dumps(ddo, separators=(",", ":"))
-
-
-def _text(value: int | float | str | None) -> str | None:
-    return None if value is None else str(value)
 
 
 def _required(value: str | None, field: str) -> str:
