@@ -71,7 +71,7 @@ def _item(
                 return InitializedInput(valid_order=order.tx), False
             reuse = order.start_tx
     fee = make_provider_fee(services, env, service.datatoken, service.id, valid_until, free=not charge)
-    # reuse: the order is still good, reuseOrder pays only the new provider fee
+    # with validOrder when the order is still good: reuseOrder then pays only the new provider fee
     answer = InitializedInput(
         datatoken=service.datatoken, provider_fee=ProviderFeeResponse.model_validate(fee.to_wire()), valid_order=reuse
     )
@@ -89,8 +89,8 @@ def initialize_compute(services: Services, request: InitializeComputeRequest) ->
     consumer = checksum(request.consumer_address)
     env = _environment(services, compute.env)
     try:
-        valid_until = int(str(compute.valid_until))
-    except (TypeError, ValueError):
+        valid_until = int(compute.valid_until or "")
+    except ValueError:
         raise ProviderError("The validUntil value is not correct.") from None
     if valid_until <= time.time():
         raise ProviderError("The validUntil value is not correct.")
