@@ -18,6 +18,7 @@ from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidatio
 from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
 from provider.metrics import HttpMetrics, ProviderMetrics
+from provider.models import OpenApi
 from provider.routers import access, aquarius, compute, encrypt, files, nonce, root, start
 from provider.services import Engine, Services
 
@@ -62,7 +63,7 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
 
     @app.exception_handler(ProviderError)
     async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body().model_dump(mode="json", exclude_none=True), status_code=exc.status)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_away(_request: Request, _exc: psycopg.OperationalError) -> JSONResponse:
@@ -78,11 +79,26 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"][1:]) or "request"
             errors.setdefault(field, []).append(error["msg"])
-        return JSONResponse(RequestValidationFailed(errors).body(), status_code=400)
+        return await provider_error(_request, RequestValidationFailed(errors))
 
     for module in (root, nonce, encrypt, files, access, start, compute, aquarius):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.openapi = lambda: _without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _without_422(app: FastAPI) -> OpenApi:
+    """The OpenAPI document, less FastAPI's 422 answers: a request that fails validation is answered 400 in
+    Ocean's shape (``validation_error`` above), which every operation documents."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def serve_app(app: FastAPI) -> ASGIApp:

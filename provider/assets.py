@@ -16,6 +16,7 @@ from c2d.storage.locations import LocationError
 from c2d.storage.sources import Sources
 from provider.exceptions import ComputeRequestError, FileUnavailable
 from provider.indexer.store import DdoStore
+from provider.models import Ddo
 from workflows.spec import InputFile
 
 MAX_CHECKSUM_BYTES = 64 * 1024 * 1024
@@ -49,7 +50,7 @@ class Service:
 
 @dataclass(frozen=True)
 class Asset:
-    ddo: dict[str, Any]
+    ddo: Ddo
 
     @property
     def did(self) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import get_args
+
+from pydantic import BaseModel
 
 from c2d.exceptions import C2DError
+from provider.models import ErrorResponse, OpenApi, ParseErrorResponse, ValidationErrorResponse
 
 
 class ProviderError(C2DError):
@@ -16,19 +20,21 @@ class ProviderError(C2DError):
         super().__init__(message)
         self.message = message
 
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message}
+    def body(self) -> ErrorResponse | ValidationErrorResponse:
+        """The response body; written with ``exclude_none`` (a ``reason`` is left out when there is none)."""
+        return ErrorResponse(error=self.message)
 
 
 class RequestValidationFailed(ProviderError):
     """Ocean's (flask-sieve) shape: ``{"message": "Validation error", "errors": {...}, "success": false}``."""
 
-    def __init__(self, errors: dict[str, Any]) -> None:
+    def __init__(self, errors: Mapping[str, list[str] | str]) -> None:
+        """``errors``: field -> its messages, or one message (what Ocean answers for a signature)."""
         super().__init__("Validation error")
-        self.errors = errors
+        self.errors = dict(errors)
 
-    def body(self) -> dict[str, Any]:
-        return {"message": "Validation error", "errors": self.errors, "success": False}
+    def body(self) -> ValidationErrorResponse:
+        return ValidationErrorResponse(errors=self.errors)
 
 
 class ComputeRequestError(ProviderError):
@@ -40,11 +46,8 @@ class ComputeRequestError(ProviderError):
         self.code = code
         self.reason = reason
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": {self.resource: self.code}}
-        if self.reason:
-            body["reason"] = self.reason
-        return body
+    def body(self) -> ErrorResponse:
+        return ErrorResponse(error={self.resource: self.code}, reason=self.reason or None)
 
 
 class Forbidden(ProviderError):
@@ -64,15 +67,30 @@ class FileUnavailable(ProviderError):
 
 
 # -- the error bodies, as the OpenAPI document describes them -------------------------------------
-_ANY_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
-ERROR_BODY: dict[str, Any] = {
+# (as models: FastAPI writes them under the route's media type, which must be JSON: see PLAIN_TEXT_ERRORS)
+ERROR_BODY: OpenApi = {
     "description": "Ocean's error shapes: {error}, {error: {<resource>: <code>}, reason} or "
-    "{message: 'Validation error', errors, success: false}",
-    "content": {"application/json": {"schema": _ANY_OBJECT}},
+    "{message: 'Validation error', errors, success: false}; FastAPI's {detail} for a body that is not UTF-8",
+    "model": ErrorResponse | ValidationErrorResponse | ParseErrorResponse,
 }
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, OpenApi] = {
     400: ERROR_BODY,
-    403: ERROR_BODY,
-    404: ERROR_BODY,
-    503: {**ERROR_BODY, "description": "The node's database or a store is unavailable for now"},
+    403: {"description": "{error}: not allowed", "model": ErrorResponse},
+    404: {"description": "{error}: not found", "model": ErrorResponse},
+    503: {"description": "{error}: the node's database or a store is unavailable for now", "model": ErrorResponse},
+}
+
+
+def _json(*models: type[BaseModel]) -> OpenApi:
+    refs = [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models]
+    return {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}}
+
+
+# The same, for routes that answer text/plain: the schemas by reference (the JSON routes register them).
+PLAIN_TEXT_ERRORS: dict[int | str, OpenApi] = {
+    code: {
+        "description": response["description"],
+        "content": _json(*get_args(response["model"]) or [response["model"]]),
+    }
+    for code, response in ERROR_RESPONSES.items()
 }

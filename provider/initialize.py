@@ -8,12 +8,20 @@ zero fee. An order already used to start a job is not "valid" again: the client 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from c2d.environments import ComputeEnvironment
 from provider.assets import Asset, Service, resolve
 from provider.auth import checksum
 from provider.exceptions import ComputeRequestError, ProviderError
+from provider.models import (
+    ComputeAlgorithm,
+    ComputeInput,
+    ComputeParams,
+    InitializeComputeRequest,
+    InitializeComputeResponse,
+    InitializedInput,
+    ProviderFeeResponse,
+)
 from provider.orders import validate_order
 from provider.services import Services
 from provider.trust import check_algorithm_allowed
@@ -30,15 +38,15 @@ def _item(
     services: Services,
     asset: Asset,
     service: Service,
-    request: dict[str, Any],
+    request: ComputeInput,
     consumer: str,
     env: ComputeEnvironment,
     valid_until: int,
     charge: bool,
     resource: str,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[InitializedInput, bool]:
     """The answer for one input, and whether it carries the job's fee."""
-    tx = request.get("transferTxId")
+    tx = request.transfer_tx_id
     reuse: str | None = None
     if tx:
         try:
@@ -59,51 +67,54 @@ def _item(
             used = services.jobs.order_used(services.chain.chain_id, order.tx)
             fee_valid = not order.fee.valid_until or order.fee.valid_until >= valid_until
             if fee_valid and not used:
-                return {"validOrder": order.tx}, False
+                return InitializedInput(valid_order=order.tx), False
             reuse = order.start_tx
     fee = services.fees.sign(env, service.datatoken, service.id, valid_until, free=not charge)
-    answer: dict[str, Any] = {"datatoken": service.datatoken, "providerFee": fee.to_wire()}
-    if reuse is not None:  # the order is still good: reuseOrder pays only the new provider fee
-        answer["validOrder"] = reuse
+    # with validOrder when the order is still good: reuseOrder then pays only the new provider fee
+    answer = InitializedInput(
+        datatoken=service.datatoken, provider_fee=ProviderFeeResponse.model_validate(fee.to_wire()), valid_order=reuse
+    )
     return answer, charge
 
 
-def initialize_compute(services: Services, body: dict[str, Any]) -> dict[str, Any]:
-    datasets = body.get("datasets")
-    if not isinstance(datasets, list) or not datasets:
+def initialize_compute(services: Services, request: InitializeComputeRequest) -> InitializeComputeResponse:
+    """The answer for each dataset and a published algorithm. Raises Ocean's errors for a missing or
+    unknown input, environment, consumer or ``validUntil`` (not in the future), and an untrusted algorithm."""
+    datasets = request.datasets
+    if not datasets:
         raise ComputeRequestError("datasets", "missing", "datasets must be a non-empty list")
-    algorithm = body.get("algorithm") or {}
-    compute = body.get("compute") or {}
-    consumer = checksum(body.get("consumerAddress"))
-    env = _environment(services, compute.get("env"))
+    algorithm = request.algorithm or ComputeAlgorithm()
+    compute = request.compute or ComputeParams()
+    consumer = checksum(request.consumer_address)
+    env = _environment(services, compute.env)
     try:
-        valid_until = int(str(compute.get("validUntil")))
-    except (TypeError, ValueError):
+        valid_until = int(compute.valid_until or "")
+    except ValueError:
         raise ProviderError("The validUntil value is not correct.") from None
     if valid_until <= time.time():
         raise ProviderError("The validUntil value is not correct.")
     algo_asset = algo_service = None
-    if algorithm.get("documentId"):
-        algo_asset = resolve(services.ddos, algorithm["documentId"], "algorithm")
+    if algorithm.document_id:
+        algo_asset = resolve(services.ddos, algorithm.document_id, "algorithm")
         if algo_asset.type != "algorithm":
             raise ProviderError("DID is not a valid algorithm")
-        algo_service = algo_asset.service(algorithm.get("serviceId"), "algorithm")
-    elif not algorithm.get("meta"):
+        algo_service = algo_asset.service(algorithm.service_id, "algorithm")
+    elif not algorithm.meta:
         raise ComputeRequestError("algorithm", "missing_meta_documentId")
-    answers: list[dict[str, Any]] = []
+    answers: list[InitializedInput] = []
     charge = True
-    for index, request in enumerate(datasets):
+    for index, dataset in enumerate(datasets):
         resource = "dataset" if index == 0 else f"datasets[{index}]"
-        asset = resolve(services.ddos, request.get("documentId"), resource)
-        service = asset.service(request.get("serviceId"), resource)
+        asset = resolve(services.ddos, dataset.document_id, resource)
+        service = asset.service(dataset.service_id, resource)
         legacy = services.settings.provider.legacy_allow_any_algorithm
         check_algorithm_allowed(service, algo_asset, None, resource, legacy)
-        answer, charged = _item(services, asset, service, request, consumer, env, valid_until, charge, resource)
+        answer, charged = _item(services, asset, service, dataset, consumer, env, valid_until, charge, resource)
         charge = charge and not charged
         answers.append(answer)
-    result: dict[str, Any] = {"datasets": answers}
+    algo_answer = None
     if algo_asset is not None and algo_service is not None:
-        result["algorithm"], _ = _item(
+        algo_answer, _ = _item(
             services, algo_asset, algo_service, algorithm, consumer, env, valid_until, charge, "algorithm"
         )
-    return result
+    return InitializeComputeResponse(datasets=answers, algorithm=algo_answer)

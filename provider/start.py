@@ -22,6 +22,7 @@ from provider.assets import Asset, files_checksum, resolve, service_files
 from provider.auth import checksum, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
 from provider.locations import input_file, node_sources, store_access
+from provider.models import AlgorithmMeta, ComputeAlgorithm, ComputeInput, ComputeStartRequest, ComputeStatus
 from provider.orders import ValidOrder, validate_order
 from provider.result_assets import output_request
 from provider.services import Services
@@ -63,11 +64,11 @@ def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
     return container
 
 
-def _raw_files(meta: dict[str, Any]) -> list[InputFile]:
+def _raw_files(meta: AlgorithmMeta) -> list[InputFile]:
     """A raw algorithm's ``url``: http(s) only (a consumer may not name the node's buckets or IPFS)."""
-    if meta.get("rawcode"):
+    if meta.rawcode:
         return []
-    url = str(meta["url"])
+    url = str(meta.url)
     try:
         if scheme_of(url) not in ("http", "https"):
             raise ComputeRequestError("algorithm", "unsupported_file_type", "a raw algorithm url must be http(s)")
@@ -77,27 +78,28 @@ def _raw_files(meta: dict[str, Any]) -> list[InputFile]:
 
 
 def _algorithm(
-    services: Services, body: dict[str, Any], consumer: str
+    services: Services, body: ComputeStartRequest, consumer: str
 ) -> tuple[_Algorithm, Asset | None, list[InputFile]]:
-    algo = body.get("algorithm") or {}
-    meta = algo.get("meta")
-    custom = algo.get("algocustomdata")
+    algo = body.algorithm or ComputeAlgorithm()
+    meta = algo.meta
+    custom = algo.algocustomdata
     if meta:
-        if not (meta.get("rawcode") or meta.get("url")):
+        if not (meta.rawcode or meta.url):
             raise ComputeRequestError("algorithm", "meta_oneof_url_rawcode_remote")
-        spec = AlgorithmInput(raw_code=meta.get("rawcode") or None, files=_raw_files(meta), custom_data=custom)
-        return _Algorithm(spec, _container(meta.get("container") or {}, services), None), None, []
-    if not algo.get("documentId"):
+        spec = AlgorithmInput(raw_code=meta.rawcode or None, files=_raw_files(meta), custom_data=custom)
+        container = meta.container.model_dump() if meta.container else {}  # checked as a DDO's container is
+        return _Algorithm(spec, _container(container, services), None), None, []
+    if not algo.document_id:
         raise ComputeRequestError("algorithm", "missing_meta_documentId")
-    asset = resolve(services.ddos, algo["documentId"], "algorithm")
+    asset = resolve(services.ddos, algo.document_id, "algorithm")
     if asset.type != "algorithm":
         raise ComputeRequestError("algorithm", "not_algo", f"{asset.did} is a {asset.type or 'typeless'} asset")
-    if not algo.get("serviceId"):
+    if not algo.service_id:
         raise ComputeRequestError("algorithm.serviceId", "missing")
-    service = asset.service(algo["serviceId"], "algorithm")
+    service = asset.service(algo.service_id, "algorithm")
     order = validate_order(
         services.chain,
-        algo.get("transferTxId"),
+        algo.transfer_tx_id,
         asset,
         service,
         sender=consumer,
@@ -111,23 +113,21 @@ def _algorithm(
     return _Algorithm(spec, _container(asset.container, services), order), asset, files
 
 
-def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, Any]]:
-    dataset = body.get("dataset") or {}
-    consumer = checksum(body.get("consumerAddress"))
+def start_compute(services: Services, body: ComputeStartRequest) -> list[ComputeStatus]:
+    dataset = body.dataset or ComputeInput()
+    consumer = checksum(body.consumer_address)
     verify_request(
         services.nonces,
         consumer,
-        f"{consumer}{dataset.get('documentId') or ''}",
-        None if body.get("nonce") is None else str(body.get("nonce")),
-        body.get("signature"),
+        f"{consumer}{dataset.document_id or ''}",
+        body.nonce,
+        body.signature,
     )
-    env = services.settings.environment(str(body.get("environment") or ""))
+    env = services.settings.environment(body.environment or "")
     if env is None:
         raise ProviderError("Environment invalid or does not exist")
-    extra = body.get("additionalDatasets") or []
-    if not isinstance(extra, list):
-        raise ComputeRequestError("additional_input", "invalid")
-    output = _output(services, env, body.get("output"))
+    extra = body.additional_datasets or []
+    output = _output(services, env, body.output)
     algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
     checksum_cache: list[str] = []
 
@@ -140,8 +140,8 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
     orders: list[tuple[str, ValidOrder]] = []
     for index, request in enumerate([dataset, *extra]):
         resource = "dataset" if index == 0 else f"datasets[{index}]"
-        asset = resolve(services.ddos, request.get("documentId"), resource)
-        service = asset.service(request.get("serviceId"), resource)
+        asset = resolve(services.ddos, request.document_id, resource)
+        service = asset.service(request.service_id, resource)
         if index == 0 and service.type != "compute":
             raise ComputeRequestError(f"{resource}.serviceId", "main_service_compute")
         if service.type not in ("compute", "access"):
@@ -153,7 +153,7 @@ def start_compute(services: Services, body: dict[str, Any]) -> list[dict[str, An
         check_algorithm_allowed(service, algo_asset, algo_checksum, resource, legacy)
         order = validate_order(
             services.chain,
-            request.get("transferTxId"),
+            request.transfer_tx_id,
             asset,
             service,
             sender=consumer,

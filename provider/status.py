@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Literal
 
 from c2d.db.jobs import JobRecord
+from provider.models import ComputeStatus, ResultFile
 
 PUBLIC_RESULT_KEYS = ("filename", "filesize", "type")
 
@@ -14,35 +15,35 @@ def _epoch(value: datetime | None) -> str | None:
     return f"{value.timestamp():.6f}" if value is not None else None
 
 
-def public_results(job: JobRecord) -> list[dict[str, Any]] | str:
+def public_results(job: JobRecord) -> list[ResultFile] | Literal[""]:
     """The result list as clients see it (index = position); ``""`` until results exist (Ocean legacy)."""
     if not job.results or job.removed:
         return ""
-    return [{key: result[key] for key in PUBLIC_RESULT_KEYS if key in result} for result in job.results]
+    return [
+        ResultFile.model_validate({key: result[key] for key in PUBLIC_RESULT_KEYS if key in result})
+        for result in job.results
+    ]
 
 
-def status_object(job: JobRecord) -> dict[str, Any]:
-    return {
-        "agreementId": job.agreement_id or "",
-        "jobId": job.job_id,
-        "owner": job.owner,
-        "status": job.status,
-        "statusText": job.status_text,
-        "dateCreated": _epoch(job.date_created),
-        "dateFinished": _epoch(job.date_finished),
-        "results": public_results(job),
-        "stopreq": job.stopreq,
-        "removed": job.removed,
-        "algoDID": job.algo_did or "",
-        "inputDID": job.input_dids,
-        "did": job.did,
-        "environment": job.environment,
-        "expireTimestamp": _epoch(job.expiry),
-        **_results_did(job),
-    }
-
-
-def _results_did(job: JobRecord) -> dict[str, str]:
-    """``resultsDid`` once the results were published as an asset (``output.publishOutput``)."""
+def status_object(job: JobRecord) -> ComputeStatus:
+    """The job's status object; ``resultsDid`` is set only once the results were published as an asset
+    (``output.publishOutput``), so write it with :meth:`ComputeStatus.wire` (``exclude_unset``)."""
+    status = ComputeStatus(
+        agreement_id=job.agreement_id or "",
+        job_id=job.job_id,
+        owner=job.owner,
+        status=job.status,
+        status_text=job.status_text,
+        date_created=_epoch(job.date_created),
+        date_finished=_epoch(job.date_finished),
+        results=public_results(job),
+        stopreq=job.stopreq,
+        removed=job.removed,
+        algo_did=job.algo_did or "",
+        input_did=job.input_dids,
+        did=job.did,
+        environment=job.environment,
+        expire_timestamp=_epoch(job.expiry),
+    )
     did = (job.details.get("resultAsset") or {}).get("did")
-    return {"resultsDid": str(did)} if did else {}
+    return status.model_copy(update={"results_did": str(did)}) if did else status

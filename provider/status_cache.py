@@ -29,7 +29,7 @@ Entry = tuple[tuple[JobRecord, bytes], ...]  # (record, its status object as JSO
 
 def status_json(record: JobRecord) -> bytes:
     """A job's status object serialised as FastAPI's JSONResponse writes it."""
-    return json.dumps(status_object(record), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return json.dumps(status_object(record).wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class StatusCache:

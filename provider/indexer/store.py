@@ -10,6 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from c2d.db.pool import Pool
+from provider.models import Ddo
 
 DID = re.compile(r"^did:op:[0-9a-f]{64}$")
 
@@ -21,7 +22,7 @@ class IndexedDdo:
     tx_hash: str
     block: int
     log_index: int
-    ddo: dict[str, Any]
+    ddo: Ddo
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,14 @@ class DdoStore:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def get(self, did: str) -> dict[str, Any] | None:
+    def get(self, did: str) -> Ddo | None:
         if not DID.match(did):  # not a DID (nor anything the database could hold, like a NUL byte)
             return None
         with self.pool.connection() as conn:
             row = conn.execute("SELECT ddo FROM ddos WHERE did = %s", (did,)).fetchone()
         return dict(row[0]) if row else None  # type: ignore[call-overload]
 
-    def search(self, limit: int, offset: int = 0, text: str | None = None) -> list[dict[str, Any]]:
+    def search(self, limit: int, offset: int = 0, text: str | None = None) -> list[Ddo]:
         query = "SELECT ddo FROM ddos"
         params: list[Any] = []
         if text:

@@ -10,13 +10,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from provider.assets import resolve
 from provider.exceptions import ProviderError
+from provider.models import OpenApi
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["access"])
 Str = Annotated[str | None, Query()]
+# Both always answer an error (400; 404/503 as the others): no successful answer to describe.
+NEVER_OK: dict[int | str, OpenApi] = {200: {"description": "never answered"}}
 
 
 def _refuse(services: ServicesDep, did: str | None, service_id: str | None, compute_message: str) -> None:
@@ -28,7 +32,13 @@ def _refuse(services: ServicesDep, did: str | None, service_id: str | None, comp
     raise ProviderError(f"{network}: this node serves compute services only; service {service.id} is {service.type}")
 
 
-@router.get("/initialize", summary="Access-service initialize (compute services: use initializeCompute)")
+@router.get(
+    "/initialize",
+    summary="Access-service initialize (compute services: use initializeCompute)",
+    response_model=None,
+    response_class=Response,
+    responses=NEVER_OK,
+)
 def initialize(
     services: ServicesDep,
     document_id: Annotated[str | None, Query(alias="documentId")] = None,
@@ -37,7 +47,13 @@ def initialize(
     _refuse(services, document_id, service_id, "Use the initializeCompute endpoint to initialize compute jobs.")
 
 
-@router.get("/download", summary="Access-service download (compute data never leaves the node)")
+@router.get(
+    "/download",
+    summary="Access-service download (compute data never leaves the node)",
+    response_model=None,
+    response_class=Response,
+    responses=NEVER_OK,
+)
 def download(
     services: ServicesDep,
     document_id: Annotated[str | None, Query(alias="documentId")] = None,

@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from c2d.chain.documents import ddo_hash
 from provider.exceptions import NotFound, RequestValidationFailed
+from provider.models import (
+    AquariusInfo,
+    AquariusQuery,
+    Ddo,
+    HitCount,
+    JsonObject,
+    OpenApi,
+    QueryResponse,
+    SearchHit,
+    SearchHits,
+    ValidationErrorResponse,
+    ValidatorProof,
+)
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/aquarius", tags=["metadata"])
+DDO_KEYS = ("id", "version", "chainId", "nftAddress", "metadata", "services")
 
 
 @router.get("", summary="Metadata cache information")
-def info() -> dict[str, Any]:
-    return {"software": "Aquarius", "version": "5.1.0", "implementation": "c2d-node indexer"}
+def info() -> AquariusInfo:
+    return AquariusInfo(software="Aquarius", version="5.1.0", implementation="c2d-node indexer")
 
 
 @router.get("/assets/ddo/{did}", summary="The DDO of a DID, as indexed from the chain")
-def ddo(did: str, services: ServicesDep) -> dict[str, Any]:
+def ddo(did: str, services: ServicesDep) -> Ddo:
     found = services.ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
@@ -31,7 +44,7 @@ def ddo(did: str, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/assets/metadata/{did}", summary="The metadata section of a DDO")
-def metadata(did: str, services: ServicesDep) -> dict[str, Any]:
+def metadata(did: str, services: ServicesDep) -> JsonObject:
     found = services.ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
@@ -39,15 +52,13 @@ def metadata(did: str, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/assets/query", summary="Search (supports size, from and a query_string/match text)")
-def query(services: ServicesDep, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    size = min(int(body.get("size", 100)), 1000)
-    offset = int(body.get("from", 0))
-    text = _query_text(body.get("query") or {})
-    hits = services.ddos.search(size, offset, text)
-    return {"hits": {"total": {"value": len(hits)}, "hits": [{"_source": ddo} for ddo in hits]}}
+def query(services: ServicesDep, body: AquariusQuery) -> QueryResponse:
+    size = min(body.size, 1000)
+    hits = services.ddos.search(size, body.from_, _query_text(body.query or {}))
+    return QueryResponse(hits=SearchHits(total=HitCount(value=len(hits)), hits=[SearchHit(source=d) for d in hits]))
 
 
-def _query_text(query: dict[str, Any]) -> str | None:
+def _query_text(query: JsonObject) -> str | None:
     for key in ("query_string", "match", "term", "match_phrase"):
         part = query.get(key)
         if isinstance(part, dict):
@@ -58,29 +69,45 @@ def _query_text(query: dict[str, Any]) -> str | None:
     return None
 
 
-@router.post("/assets/ddo/validate", summary="Validate a DDO and sign its hash (validator proof)")
-async def validate(request: Request, services: ServicesDep) -> JSONResponse:
+# The body is read raw (its hash is signed, byte for byte), so it is declared here, not by a parameter.
+DDO_BODY: OpenApi = {
+    "requestBody": {
+        "required": True,
+        "description": "the DDO, as JSON",
+        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+    }
+}
+MISSING_KEYS: OpenApi = {
+    "description": "Aquarius' list of what the DDO lacks (['missing id', ...]), or a body that is not JSON",
+    "model": list[str] | ValidationErrorResponse,
+}
+
+
+@router.post(
+    "/assets/ddo/validate",
+    summary="Validate a DDO and sign its hash (validator proof)",
+    response_model=ValidatorProof,
+    responses={400: MISSING_KEYS},
+    openapi_extra=DDO_BODY,
+)
+async def validate(request: Request, services: ServicesDep) -> ValidatorProof | JSONResponse:
+    """400 with Aquarius' list of missing keys for a JSON value without them (a non-object lacks them all)."""
     raw = await request.body()
     try:
         document = json.loads(raw)
     except ValueError:
         raise RequestValidationFailed({"ddo": ["The body is not JSON."]}) from None
-    errors = [
-        f"missing {key}"
-        for key in ("id", "version", "chainId", "nftAddress", "metadata", "services")
-        if key not in document
-    ]
+    keys = document if isinstance(document, dict) else {}
+    errors = [f"missing {key}" for key in DDO_KEYS if key not in keys]
     if errors:
         return JSONResponse(errors, status_code=400)
     digest = ddo_hash(raw)
     # ERC721Template.setMetaData checks ecrecover(keccak256("\x19Ethereum Signed Message:\n32" ++ hash)).
     signed = Account.sign_message(encode_defunct(primitive=digest), services.account.key)
-    return JSONResponse(
-        {
-            "hash": "0x" + digest.hex(),
-            "publicKey": services.address,
-            "r": ["0x" + signed.r.to_bytes(32, "big").hex()],
-            "s": ["0x" + signed.s.to_bytes(32, "big").hex()],
-            "v": signed.v,
-        }
+    return ValidatorProof(
+        hash="0x" + digest.hex(),
+        public_key=services.address,
+        r=["0x" + signed.r.to_bytes(32, "big").hex()],
+        s=["0x" + signed.s.to_bytes(32, "big").hex()],
+        v=signed.v,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
@@ -15,6 +15,7 @@ from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
 from provider.auth import checksum, verify_request
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
+from provider.models import ComputeEnvironmentInfo, ComputeStatus, OpenApi
 from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
 from provider.status import status_object
@@ -62,21 +63,31 @@ def _stop(services: Services, job: JobRecord) -> None:
     services.statuses.drop(job.owner)  # the next status read sees it at once (the notification follows)
 
 
-@router.get("/compute", summary="Status of the consumer's jobs (all, one job, or one dataset's)")
-def status(services: ServicesDep, query: Jobs) -> list[dict[str, Any]]:
+# The statuses leave ``resultsDid`` out unless it is set (exclude_unset); GET is mostly answered by
+# provider/fastpath.py, which writes the same bytes (ComputeStatus.wire).
+@router.get(
+    "/compute",
+    summary="Status of the consumer's jobs (all, one job, or one dataset's)",
+    response_model_exclude_unset=True,
+)
+def status(services: ServicesDep, query: Jobs) -> list[ComputeStatus]:
     return [status_object(job) for job in query.jobs(services)]
 
 
-@router.put("/compute", summary="Stop the consumer's running job(s)")
-def stop(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
+@router.put("/compute", summary="Stop the consumer's running job(s)", response_model_exclude_unset=True)
+def stop(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
     for job in query.jobs(services):
         if not job.finished:
             _stop(services, job)
     return [status_object(job) for job in query.jobs(services)]
 
 
-@router.delete("/compute", summary="Stop the consumer's job(s) and delete finished jobs' results")
-def delete(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
+@router.delete(
+    "/compute",
+    summary="Stop the consumer's job(s) and delete finished jobs' results",
+    response_model_exclude_unset=True,
+)
+def delete(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
     for job in query.jobs(services):
         if not job.finished:
             _stop(services, job)
@@ -90,7 +101,21 @@ def delete(services: ServicesDep, query: SignedJobs) -> list[dict[str, Any]]:
     return [status_object(job) for job in query.jobs(services)]
 
 
-@router.get("/computeResult", summary="Download one result file of a job (streamed)", response_class=FileResponse)
+RESULT_RESPONSES: dict[int | str, OpenApi] = {
+    200: {
+        "description": "the file's bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    307: {"description": "to a short-lived presigned URL of the file (C2D_STORAGE__S3__PRESIGN_RESULTS)"},
+}
+
+
+@router.get(
+    "/computeResult",
+    summary="Download one result file of a job (streamed)",
+    response_class=FileResponse,
+    responses=RESULT_RESPONSES,
+)
 def result(
     services: ServicesDep,
     consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
@@ -137,28 +162,29 @@ def result(
 @router.get("/computeEnvironments", summary="Compute environments by chain id")
 def environments(
     services: ServicesDep, chain_id: Annotated[int | None, Query(alias="chainId")] = None
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[ComputeEnvironmentInfo]]:
+    """The environments keyed by this node's chain id; ``{"<chainId>": []}`` for another chain."""
     settings = services.settings
     envs = [
-        {
-            "id": env.id,
-            "cpuNumber": env.cpu,
-            "cpuType": "",
-            "gpuNumber": 0,
-            "gpuType": "",
-            "ramGB": env.ram_gb,
-            "diskGB": env.disk_gb,
-            "priceMin": env.price_min,
-            "desc": env.description,
-            "currentJobs": services.jobs.running_count(env.id),
-            "maxJobs": env.max_jobs,
-            "consumerAddress": env.consumer_address or services.address,
-            "storageExpiry": env.storage_expiry,
-            "maxJobDuration": env.max_job_duration,
-            "lastSeen": f"{time.time():.6f}",
-            "feeToken": services.fees.token(env),
-            "pipeline": list(env.pipeline),
-        }
+        ComputeEnvironmentInfo(
+            id=env.id,
+            cpu_number=env.cpu,
+            cpu_type="",
+            gpu_number=0,
+            gpu_type="",
+            ram_gb=env.ram_gb,
+            disk_gb=env.disk_gb,
+            price_min=env.price_min,
+            desc=env.description,
+            current_jobs=services.jobs.running_count(env.id),
+            max_jobs=env.max_jobs,
+            consumer_address=env.consumer_address or services.address,
+            storage_expiry=env.storage_expiry,
+            max_job_duration=env.max_job_duration,
+            last_seen=f"{time.time():.6f}",
+            fee_token=services.fees.token(env),
+            pipeline=list(env.pipeline),
+        )
         for env in settings.environments
     ]
     own = settings.chain.chain_id

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from hexbytes import HexBytes
 
 from c2d.chain.documents import DocumentError, decode_document, encrypt
 from provider.auth import checksum, verify_request
-from provider.exceptions import Forbidden, ProviderError, RequestValidationFailed
+from provider.exceptions import PLAIN_TEXT_ERRORS, Forbidden, ProviderError, RequestValidationFailed
+from provider.models import DecryptRequest, OpenApi
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["encryption"])
 MAX_ENCRYPT_BYTES = 4 * 1024 * 1024
+# read raw (any bytes: a DDO, a file list), so declared here rather than by a parameter
+RAW_BODY: OpenApi = {
+    "requestBody": {
+        "required": True,
+        "description": f"the bytes to encrypt (at most {MAX_ENCRYPT_BYTES})",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
-@router.post("/encrypt", status_code=201, response_class=PlainTextResponse, summary="Encrypt to this provider")
+@router.post(
+    "/encrypt",
+    status_code=201,
+    response_class=PlainTextResponse,
+    summary="Encrypt to this provider",
+    response_description="0x hex of the ECIES ciphertext",
+    responses=PLAIN_TEXT_ERRORS,
+    openapi_extra=RAW_BODY,
+)
 async def encrypt_document(
     request: Request, services: ServicesDep, chain_id: Annotated[int | None, Query(alias="chainId")] = None
 ) -> str:
@@ -32,28 +49,32 @@ async def encrypt_document(
     return "0x" + encrypt(data, services.public_key).hex()
 
 
-@router.post("/decrypt", response_class=PlainTextResponse, summary="Decrypt a document for an authorized decrypter")
-def decrypt_document(services: ServicesDep, body: Annotated[dict[str, Any], Body()]) -> str:
-    decrypter = checksum(body.get("decrypterAddress"), "decrypterAddress")
+@router.post(
+    "/decrypt",
+    response_class=PlainTextResponse,
+    summary="Decrypt a document for an authorized decrypter",
+    response_description="the DDO, as JSON text",
+    responses=PLAIN_TEXT_ERRORS,
+)
+def decrypt_document(services: ServicesDep, body: DecryptRequest) -> str:
+    decrypter = checksum(body.decrypter_address, "decrypterAddress")
     allowed = {services.address.lower(), *(a.lower() for a in services.settings.provider.authorized_decrypters)}
     if decrypter.lower() not in allowed:
         raise Forbidden("Decrypter not authorized")
-    chain_id = str(body.get("chainId", ""))
-    target = str(body.get("transactionId") or body.get("dataNftAddress") or "")
-    verify_request(
-        services.nonces, decrypter, f"{target}{decrypter}{chain_id}", _text(body.get("nonce")), body.get("signature")
-    )
+    chain_id = body.chain_id or ""
+    target = body.transaction_id or body.data_nft_address or ""
+    verify_request(services.nonces, decrypter, f"{target}{decrypter}{chain_id}", body.nonce, body.signature)
     try:
-        flags = HexBytes(str(body.get("flags", "0x00")))
-        document = HexBytes(str(body["encryptedDocument"]))
-        expected = HexBytes(str(body["documentHash"]))
+        flags = HexBytes("0x00" if body.flags is None else body.flags)
+        document = HexBytes(_required(body.encrypted_document, "encryptedDocument"))
+        expected = HexBytes(_required(body.document_hash, "documentHash"))
         ddo = decode_document(flags, document, services.account.key.hex(), bytes(expected))
-    except KeyError as exc:
-        raise RequestValidationFailed({str(exc.args[0]): ["This field is required."]}) from None
     except (DocumentError, ValueError) as exc:
         raise ProviderError(f"Failed to decrypt: {exc}") from None
     return json.dumps(ddo, separators=(",", ":"))
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+def _required(value: str | None, field: str) -> str:
+    if value is None:
+        raise RequestValidationFailed({field: ["This field is required."]})
+    return value

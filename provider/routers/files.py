@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 
 from c2d.settings import Settings
 from c2d.storage.sources import Sources
 from provider.assets import probe_file, resolve, service_files
 from provider.exceptions import ComputeRequestError, FileUnavailable
 from provider.locations import input_file, node_sources
+from provider.models import FileInfo, FileInfoRequest
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["files"])
@@ -26,31 +27,34 @@ class _Reader:
     checksum: bool
 
 
-def _info(reader: _Reader, index: int, file: dict[str, Any]) -> dict[str, Any]:
-    info: dict[str, Any] = {"index": index, "type": file.get("type", "url"), "valid": False}
+def _info(reader: _Reader, index: int, file: dict[str, Any]) -> FileInfo:
+    """``file``: a decrypted file object of the DDO (its URL never leaves this function)."""
+    kind = str(file.get("type", "url"))
     try:
         location = input_file(reader.settings, file, reader.publisher, "did", reader.results_of)
         probe = probe_file(reader.sources, location, checksum=reader.checksum)
     except (FileUnavailable, ComputeRequestError):
-        return info
-    info.update(valid=True, contentType=probe.content_type)
-    if probe.content_length is not None:
-        info["contentLength"] = probe.content_length
-    if probe.sha256 is not None:
-        info["checksum"] = probe.sha256
-    return info
+        return FileInfo(index=index, type=kind, valid=False)
+    return FileInfo(
+        index=index,
+        type=kind,
+        valid=True,
+        content_type=probe.content_type,
+        content_length=probe.content_length,
+        checksum=probe.sha256,
+    )
 
 
-@router.post("/fileinfo", summary="Information about a service's files (no URLs)")
-def fileinfo(services: ServicesDep, body: Annotated[dict[str, Any], Body()]) -> list[dict[str, Any]]:
-    asset = resolve(services.ddos, body.get("did"), "did")
-    service = asset.service(body.get("serviceId"), "did")
+@router.post("/fileinfo", summary="Information about a service's files (no URLs)", response_model_exclude_none=True)
+def fileinfo(services: ServicesDep, body: FileInfoRequest) -> list[FileInfo]:
+    asset = resolve(services.ddos, body.did, "did")
+    service = asset.service(body.service_id, "did")
     files = service_files(asset, service, services.account.key.hex(), "did")
     reader = _Reader(
         services.settings,
         node_sources(services.settings),
         asset.owner,
         services.jobs.result_asset_job(asset.did),
-        bool(body.get("checksum")),
+        bool(body.checksum),
     )
     return [_info(reader, index, file) for index, file in enumerate(files)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from provider.auth import checksum
+from provider.models import NonceResponse
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["auth"])
@@ -15,9 +16,9 @@ router = APIRouter(prefix="/api/services", tags=["auth"])
 @router.get("/nonce", summary="Last nonce used by an address (0 when none)")
 def nonce(
     services: ServicesDep, user_address: Annotated[str | None, Query(alias="userAddress")] = None
-) -> dict[str, Any]:
+) -> NonceResponse:
     address = checksum(user_address, "userAddress")
     stored = services.nonces.current(address)
     if stored is None:
-        return {"nonce": 0}
-    return {"nonce": int(stored) if stored == stored.to_integral_value() else str(stored)}
+        return NonceResponse(nonce=0)
+    return NonceResponse(nonce=int(stored) if stored == stored.to_integral_value() else str(stored))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
+from provider.models import ProviderInfo
 from provider.services import ServicesDep
 
 router = APIRouter(tags=["root"])
@@ -30,13 +29,13 @@ SERVICE_ENDPOINTS = {
 
 
 @router.get("/", summary="Provider information and endpoint map")
-def root(services: ServicesDep) -> dict[str, Any]:
+def root(services: ServicesDep) -> ProviderInfo:
     chain_id = services.settings.chain.chain_id
-    return {
-        "software": "Provider",
-        "version": "2.1.6",
-        "implementation": "c2d-node",
-        "providerAddresses": {str(chain_id): services.address},
-        "chainIds": [chain_id],
-        "serviceEndpoints": {name: [method, path] for name, (method, path) in SERVICE_ENDPOINTS.items()},
-    }
+    return ProviderInfo(
+        software="Provider",
+        version="2.1.6",
+        implementation="c2d-node",
+        provider_addresses={str(chain_id): services.address},
+        chain_ids=[chain_id],
+        service_endpoints=SERVICE_ENDPOINTS,
+    )
