@@ -21,6 +21,7 @@ from web3.exceptions import Web3Exception
 from c2d.chain.assets import DataAsset, create_data_nft, publish_ddo, transfer_nft
 from c2d.chain.deploy import read_address_file
 from c2d.chain.documents import encrypt
+from c2d.db.job_records import OutputRequest, ResultAssetState, ResultEntry
 from c2d.db.jobs import JobRecord
 from c2d.exceptions import C2DError, ChainError
 from c2d.storage.locations import parse_ipfs, parse_s3
@@ -33,7 +34,7 @@ MAX_ATTEMPTS = 5
 TRUST_KEYS = ("allowRawAlgorithm", "publisherTrustedAlgorithms", "publisherTrustedAlgorithmPublishers")
 
 
-def output_request(raw: object) -> dict[str, Any] | None:
+def output_request(raw: object) -> OutputRequest | None:
     """The ``output`` of a start request (a dict or a JSON string) as stored with the job; None if it asks
     for nothing. Raises ValueError when it is not an object."""
     if raw in (None, "", {}):
@@ -57,7 +58,7 @@ def _truthy(value: object) -> bool:
     return value is True or value == 1 or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
 
 
-def _file_object(entry: dict[str, Any]) -> dict[str, Any]:
+def _file_object(entry: ResultEntry) -> dict[str, Any]:
     url = str(entry.get("url") or "")
     if url.startswith("s3://"):
         location = parse_s3(url)
@@ -77,22 +78,22 @@ class ResultAssets(Periodic):
         """Publish what is due; returns how many assets were published."""
         published = 0
         for job in self.services.jobs.awaiting_publication(MAX_ATTEMPTS):
-            state = dict(job.details.get("resultAsset") or {})
+            state = ResultAssetState(**job.details.get("resultAsset", {}))
             try:
                 self._publish(job, state)
                 published += 1
             except (C2DError, Web3Exception, ValueError) as exc:
-                state.update(attempts=int(state.get("attempts", 0)) + 1, error=str(exc)[:500])
+                state.update({"attempts": state.get("attempts", 0) + 1, "error": str(exc)[:500]})
                 self._record(job, state)
                 log.warning("job %s: publishing its results as an asset failed: %s", job.job_id, exc)
         return published
 
-    def _record(self, job: JobRecord, state: dict[str, Any]) -> None:
+    def _record(self, job: JobRecord, state: ResultAssetState) -> None:
         self.services.jobs.update_details(job.job_id, {"resultAsset": state})
 
-    def _publish(self, job: JobRecord, state: dict[str, Any]) -> None:
-        request = job.details.get("output") or {}
-        kinds = ("output", "algorithmLog") if request.get("publishAlgorithmLog") else ("output",)
+    def _publish(self, job: JobRecord, state: ResultAssetState) -> None:
+        request = job.details.get("output")
+        kinds = ("output", "algorithmLog") if request and request["publishAlgorithmLog"] else ("output",)
         files = [_file_object(e) for e in job.results or [] if e.get("type") in kinds and e.get("url")]
         if not files:
             raise ValueError("the job stored no outputs in S3 or IPFS to publish")
@@ -104,7 +105,7 @@ class ResultAssets(Periodic):
                 raise ChainError(f"no Ocean contract addresses in {services.settings.address_file}")
             symbol = f"R{job.job_id[:7].upper()}"
             asset = create_data_nft(services.chain, addresses, provider, f"C2D results {job.job_id[:8]}", symbol)
-            state.update(nft=asset.nft, datatoken=asset.datatoken)
+            state.update({"nft": asset.nft, "datatoken": asset.datatoken})
             self._record(job, state)  # before anything else: a restart must not mint a second NFT
         asset = DataAsset(str(state["nft"]), str(state["datatoken"]), services.chain.chain_id)
         if "did" not in state:
@@ -115,8 +116,8 @@ class ResultAssets(Periodic):
                 services.settings.provider_url,
                 encrypted,
                 compute=self._trust(job),
-                name=request.get("name") or f"Results of compute job {job.job_id}",
-                description=request.get("description")
+                name=(request and request["name"]) or f"Results of compute job {job.job_id}",
+                description=(request and request["description"])
                 or f"Outputs of compute job {job.job_id} on {job.did}, algorithm {job.algo_did}.",
                 author=f"C2D node {services.address}",
             )
@@ -130,7 +131,7 @@ class ResultAssets(Periodic):
                 lambda data: encrypt(data, services.public_key),
             )
             services.jobs.keep_results(job.job_id)
-            state.update(did=asset.did, owner=services.address)
+            state.update({"did": asset.did, "owner": services.address})
             state.pop("error", None)
             self._record(job, state)
         if services.settings.storage.result_asset_owner == "consumer" and state.get("owner") != job.owner:

@@ -13,8 +13,8 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from c2d.db.job_records import ResultEntry
 from c2d.db.jobs import JobRecord
 from c2d.exceptions import StorageError
 from c2d.settings import Settings
@@ -62,7 +62,7 @@ class ResultStore:
         if "ipfs" in kinds:
             self.kubo().version()
 
-    def open(self, job: JobRecord, entry: dict[str, Any]) -> Result | None:
+    def open(self, job: JobRecord, entry: ResultEntry) -> Result | None:
         """Where to read one result from; None when it is not stored (any more)."""
         url = entry.get("url")
         if not url:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from c2d.db.job_records import JobDetails, OutputRequest
 from c2d.db.jobs import NewJob, UsedOrder
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import OrderAlreadyUsedError, UnsupportedImageError
@@ -169,7 +170,7 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
     return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]
 
 
-def _output(services: Services, env: ComputeEnvironment, raw: object) -> dict[str, Any] | None:
+def _output(services: Services, env: ComputeEnvironment, raw: object) -> OutputRequest | None:
     """``output``: publishing the results as a new asset needs them in S3 or IPFS (not the node's disk)."""
     try:
         output = output_request(raw)
@@ -196,7 +197,7 @@ def _create_job(
     inputs: list[DatasetInput],
     algorithm: _Algorithm,
     orders: list[tuple[str, ValidOrder]],
-    output: dict[str, Any] | None,
+    output: OutputRequest | None,
 ) -> Any:
     settings = services.settings
     job_id = secrets.token_hex(16)
@@ -227,7 +228,7 @@ def _create_job(
                 workflow_name=spec.workflow_name,
                 workflow=workflow.to_dict(),
                 expiry=datetime.now(UTC) + timedelta(seconds=env.storage_expiry),
-                details={"output": output} if output else {},
+                details=JobDetails(output=output) if output else JobDetails(),
             ),
             [UsedOrder(chain_id, order.tx, role) for role, order in orders],
         )

@@ -8,7 +8,7 @@ from typing import Literal
 from c2d.db.jobs import JobRecord
 from provider.models import ComputeStatus, ResultFile
 
-PUBLIC_RESULT_KEYS = ("filename", "filesize", "type")
+PUBLIC_RESULT_KEYS = ("filename", "filesize", "type")  # never where a result is stored
 
 
 def _epoch(value: datetime | None) -> str | None:
@@ -20,7 +20,7 @@ def public_results(job: JobRecord) -> list[ResultFile] | Literal[""]:
     if not job.results or job.removed:
         return ""
     return [
-        ResultFile.model_validate({key: result[key] for key in PUBLIC_RESULT_KEYS if key in result})
+        ResultFile.model_validate({key: value for key, value in result.items() if key in PUBLIC_RESULT_KEYS})
         for result in job.results
     ]
 

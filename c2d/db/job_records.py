@@ -6,7 +6,79 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
+
+
+class ResultEntry(TypedDict):
+    """One entry of a job's result list (``jobs.results``): what output-publish wrote into ``results.json``.
+    ``filename``, ``filesize`` and ``type`` are public (the status object); the location is the node's own."""
+
+    filename: str  # e.g. "outputs/summary.json", "logs/algorithm.log"
+    filesize: int
+    type: str  # "output", "algorithmLog", "configurationLog", "publishLog"
+    path: NotRequired[str]  # local store or results claim: relative to the job's folder
+    url: NotRequired[str]  # S3 (s3://bucket/key) or IPFS (ipfs://cid)
+    cid: NotRequired[str]  # IPFS
+
+
+class StepDetail(TypedDict, total=False):
+    """One step's state in ``jobs.details.steps`` (keys absent until known). Argo's node phases."""
+
+    phase: str  # Pending, Running, Succeeded, Failed, Error, Omitted
+    exitCode: int
+    message: str
+    reason: str  # local engine: why it ended ("deadline", "memory", ...)
+    startedAt: str
+    finishedAt: str
+    attempt: int  # local engine: the retry attempt (0 = first)
+    runner: str  # local engine: "warm" or "cold"
+    results: list[ResultEntry]  # local engine: the publish step's result list (kept for recovery)
+
+
+class OutputRequest(TypedDict):
+    """``jobs.details.output``: the consumer asked to publish the results as a new asset (provider)."""
+
+    publishOutput: bool
+    publishAlgorithmLog: bool
+    name: str
+    description: str
+
+
+class ResultAssetState(TypedDict, total=False):
+    """``jobs.details.resultAsset``: how far publishing the results as an asset got (provider, resumable)."""
+
+    nft: str
+    datatoken: str
+    did: str
+    owner: str
+    attempts: int
+    error: str
+
+
+class ArgoWorkflowRef(TypedDict, total=False):
+    """``jobs.details.argo``: the job's Workflow on the cluster (argo engine)."""
+
+    namespace: str
+    workflow: str
+    uid: str
+    ui: str  # the Argo UI's page of the Workflow, when C2D_ENGINE__ARGO__UI_URL or the server URL is set
+
+
+class JobDetails(TypedDict, total=False):
+    """``jobs.details``: what the engines and the provider record about a job besides its status. Writers
+    merge their keys in (``JobStore.update_details``, ``advance``, ``transition``); every key is optional."""
+
+    steps: dict[str, StepDetail]  # by task name
+    argoPhase: str  # argo engine: the Workflow's phase
+    argo: ArgoWorkflowRef
+    submittedAt: str  # argo engine (c2d/db/engine_queue.py): when each action was done, ISO 8601
+    shutdownSentAt: str
+    workflowDeletedAt: str
+    sandboxUid: int  # local engine: the host uid its sandboxes ran as (resumed after a restart)
+    limitsNotEnforced: list[str]  # local engine: limits this host could not enforce ("memory", "pids", ...)
+    protectionsMissing: list[str]  # local engine: sandbox protections this host lacks
+    output: OutputRequest
+    resultAsset: ResultAssetState
 
 
 @dataclass(frozen=True)
@@ -37,7 +109,7 @@ class NewJob:
     workflow_name: str | None = None
     workflow: dict[str, Any] | None = None
     expiry: datetime | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: JobDetails = field(default_factory=lambda: JobDetails())
 
 
 @dataclass(frozen=True)
@@ -54,14 +126,14 @@ class JobRecord:
     status_text: str
     date_created: datetime
     date_finished: datetime | None
-    results: list[dict[str, Any]] | None
+    results: list[ResultEntry] | None
     stopreq: int
     removed: int
     engine: str
     workflow_name: str | None
     workflow: dict[str, Any] | None
     expiry: datetime | None
-    details: dict[str, Any]
+    details: JobDetails
     updated_at: datetime
 
     @property

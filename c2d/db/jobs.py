@@ -10,13 +10,13 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from c2d.db.job_records import JOB_COLUMNS, JOB_ID, JobEvent, JobRecord, NewJob, UsedOrder
+from c2d.db.job_records import JOB_COLUMNS, JOB_ID, JobDetails, JobEvent, JobRecord, NewJob, ResultEntry, UsedOrder
 from c2d.db.job_results import JobResults
 from c2d.db.pool import Pool
 from c2d.exceptions import DatabaseError, OrderAlreadyUsedError
 from c2d.status import JobStatus
 
-__all__ = ["JOB_COLUMNS", "JobEvent", "JobRecord", "JobStore", "NewJob", "UsedOrder"]
+__all__ = ["JOB_COLUMNS", "JobDetails", "JobEvent", "JobRecord", "JobStore", "NewJob", "ResultEntry", "UsedOrder"]
 
 # The statuses a job went through (``%(chain)s``: a JSON list of [code, text], in order), each with the
 # one before it; with a ``changed`` CTE that returns the row's old status and text, CHANGED_IN_CHAIN
@@ -142,7 +142,7 @@ class JobStore(JobResults):
         source: str,
         text: str | None = None,
         finished: bool = False,
-        results: list[dict[str, Any]] | None = None,
+        results: list[ResultEntry] | None = None,
         stopreq: int | None = None,
         detail: dict[str, Any] | None = None,
         went_through: Sequence[tuple[int, str]] = (),

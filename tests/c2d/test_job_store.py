@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from c2d.db.job_records import ResultEntry
 from c2d.db.jobs import JobStore, NewJob, UsedOrder
 from c2d.db.nonces import NonceStore
 from c2d.db.pool import Pool
@@ -60,7 +61,7 @@ def test_transitions_write_one_event_each_and_replays_change_nothing(pool: Pool)
     assert store.transition(job.job_id, JobStatus.CONFIGURING_VOLUMES, source="test")
     assert not store.transition(job.job_id, JobStatus.CONFIGURING_VOLUMES, source="test")  # replay
     assert store.transition(job.job_id, JobStatus.RUNNING_ALGORITHM, source="test")
-    results = [{"filename": "out.txt", "filesize": 3, "type": "output"}]
+    results: list[ResultEntry] = [{"filename": "out.txt", "filesize": 3, "type": "output"}]
     assert store.transition(job.job_id, JobStatus.JOB_FINISHED, source="test", finished=True, results=results)
     # A finished job is final: a late or replayed event cannot move it back.
     assert not store.transition(job.job_id, JobStatus.RUNNING_ALGORITHM, source="late")

@@ -11,6 +11,7 @@ import json
 import os
 import time
 
+from c2d.db.job_records import ResultEntry
 from c2d.status import JobStatus
 from tests.helpers import algorithm_processes
 from workflows.local.engine import LocalEngine
@@ -22,7 +23,7 @@ from .jobs import did, job_spec, make_environment
 ENV = make_environment()
 
 
-def _results(jobs: Jobs, job_id: str) -> dict[str, dict[str, object]]:
+def _results(jobs: Jobs, job_id: str) -> dict[str, ResultEntry]:
     job = jobs.store.get(job_id)
     assert job is not None and job.results is not None
     return {str(r["filename"]): r for r in job.results}

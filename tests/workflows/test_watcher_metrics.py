@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import pytest
 
+from c2d.db.job_records import StepDetail
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.stack.stack import Stack
@@ -191,8 +192,8 @@ def test_watch_events_lists_gone_and_errors_are_counted(
 
 def test_step_changes_are_what_the_committed_details_lack() -> None:
     at = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
-    committed = {"input-fetch": {"phase": "Running", "startedAt": "2026-12-01T10:00:00Z"}}
-    current = {
+    committed: dict[str, StepDetail] = {"input-fetch": {"phase": "Running", "startedAt": "2026-12-01T10:00:00Z"}}
+    current: dict[str, StepDetail] = {
         "input-fetch": {"phase": "Failed", "startedAt": "2026-12-01T10:00:00Z", "finishedAt": "2026-12-01T10:00:04Z"},
         "algorithm": {"phase": "Omitted"},  # never ran: nothing to observe
         "output-publish": {"phase": "Running", "startedAt": "not a time"},

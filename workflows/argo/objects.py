@@ -19,8 +19,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from c2d.db.job_records import ResultEntry, StepDetail
 from c2d.status import STOPREQ_DEADLINE, JobStatus
 from workflows import labels
 from workflows.argo.observe import cluster_time
@@ -202,8 +203,8 @@ class WorkflowView:
     message: str
     finished: bool
     steps: list[StepState]
-    step_details: dict[str, dict[str, Any]]
-    results: list[dict[str, Any]] = field(default_factory=list)
+    step_details: dict[str, StepDetail]
+    results: list[ResultEntry] = field(default_factory=list)
     image_failure: ImageFailure | None = None
 
     @property
@@ -240,8 +241,8 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
     by_name = {str(node.get("name")): node for node in nodes.values()}
     shutdown = bool((workflow.get("spec") or {}).get("shutdown"))
     steps: list[StepState] = []
-    details: dict[str, dict[str, Any]] = {}
-    results: list[dict[str, Any]] = []
+    details: dict[str, StepDetail] = {}
+    results: list[ResultEntry] = []
     image_failure: ImageFailure | None = None
     for task, stage in pipeline(workflow):
         node = by_name.get(f"{name}.{task}")
@@ -253,17 +254,20 @@ def read(workflow: dict[str, Any], nodes_loader: NodesLoader | None = None) -> W
         message = attempt.get("message") or node.get("message") or None
         phase = _phase(node, shutdown)
         steps.append(StepState(task, stage, phase, code, message))
-        details[task] = {
-            key: value
-            for key, value in (
-                ("phase", phase),
-                ("exitCode", code),
-                ("message", message),
-                ("startedAt", node.get("startedAt")),
-                ("finishedAt", node.get("finishedAt")),
-            )
-            if value is not None
-        }
+        details[task] = cast(
+            StepDetail,
+            {
+                key: value
+                for key, value in (
+                    ("phase", phase),
+                    ("exitCode", code),
+                    ("message", message),
+                    ("startedAt", node.get("startedAt")),
+                    ("finishedAt", node.get("finishedAt")),
+                )
+                if value is not None
+            },
+        )
         if task == PUBLISH:
             results = _results(node)
         if image_failure is None and attempt.get("phase") == "Pending":
@@ -293,7 +297,7 @@ def _image_failure(task: str, node: dict[str, Any], workflow: dict[str, Any]) ->
     return ImageFailure(task, image, reason, reason in IMAGE_PULL_FINAL, node.get("startedAt"))
 
 
-def _results(node: dict[str, Any]) -> list[dict[str, Any]]:
+def _results(node: dict[str, Any]) -> list[ResultEntry]:
     for parameter in (node.get("outputs") or {}).get("parameters") or []:
         if parameter.get("name") != "results":
             continue

@@ -7,10 +7,12 @@ events, lists or watcher restarts that show it again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from c2d.db.job_records import StepDetail
 from workflows.metrics import STEP_FINISHED, STEP_STARTED
 
 
@@ -48,13 +50,13 @@ def templates(workflow: dict[str, Any]) -> dict[str, str]:
 
 
 def step_changes(
-    previous: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]], names: dict[str, str]
+    previous: Mapping[str, StepDetail], current: Mapping[str, StepDetail], names: dict[str, str]
 ) -> list[StepChange]:
     """The starts and ends in ``current`` (step details about to be committed, task -> phase, startedAt,
     finishedAt) that ``previous`` (the committed ones) lacks; ``names``: task -> template."""
     changes: list[StepChange] = []
     for task, now in current.items():
-        before = previous.get(task) or {}
+        before = previous.get(task) or StepDetail()
         template = names.get(task, task)
         started = cluster_time(now.get("startedAt"))
         if started is not None and not before.get("startedAt"):

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from c2d.db.job_records import ResultEntry, StepDetail
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
@@ -292,7 +293,7 @@ class LocalEngine(BackgroundEngine):
             return run.stopreq
         return STOPREQ_API if run.stop.is_set() else 0
 
-    def _mirror(self, job_id: str, plan: Plan, states: dict[str, dict[str, Any]], write: bool) -> None:
+    def _mirror(self, job_id: str, plan: Plan, states: dict[str, StepDetail], write: bool) -> None:
         """Called by the job's own thread only. Statuses not written yet are kept in order and written with
         the next write (one statement; an event for each change)."""
         with self.lock:
@@ -307,7 +308,7 @@ class LocalEngine(BackgroundEngine):
             self._db(lambda: self.store.advance(job_id, pending_statuses, detail, SOURCE))
             pending_statuses.clear()
 
-    def _finish(self, run: JobRun, results: list[dict[str, Any]] | None) -> None:
+    def _finish(self, run: JobRun, results: list[ResultEntry] | None) -> None:
         stopreq = self._stopreq(run)
         if stopreq == STOPREQ_DEADLINE:
             self._db(lambda: self.store.request_stop(run.job_id, STOPREQ_DEADLINE))
@@ -373,6 +374,6 @@ def _sandbox_detail(identity: Identity | None) -> dict[str, Any]:
     return {SANDBOX_UID: identity.uid} if identity else {}
 
 
-def _state(task: str, stage: str, states: dict[str, dict[str, Any]]) -> StepState:
+def _state(task: str, stage: str, states: dict[str, StepDetail]) -> StepState:
     state = states.get(task, {})
     return StepState(task, stage, state.get("phase"), state.get("exitCode"), state.get("message"))

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
+from c2d.db.job_records import ResultEntry, StepDetail
 from c2d.exceptions import UnsupportedImageError
 from c2d.fstree import DEFAULT_MAX_DEPTH, TreeError, remove_tree, walk
 from c2d.settings import EngineSettings
@@ -98,9 +99,9 @@ class JobRun:
     engine: EngineSettings
     store_dir: Path
     hidden: tuple[Path, ...]
-    on_change: Callable[[dict[str, dict[str, Any]], bool], None]
+    on_change: Callable[[dict[str, StepDetail], bool], None]
     stop: threading.Event = field(default_factory=threading.Event)
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: dict[str, StepDetail] = field(default_factory=dict)
     stopreq: int = 0
     # Set when the engine shuts down: the step is killed but its outcome is not recorded, so the next
     # engine's recovery sees it as interrupted (never as the user's stop or the algorithm's failure).
@@ -118,7 +119,8 @@ class JobRun:
     on_step_end: Callable[[str, str, float], None] = _no_metrics
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
-        self.states.setdefault(task, {}).update({k: v for k, v in values.items() if v is not None})
+        known = cast(StepDetail, {key: value for key, value in values.items() if value is not None})
+        self.states.setdefault(task, StepDetail()).update(known)
         self.change_unwritten = not write
         self.on_change(self.states, write)
 
@@ -355,7 +357,7 @@ class JobRun:
             attempt += 1
 
     # -- the job ----------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]] | None:
+    def run(self) -> list[ResultEntry] | None:
         """Run every step; returns the result list of the publish step (None if it has none). JobSetupError
         when the job's folder or disk cannot be prepared (before any step)."""
         self.prepare()
@@ -394,7 +396,7 @@ class JobRun:
             )
         return self.results()  # the last step's end is written with the job's final status
 
-    def results(self) -> list[dict[str, Any]] | None:
+    def results(self) -> list[ResultEntry] | None:
         """The result list recorded by the step that declares a ``results`` output (None if none ran)."""
         for step in self.plan.steps:
             recorded = self.states.get(step.task, {}).get("results")
@@ -402,7 +404,7 @@ class JobRun:
                 return recorded
         return None
 
-    def _read_results(self, step: Step) -> list[dict[str, Any]] | None:
+    def _read_results(self, step: Step) -> list[ResultEntry] | None:
         path = self.host_path(step, step.outputs["results"])
         if path is None or not path.is_file():
             return None

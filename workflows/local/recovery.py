@@ -9,8 +9,7 @@ the job fails with a status text that says so.
 
 from __future__ import annotations
 
-from typing import Any
-
+from c2d.db.job_records import StepDetail
 from c2d.db.jobs import JobRecord
 from workflows.local.job import JobRun
 from workflows.local.jobdisk import JobDisk
@@ -21,7 +20,7 @@ INTERRUPTED = "interrupted by an engine restart"
 
 def prepare_resume(run: JobRun, record: JobRecord) -> str | None:
     """Load the job's last step states into ``run``; returns a failure reason if it cannot go on."""
-    states: dict[str, dict[str, Any]] = dict(record.details.get("steps") or {})
+    states: dict[str, StepDetail] = dict(record.details.get("steps") or {})
     started = {task for task, state in states.items() if state.get("phase")}
     first_stage_only = all(run.plan.step(task).stage == "configure" for task in started)
     if not started or first_stage_only:
@@ -38,7 +37,7 @@ def prepare_resume(run: JobRun, record: JobRecord) -> str | None:
         if state is None or state.get("phase") in DONE_PHASES:
             continue
         if step.stage in ("algorithm", "filter"):
-            state.update(phase="Failed", message=INTERRUPTED, reason="restart")
+            state.update({"phase": "Failed", "message": INTERRUPTED, "reason": "restart"})
         else:
             states.pop(step.task)  # configure/publish steps are safe to run again
     run.states = states
