@@ -16,7 +16,9 @@ from provider.exceptions import RequestValidationFailed
 DEFAULT_MESSAGE = "Invalid signature provided. Please check the nonce or documentId."
 
 
-def checksum(address: str | None, field: str = "consumerAddress") -> str:
+def required_address(address: str | None, field: str = "consumerAddress") -> str:
+    """``address`` in its checksummed form; Ocean's validation error on ``field`` when it is missing or is not
+    an Ethereum address."""
     if not address:
         raise RequestValidationFailed({field: [f"The {field} field is required."]})
     if not Web3.is_address(address):

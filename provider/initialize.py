@@ -11,7 +11,7 @@ import time
 
 from c2d.environments import ComputeEnvironment
 from provider.assets import Asset, Service, resolve
-from provider.auth import checksum
+from provider.auth import required_address
 from provider.exceptions import ComputeRequestError, ProviderError
 from provider.models import (
     ComputeAlgorithm,
@@ -34,7 +34,7 @@ def _environment(services: Services, env_id: object) -> ComputeEnvironment:
     return env
 
 
-def _item(
+def _initialize_input(
     services: Services,
     asset: Asset,
     service: Service,
@@ -85,7 +85,7 @@ def initialize_compute(services: Services, request: InitializeComputeRequest) ->
         raise ComputeRequestError("datasets", "missing", "datasets must be a non-empty list")
     algorithm = request.algorithm or ComputeAlgorithm()
     compute = request.compute or ComputeParams()
-    consumer = checksum(request.consumer_address)
+    consumer = required_address(request.consumer_address)
     env = _environment(services, compute.env)
     try:
         valid_until = int(compute.valid_until or "")
@@ -109,12 +109,14 @@ def initialize_compute(services: Services, request: InitializeComputeRequest) ->
         service = asset.service(dataset.service_id, resource)
         legacy = services.settings.provider.legacy_allow_any_algorithm
         check_algorithm_allowed(service, algo_asset, None, resource, legacy)
-        answer, charged = _item(services, asset, service, dataset, consumer, env, valid_until, charge, resource)
+        answer, charged = _initialize_input(
+            services, asset, service, dataset, consumer, env, valid_until, charge, resource
+        )
         charge = charge and not charged
         answers.append(answer)
     algo_answer = None
     if algo_asset is not None and algo_service is not None:
-        algo_answer, _ = _item(
+        algo_answer, _ = _initialize_input(
             services, algo_asset, algo_service, algorithm, consumer, env, valid_until, charge, "algorithm"
         )
     return InitializeComputeResponse(datasets=answers, algorithm=algo_answer)

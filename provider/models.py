@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -29,6 +30,10 @@ Ddo = dict[str, Any]
 
 JsonObject = dict[str, Any]
 """A JSON object the provider passes on or reads a few keys of (a DDO's metadata, a search query)."""
+
+QueryText = Annotated[str | None, Query()]
+"""A query parameter read as text, optional in the schema: where it is missing, the route answers with Ocean's
+own error body for it."""
 
 OpenApi = dict[str, Any]
 """A fragment of the OpenAPI document (a schema, a response), where a route describes what FastAPI cannot

@@ -20,7 +20,7 @@ from c2d.environments import ComputeEnvironment
 from c2d.exceptions import OrderAlreadyUsedError, UnsupportedImageError
 from c2d.storage.locations import LocationError, scheme_of
 from provider.assets import Asset, files_checksum, resolve, service_files
-from provider.auth import checksum, verify_request
+from provider.auth import required_address, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
 from provider.locations import input_file, node_sources, store_access
 from provider.models import AlgorithmMeta, ComputeAlgorithm, ComputeInput, ComputeStartRequest, ComputeStatus
@@ -116,7 +116,7 @@ def _algorithm(
 
 def start_compute(services: Services, body: ComputeStartRequest) -> list[ComputeStatus]:
     dataset = body.dataset or ComputeInput()
-    consumer = checksum(body.consumer_address)
+    consumer = required_address(body.consumer_address)
     verify_request(
         services.nonces,
         consumer,

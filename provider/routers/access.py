@@ -18,7 +18,6 @@ from provider.models import OpenApi
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["access"])
-Str = Annotated[str | None, Query()]
 # Both always answer an error (400; 404/503 as the others): no successful answer to describe.
 NEVER_OK: dict[int | str, OpenApi] = {200: {"description": "never answered"}}
 

@@ -13,15 +13,14 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from c2d.db.jobs import JobRecord
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
-from provider.auth import checksum, verify_request
+from provider.auth import required_address, verify_request
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
-from provider.models import ComputeEnvironmentInfo, ComputeStatus, OpenApi
+from provider.models import ComputeEnvironmentInfo, ComputeStatus, OpenApi, QueryText
 from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
 from provider.status import status_object
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
-Str = Annotated[str | None, Query()]
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,14 @@ def job_query(
     job_id: Annotated[str | None, Query(alias="jobId")] = None,
     document_id: Annotated[str | None, Query(alias="documentId")] = None,
 ) -> JobQuery:
-    return JobQuery(checksum(consumer_address), job_id, document_id)
+    return JobQuery(required_address(consumer_address), job_id, document_id)
 
 
 def signed_job_query(
-    services: ServicesDep, query: Annotated[JobQuery, Depends(job_query)], nonce: Str = None, signature: Str = None
+    services: ServicesDep,
+    query: Annotated[JobQuery, Depends(job_query)],
+    nonce: QueryText = None,
+    signature: QueryText = None,
 ) -> JobQuery:
     """Signed by the consumer over consumer + jobId + documentId + nonce (Ocean's stop/delete rule)."""
     message = f"{query.owner}{query.job_id or ''}{query.document_id or ''}"
@@ -120,11 +122,11 @@ def result(
     services: ServicesDep,
     consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
     job_id: Annotated[str | None, Query(alias="jobId")] = None,
-    index: Str = None,
-    nonce: Str = None,
-    signature: Str = None,
+    index: QueryText = None,
+    nonce: QueryText = None,
+    signature: QueryText = None,
 ) -> Response:
-    owner = checksum(consumer_address)
+    owner = required_address(consumer_address)
     if not job_id:
         raise RequestValidationFailed({"jobId": ["The jobId field is required."]})
     if index is None or not index.lstrip("-").isdigit():

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from hexbytes import HexBytes
 
 from c2d.chain.documents import DocumentError, decode_document, encrypt
-from provider.auth import checksum, verify_request
+from provider.auth import required_address, verify_request
 from provider.exceptions import PLAIN_TEXT_ERRORS, Forbidden, ProviderError, RequestValidationFailed
 from provider.models import DecryptRequest, OpenApi
 from provider.services import ServicesDep
@@ -57,7 +57,7 @@ async def encrypt_document(
     responses=PLAIN_TEXT_ERRORS,
 )
 def decrypt_document(services: ServicesDep, body: DecryptRequest) -> str:
-    decrypter = checksum(body.decrypter_address, "decrypterAddress")
+    decrypter = required_address(body.decrypter_address, "decrypterAddress")
     allowed = {services.address.lower(), *(a.lower() for a in services.settings.provider.authorized_decrypters)}
     if decrypter.lower() not in allowed:
         raise Forbidden("Decrypter not authorized")

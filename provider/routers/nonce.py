@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from provider.auth import checksum
+from provider.auth import required_address
 from provider.models import NonceResponse
 from provider.services import ServicesDep
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/services", tags=["auth"])
 def nonce(
     services: ServicesDep, user_address: Annotated[str | None, Query(alias="userAddress")] = None
 ) -> NonceResponse:
-    address = checksum(user_address, "userAddress")
+    address = required_address(user_address, "userAddress")
     stored = services.nonces.current(address)
     if stored is None:
         return NonceResponse(nonce=0)
