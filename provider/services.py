@@ -87,3 +87,18 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+"""Everything a request handler may use: for handlers that use most of it (initializeCompute, compute)."""
+
+
+def get_ddos(services: ServicesDep) -> DdoStore:
+    return services.ddos
+
+
+def get_nonces(services: ServicesDep) -> NonceStore:
+    return services.nonces
+
+
+DdosDep = Annotated[DdoStore, Depends(get_ddos)]
+"""The indexed DDOs alone: for handlers that only read them (the Aquarius API)."""
+NoncesDep = Annotated[NonceStore, Depends(get_nonces)]
+"""The request nonces alone."""

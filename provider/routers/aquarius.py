@@ -24,7 +24,7 @@ from provider.models import (
     ValidationErrorResponse,
     ValidatorProof,
 )
-from provider.services import ServicesDep
+from provider.services import DdosDep, ServicesDep
 
 router = APIRouter(prefix="/api/aquarius", tags=["metadata"])
 DDO_KEYS = ("id", "version", "chainId", "nftAddress", "metadata", "services")
@@ -36,25 +36,25 @@ def info() -> AquariusInfo:
 
 
 @router.get("/assets/ddo/{did}", summary="The DDO of a DID, as indexed from the chain")
-def ddo(did: str, services: ServicesDep) -> Ddo:
-    found = services.ddos.get(did)
+def ddo(did: str, ddos: DdosDep) -> Ddo:
+    found = ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
     return found
 
 
 @router.get("/assets/metadata/{did}", summary="The metadata section of a DDO")
-def metadata(did: str, services: ServicesDep) -> JsonObject:
-    found = services.ddos.get(did)
+def metadata(did: str, ddos: DdosDep) -> JsonObject:
+    found = ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
     return dict(found.get("metadata") or {})
 
 
 @router.post("/assets/query", summary="Search (supports size, from and a query_string/match text)")
-def query(services: ServicesDep, body: AquariusQuery) -> QueryResponse:
+def query(ddos: DdosDep, body: AquariusQuery) -> QueryResponse:
     size = min(body.size, 1000)
-    hits = services.ddos.search(size, body.from_, _query_text(body.query or {}))
+    hits = ddos.search(size, body.from_, _query_text(body.query or {}))
     return QueryResponse(hits=SearchHits(total=HitCount(value=len(hits)), hits=[SearchHit(source=d) for d in hits]))
 
 
