@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 from eth_account import Account
 
 from c2d.chain.artifacts import Artifacts
-from c2d.chain.assets import ONE_TOKEN, mint_datatokens, start_order
 from c2d.chain.client import Chain
 from c2d.chain.deploy import read_address_file
 from c2d.chain.signing import ProviderFee
+from c2d.chain.transactions import ONE_TOKEN, mint_datatokens, start_order
 from c2d.exceptions import C2DError
 from c2d.settings import ANVIL_KEYS, Settings
 from c2d.stack.stack import Stack

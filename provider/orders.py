@@ -13,9 +13,9 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
-from c2d.chain.assets import ONE_TOKEN, decode_events
 from c2d.chain.client import Chain
 from c2d.chain.signing import ProviderFee, provider_fee_signer
+from c2d.chain.transactions import ONE_TOKEN, decode_events
 from provider.assets import Asset, Service
 from provider.exceptions import ComputeRequestError
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from c2d.chain.assets import DataAsset, create_data_nft, publish_ddo
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
+from c2d.chain.transactions import DataAsset, create_data_nft, publish_ddo
 from provider.client import ProviderClient
 
 

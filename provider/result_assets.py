@@ -18,9 +18,9 @@ from typing import Any
 
 from web3.exceptions import Web3Exception
 
-from c2d.chain.assets import DataAsset, create_data_nft, publish_ddo, transfer_nft
 from c2d.chain.deploy import read_address_file
 from c2d.chain.documents import encrypt
+from c2d.chain.transactions import DataAsset, create_data_nft, publish_ddo, transfer_nft
 from c2d.db.job_records import OutputRequest, ResultAssetState, ResultEntry
 from c2d.db.jobs import JobRecord
 from c2d.exceptions import C2DError, ChainError

@@ -21,7 +21,7 @@ from c2d.settings import Settings
 from c2d.storage.ipfs import Kubo
 from c2d.storage.locations import LocationError, parse_ipfs, parse_s3, scheme_of
 from c2d.storage.s3 import S3Store
-from provider.locations import node_sources
+from provider.input_files import node_sources
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from c2d.db.jobs import JOB_COLUMNS, JobRecord
-from provider.status import status_object
+from provider.status_object import status_object
 
 log = logging.getLogger(__name__)
 CHANNEL = "c2d_jobs"

@@ -20,9 +20,9 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from c2d.chain.assets import compute_did
 from c2d.chain.client import Chain
 from c2d.chain.documents import DocumentError, decode_document
+from c2d.chain.transactions import compute_did
 from provider.indexer.store import DdoStore, IndexedDdo, OwnerChange
 
 log = logging.getLogger(__name__)

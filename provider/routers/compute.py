@@ -18,7 +18,7 @@ from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavai
 from provider.models import ComputeEnvironmentInfo, ComputeStatus, OpenApi, QueryText
 from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
-from provider.status import status_object
+from provider.status_object import status_object
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
 

@@ -11,7 +11,7 @@ from c2d.settings import Settings
 from c2d.storage.sources import Sources
 from provider.assets import probe_file, resolve, service_files
 from provider.exceptions import ComputeRequestError, FileUnavailable
-from provider.locations import input_file, node_sources
+from provider.input_files import input_file, node_sources
 from provider.models import FileInfo, FileInfoRequest
 from provider.services import ServicesDep
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from provider.initialize import initialize_compute
 from provider.models import ComputeStartRequest, ComputeStatus, InitializeComputeRequest, InitializeComputeResponse
 from provider.services import ServicesDep
-from provider.start import start_compute
+from provider.start_job import start_compute
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
 

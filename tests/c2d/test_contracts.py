@@ -9,14 +9,6 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 
-from c2d.chain.assets import (
-    ONE_TOKEN,
-    compute_did,
-    create_data_nft,
-    decode_events,
-    mint_datatokens,
-    start_order,
-)
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
 from c2d.chain.signing import (
@@ -25,6 +17,14 @@ from c2d.chain.signing import (
     provider_data_bytes,
     provider_fee_signer,
     sign_provider_fee,
+)
+from c2d.chain.transactions import (
+    ONE_TOKEN,
+    compute_did,
+    create_data_nft,
+    decode_events,
+    mint_datatokens,
+    start_order,
 )
 from c2d.exceptions import ChainError
 from c2d.settings import Settings

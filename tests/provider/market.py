@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 
-from c2d.chain.assets import ONE_TOKEN, DataAsset, create_data_nft, mint_datatokens, publish_ddo, start_order
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
 from c2d.chain.documents import encrypt, public_key_hex
 from c2d.chain.signing import ProviderFee, sign_message
+from c2d.chain.transactions import ONE_TOKEN, DataAsset, create_data_nft, mint_datatokens, publish_ddo, start_order
 from c2d.db.pool import Pool
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore

@@ -9,10 +9,10 @@ import ecies
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from c2d.chain.assets import create_data_nft, publish_ddo, transfer_nft
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
 from c2d.chain.documents import encrypt, public_key_hex
+from c2d.chain.transactions import create_data_nft, publish_ddo, transfer_nft
 from c2d.db.pool import Pool
 from provider.indexer.indexer import Indexer
 from provider.indexer.store import DdoStore

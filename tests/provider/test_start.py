@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from c2d.chain.assets import DataAsset
 from c2d.chain.signing import ProviderFee, sign_provider_fee
+from c2d.chain.transactions import DataAsset
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.settings import ANVIL_KEYS

@@ -22,12 +22,12 @@ from c2d.storage.locations import LocationError, scheme_of
 from provider.assets import Asset, files_checksum, resolve, service_files
 from provider.auth import required_address, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
-from provider.locations import input_file, node_sources, store_access
+from provider.input_files import input_file, node_sources, store_access
 from provider.models import AlgorithmMeta, ComputeAlgorithm, ComputeInput, ComputeStartRequest, ComputeStatus
 from provider.orders import ValidOrder, validate_order
 from provider.result_assets import output_request
 from provider.services import Services
-from provider.status import status_object
+from provider.status_object import status_object
 from provider.trust import check_algorithm_allowed
 from workflows.builder import build_workflow
 from workflows.registry import BuildOptions
