@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from eth_account import Account
@@ -34,6 +34,7 @@ from c2d.stack.stack import Stack
 
 if TYPE_CHECKING:
     from provider.client import ProviderClient
+    from provider.models import ComputeStatus
 
 Echo = Callable[[str], None]
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": "sha256:" + "0" * 64}
@@ -72,6 +73,7 @@ def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
 def _publish_order_and_run(settings: Settings, folder: Path, files_url: str, echo: Echo, timeout: float) -> None:
     from provider.assets import container_checksum
     from provider.client import ProviderClient
+    from provider.models import ComputeAlgorithm, ComputeInput
     from provider.publishing import publish_asset
 
     echo(f"provider API on {settings.provider_url} (docs: {settings.provider_url}/api/docs)")
@@ -103,51 +105,52 @@ def _publish_order_and_run(settings: Settings, folder: Path, files_url: str, ech
 
     answer = client.initialize_compute(
         consumer.address,
-        env["id"],
+        env.id,
         int(time.time()) + 3600,
-        [{"documentId": dataset.did, "serviceId": "svc-0"}],
-        {"documentId": algorithm.did, "serviceId": "svc-0"},
+        [ComputeInput(documentId=dataset.did, serviceId="svc-0")],
+        ComputeAlgorithm(documentId=algorithm.did, serviceId="svc-0"),
     )
     txs = []
-    for asset, item in ((dataset, answer["datasets"][0]), (algorithm, answer["algorithm"])):
+    for asset, item in ((dataset, answer.datasets[0]), (algorithm, answer.algorithm)):
+        assert item is not None and item.provider_fee is not None  # new orders: a fee to pay for each
+        fee = ProviderFee.from_wire(item.provider_fee.model_dump(by_alias=True))
         mint_datatokens(chain, publisher, asset.datatoken, consumer.address, ONE_TOKEN)
-        tx, _ = start_order(
-            chain, consumer, asset.datatoken, env["consumerAddress"], 0, ProviderFee.from_wire(item["providerFee"])
-        )
+        tx, _ = start_order(chain, consumer, asset.datatoken, env.consumer_address, 0, fee)
         txs.append(tx)
     echo(f"consumer ordered both (provider fees signed by the node): {txs[0][:18]}…, {txs[1][:18]}…")
 
     job = client.start_compute(
         consumer,
-        env["id"],
-        {"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": txs[0]},
-        {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": txs[1]},
+        env.id,
+        ComputeInput(documentId=dataset.did, serviceId="svc-0", transferTxId=txs[0]),
+        ComputeAlgorithm(documentId=algorithm.did, serviceId="svc-0", transferTxId=txs[1]),
     )
-    echo(f"job {job['jobId']} started through the API")
-    status = _follow(client, consumer.address, job["jobId"], echo, timeout)
+    echo(f"job {job.job_id} started through the API")
+    status = _follow(client, consumer.address, job.job_id, echo, timeout)
     with tempfile.TemporaryDirectory() as tmp:
-        for index, result in enumerate(status["results"]):
-            dest = Path(tmp) / f"{index}-{Path(result['filename']).name}"
-            size = client.download_result(consumer, job["jobId"], index, dest)
-            echo(f"  downloaded result {index}: {result['filename']} ({result['type']}, {size} bytes)")
-            if result["filename"] == "summary.json":
+        for index, result in enumerate(status.results or []):
+            name = str(result.filename)
+            dest = Path(tmp) / f"{index}-{Path(name).name}"
+            size = client.download_result(consumer, job.job_id, index, dest)
+            echo(f"  downloaded result {index}: {name} ({result.type}, {size} bytes)")
+            if name == "summary.json":
                 echo("result summary.json:")
                 for line in dest.read_text().splitlines():
                     echo(f"  {line}")
     client.close()
 
 
-def _follow(client: ProviderClient, consumer: str, job_id: str, echo: Echo, timeout: float) -> dict[str, Any]:
+def _follow(client: ProviderClient, consumer: str, job_id: str, echo: Echo, timeout: float) -> ComputeStatus:
     end = time.monotonic() + timeout
     last = None
     while time.monotonic() < end:
         status = client.status(consumer, job_id)
-        if status["status"] != last:
-            last = status["status"]
-            echo(f"  status {status['status']:>2}  {str(status['statusText']).strip()}")
-        if status["dateFinished"]:
-            if status["status"] != 70:
-                raise C2DError(f"the demo job ended with status {status['status']}: {status['statusText']}")
+        if status.status != last:
+            last = status.status
+            echo(f"  status {status.status:>2}  {status.status_text.strip()}")
+        if status.date_finished:
+            if status.status != 70:
+                raise C2DError(f"the demo job ended with status {status.status}: {status.status_text}")
             return status
         time.sleep(0.1)
     raise C2DError(f"the demo job did not finish within {timeout:.0f} s")

@@ -1,16 +1,24 @@
-"""A small client of the Ocean provider API (the calls ocean.py makes), used by ``c2d demo``."""
+"""A small client of the Ocean provider API (the calls ocean.py makes), used by ``c2d demo``: it sends and reads
+the same wire models the provider serves (:mod:`provider.models`)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
 
 from c2d.chain.signing import sign_message
 from provider.exceptions import ProviderError
+from provider.models import (
+    ComputeAlgorithm,
+    ComputeEnvironmentInfo,
+    ComputeInput,
+    ComputeStatus,
+    Ddo,
+    InitializeComputeResponse,
+)
 
 
 class ProviderClientError(ProviderError):
@@ -47,51 +55,50 @@ class ProviderClient:
         )
         return bytes.fromhex(self._check(response, 201).text.removeprefix("0x"))
 
-    def wait_ddo(self, did: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_ddo(self, did: str, timeout: float = 30.0) -> Ddo:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             response = self.http.get(f"/api/aquarius/assets/ddo/{did}")
             if response.status_code == 200:
-                ddo: dict[str, Any] = response.json()
+                ddo: Ddo = response.json()
                 return ddo
             time.sleep(0.2)
         raise ProviderClientError(f"{did} was not indexed within {timeout:.0f} s")
 
-    def environments(self, chain_id: int) -> list[dict[str, Any]]:
+    def environments(self, chain_id: int) -> list[ComputeEnvironmentInfo]:
         response = self._check(self.http.get("/api/services/computeEnvironments", params={"chainId": chain_id}))
-        envs: list[dict[str, Any]] = response.json()[str(chain_id)]
-        return envs
+        return [ComputeEnvironmentInfo.model_validate(env) for env in response.json()[str(chain_id)]]
 
     def initialize_compute(
-        self, consumer: str, env: str, valid_until: int, datasets: list[dict[str, Any]], algorithm: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, consumer: str, env: str, valid_until: int, datasets: list[ComputeInput], algorithm: ComputeAlgorithm
+    ) -> InitializeComputeResponse:
         body = {
-            "datasets": datasets,
-            "algorithm": algorithm,
+            "datasets": [_wire(dataset) for dataset in datasets],
+            "algorithm": _wire(algorithm),
             "compute": {"env": env, "validUntil": valid_until},
             "consumerAddress": consumer,
         }
-        answer: dict[str, Any] = self._check(self.http.post("/api/services/initializeCompute", json=body)).json()
-        return answer
+        answer = self._check(self.http.post("/api/services/initializeCompute", json=body)).json()
+        return InitializeComputeResponse.model_validate(answer)
 
     def start_compute(
-        self, account: LocalAccount, env: str, dataset: dict[str, Any], algorithm: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, account: LocalAccount, env: str, dataset: ComputeInput, algorithm: ComputeAlgorithm
+    ) -> ComputeStatus:
         body = {
-            "dataset": dataset,
-            "algorithm": algorithm,
+            "dataset": _wire(dataset),
+            "algorithm": _wire(algorithm),
             "environment": env,
             "consumerAddress": account.address,
             "additionalInputs": [],
-            **self._signed(account, f"{account.address}{dataset['documentId']}"),
+            **self._signed(account, f"{account.address}{dataset.document_id}"),
         }
-        jobs: list[dict[str, Any]] = self._check(self.http.post("/api/services/compute", json=body)).json()
-        return jobs[0]
+        jobs = self._check(self.http.post("/api/services/compute", json=body)).json()
+        return ComputeStatus.model_validate(jobs[0])
 
-    def status(self, consumer: str, job_id: str) -> dict[str, Any]:
+    def status(self, consumer: str, job_id: str) -> ComputeStatus:
         params = {"consumerAddress": consumer, "jobId": job_id}
-        jobs: list[dict[str, Any]] = self._check(self.http.get("/api/services/compute", params=params)).json()
-        return jobs[0]
+        jobs = self._check(self.http.get("/api/services/compute", params=params)).json()
+        return ComputeStatus.model_validate(jobs[0])
 
     def download_result(self, account: LocalAccount, job_id: str, index: int, dest: Path) -> int:
         """Stream result ``index`` to ``dest``; returns its size."""
@@ -111,3 +118,8 @@ class ProviderClient:
                     out.write(chunk)
                     size += len(chunk)
         return size
+
+
+def _wire(request: ComputeInput) -> dict[str, object]:
+    """A request model as the provider reads it: wire names, unset fields left out."""
+    return request.model_dump(mode="json", by_alias=True, exclude_none=True)
