@@ -19,7 +19,7 @@ from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
 from provider.metrics import HttpMetrics, ProviderMetrics
 from provider.models import OpenApi
-from provider.routers import access, aquarius, compute, encrypt, files, nonce, root, start
+from provider.routers import access, aquarius, compute, encrypt, files, nonce, root
 from provider.services import Engine, Services
 
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
             errors.setdefault(field, []).append(error["msg"])
         return await provider_error(_request, RequestValidationFailed(errors))
 
-    for module in (root, nonce, encrypt, files, access, start, compute, aquarius):
+    for module in (root, nonce, encrypt, files, access, compute, aquarius):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.openapi = lambda: _without_422(app)  # type: ignore[method-assign]
     return app

@@ -1,4 +1,7 @@
-"""Compute jobs: status, stop, delete, results and environments (start/initialize: provider/routers/start.py)."""
+"""The compute resource: initializeCompute, start (POST), status (GET), stop (PUT), delete, results, environments.
+
+The routes are thin: they parse the request (:mod:`provider.models`) and hand it to the domain functions
+(:mod:`provider.initialize`, :mod:`provider.start_job`, the job store, :mod:`provider.results`)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,40 @@ from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
 from provider.auth import required_address, verify_request
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
-from provider.models import ComputeEnvironmentInfo, ComputeStatus, OpenApi, QueryText
+from provider.initialize import initialize_compute
+from provider.models import (
+    ComputeEnvironmentInfo,
+    ComputeStartRequest,
+    ComputeStatus,
+    InitializeComputeRequest,
+    InitializeComputeResponse,
+    OpenApi,
+    QueryText,
+)
 from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
+from provider.start_job import start_compute
 from provider.status_object import status_object
 
 router = APIRouter(prefix="/api/services", tags=["compute"])
+
+
+# -- the paid part: provider fees, then a job on paid orders -----------------------------------------------
+@router.post(
+    "/initializeCompute",
+    summary="Provider fees (or still-valid orders) for a compute job",
+    response_model_exclude_none=True,
+)
+def initialize(services: ServicesDep, body: InitializeComputeRequest) -> InitializeComputeResponse:
+    return initialize_compute(services, body)
+
+
+@router.post("/compute", summary="Start a compute job on paid orders", response_model_exclude_unset=True)
+def start(services: ServicesDep, body: ComputeStartRequest) -> list[ComputeStatus]:
+    return start_compute(services, body)
+
+
+# -- the consumer's jobs ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
