@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from c2d.environments import ComputeEnvironment
+from c2d.settings import Settings
 from provider.assets import Asset, Service, resolve
 from provider.auth import required_address
 from provider.exceptions import ComputeRequestError, ProviderError
@@ -27,8 +28,8 @@ from provider.services import Services
 from provider.trust import check_algorithm_allowed
 
 
-def _environment(services: Services, env_id: object) -> ComputeEnvironment:
-    env = services.settings.environment(str(env_id or ""))
+def _environment(settings: Settings, env_id: object) -> ComputeEnvironment:
+    env = settings.environment(str(env_id or ""))
     if env is None:
         raise ProviderError("Compute environment does not exist")
     return env
@@ -86,7 +87,7 @@ def initialize_compute(services: Services, request: InitializeComputeRequest) ->
     algorithm = request.algorithm or ComputeAlgorithm()
     compute = request.compute or ComputeParams()
     consumer = required_address(request.consumer_address)
-    env = _environment(services, compute.env)
+    env = _environment(services.settings, compute.env)
     try:
         valid_until = int(compute.valid_until or "")
     except ValueError:

@@ -18,10 +18,12 @@ from c2d.db.job_records import JobDetails, OutputRequest
 from c2d.db.jobs import NewJob, UsedOrder
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import OrderAlreadyUsedError, UnsupportedImageError
+from c2d.settings import EngineSettings, Settings
 from c2d.storage.locations import LocationError, scheme_of
 from provider.assets import Asset, files_checksum, resolve, service_files
 from provider.auth import required_address, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
+from provider.fees import ProviderFees
 from provider.input_files import input_file, node_sources, store_access
 from provider.models import AlgorithmMeta, ComputeAlgorithm, ComputeInput, ComputeStartRequest, ComputeStatus
 from provider.orders import ValidOrder, validate_order
@@ -41,7 +43,8 @@ class _Algorithm:
     order: ValidOrder | None
 
 
-def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
+def _container(raw: dict[str, Any], engine: EngineSettings) -> AlgorithmContainer:
+    """The algorithm's container section, checked; on the local engine, its image must have a runtime."""
     missing = [key for key in ("entrypoint", "image", "tag") if not raw.get(key)]
     if missing:
         raise ComputeRequestError("algorithm.container", "missing_entrypoint_image_checksum", f"missing {missing}")
@@ -57,9 +60,9 @@ def _container(raw: dict[str, Any], services: Services) -> AlgorithmContainer:
         )
     except ValueError as exc:
         raise ComputeRequestError("algorithm.container", "invalid", str(exc).splitlines()[0]) from None
-    if services.settings.engine.kind == "local":
+    if engine.kind == "local":
         try:
-            services.settings.engine.runtime_for(container.image)
+            engine.runtime_for(container.image)
         except UnsupportedImageError as exc:
             raise ComputeRequestError("algorithm.container", "image_not_supported", str(exc)) from None
     return container
@@ -89,7 +92,7 @@ def _algorithm(
             raise ComputeRequestError("algorithm", "meta_oneof_url_rawcode_remote")
         spec = AlgorithmInput(raw_code=meta.rawcode or None, files=_raw_files(meta), custom_data=custom)
         container = meta.container.model_dump() if meta.container else {}  # checked as a DDO's container is
-        return _Algorithm(spec, _container(container, services), None), None, []
+        return _Algorithm(spec, _container(container, services.settings.engine), None), None, []
     if not algo.document_id:
         raise ComputeRequestError("algorithm", "missing_meta_documentId")
     asset = resolve(services.ddos, algo.document_id, "algorithm")
@@ -111,7 +114,7 @@ def _algorithm(
     results_of = services.jobs.result_asset_job(asset.did)
     files = [input_file(services.settings, file, asset.owner, "algorithm", results_of) for file in raw]
     spec = AlgorithmInput(did=asset.did, files=files, ddo=asset.ddo, custom_data=custom)
-    return _Algorithm(spec, _container(asset.container, services), order), asset, files
+    return _Algorithm(spec, _container(asset.container, services.settings.engine), order), asset, files
 
 
 def start_compute(services: Services, body: ComputeStartRequest) -> list[ComputeStatus]:
@@ -128,7 +131,7 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
     if env is None:
         raise ProviderError("Environment invalid or does not exist")
     extra = body.additional_datasets or []
-    output = _output(services, env, body.output)
+    output = _output(services.settings, env, body.output)
     algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
     checksum_cache: list[str] = []
 
@@ -166,26 +169,26 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         inputs.append(DatasetInput(did=asset.did, files=files, ddo=asset.ddo))
     if algorithm.order is not None:
         orders.append(("algorithm", algorithm.order))
-    _check_fees(services, env, [order for _, order in orders])
+    _check_fees(services.fees, env, [order for _, order in orders])
     return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]
 
 
-def _output(services: Services, env: ComputeEnvironment, raw: object) -> OutputRequest | None:
+def _output(settings: Settings, env: ComputeEnvironment, raw: object) -> OutputRequest | None:
     """``output``: publishing the results as a new asset needs them in S3 or IPFS (not the node's disk)."""
     try:
         output = output_request(raw)
     except ValueError as exc:
         raise ComputeRequestError("output", "invalid", str(exc)) from None
-    if output and services.settings.result_storage(env) not in ("s3", "ipfs"):
+    if output and settings.result_storage(env) not in ("s3", "ipfs"):
         raise ComputeRequestError(
             "output", "publish_output_not_supported", f"environment {env.id!r} does not store results in S3 or IPFS"
         )
     return output
 
 
-def _check_fees(services: Services, env: ComputeEnvironment, orders: list[ValidOrder]) -> None:
+def _check_fees(fees: ProviderFees, env: ComputeEnvironment, orders: list[ValidOrder]) -> None:
     valid_until = max((order.fee.valid_until for order in orders), default=0)
-    token, required = services.fees.amount(env, valid_until, time.time())
+    token, required = fees.amount(env, valid_until, time.time())
     if not any(order.fee.provider_fee_amount >= required and order.fee.provider_fee_token == token for order in orders):
         raise ComputeRequestError("order", "fees_not_paid", f"{required} of {token} required")
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from c2d.db.jobs import JobRecord
+from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
 from provider.auth import required_address, verify_request
@@ -62,8 +62,8 @@ class JobQuery:
     job_id: str | None
     document_id: str | None
 
-    def jobs(self, services: Services) -> list[JobRecord]:
-        return services.jobs.find(self.owner, job_id=self.job_id or None, did=self.document_id or None)
+    def jobs(self, store: JobStore) -> list[JobRecord]:
+        return store.find(self.owner, job_id=self.job_id or None, did=self.document_id or None)
 
 
 def job_query(
@@ -104,15 +104,15 @@ def _stop(services: Services, job: JobRecord) -> None:
     response_model_exclude_unset=True,
 )
 def status(services: ServicesDep, query: Jobs) -> list[ComputeStatus]:
-    return [status_object(job) for job in query.jobs(services)]
+    return [status_object(job) for job in query.jobs(services.jobs)]
 
 
 @router.put("/compute", summary="Stop the consumer's running job(s)", response_model_exclude_unset=True)
 def stop(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
-    for job in query.jobs(services):
+    for job in query.jobs(services.jobs):
         if not job.finished:
             _stop(services, job)
-    return [status_object(job) for job in query.jobs(services)]
+    return [status_object(job) for job in query.jobs(services.jobs)]
 
 
 @router.delete(
@@ -121,7 +121,7 @@ def stop(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
     response_model_exclude_unset=True,
 )
 def delete(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
-    for job in query.jobs(services):
+    for job in query.jobs(services.jobs):
         if not job.finished:
             _stop(services, job)
         elif not job.removed:
@@ -131,7 +131,7 @@ def delete(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
                 raise ServiceUnavailable(f"the results of job {job.job_id} could not be deleted now: {exc}") from None
             services.jobs.mark_removed(job.job_id, reason="deleted by the consumer")
             services.statuses.drop(job.owner)
-    return [status_object(job) for job in query.jobs(services)]
+    return [status_object(job) for job in query.jobs(services.jobs)]
 
 
 RESULT_RESPONSES: dict[int | str, OpenApi] = {
