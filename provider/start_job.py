@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from c2d.db.job_records import JobDetails, OutputRequest
-from c2d.db.jobs import NewJob, UsedOrder
+from c2d.db.jobs import JobRecord, NewJob, UsedOrder
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import OrderAlreadyUsedError, UnsupportedImageError
 from c2d.settings import EngineSettings, Settings
@@ -201,7 +201,7 @@ def _create_job(
     algorithm: _Algorithm,
     orders: list[tuple[str, ValidOrder]],
     output: OutputRequest | None,
-) -> Any:
+) -> JobRecord:
     settings = services.settings
     job_id = secrets.token_hex(16)
     spec = JobSpec(
