@@ -46,9 +46,13 @@ _last_nonce = 0
 
 
 def fresh_nonce() -> str:
-    """A request nonce greater than any handed out before in this test session (ns clock)."""
+    """A request nonce greater than any handed out before in this test session (a microsecond clock).
+
+    Below 2**53, so a client that reads the provider's last nonce as a float (ocean.py 3.1.2:
+    ``ceil(float(nonce)) + 1``) still signs a greater one when it follows these tests for the same wallet;
+    a nanosecond clock (~1.8e18) made its next nonce equal the stored one, refused."""
     global _last_nonce
-    _last_nonce = max(_last_nonce + 1, time.time_ns())
+    _last_nonce = max(_last_nonce + 1, time.time_ns() // 1000)
     return str(_last_nonce)
 
 
