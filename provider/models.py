@@ -4,7 +4,7 @@ Contracts, for every model here:
 
 * Field names on the wire are Ocean's (camelCase, as ocean.py and ocean.js send and read them); in Python
   they are snake_case with the wire name as alias. Responses are written by alias.
-* Requests ignore fields they do not name (ocean.py sends some, e.g. ``userdata``, ``additionalInputs``),
+* Requests ignore fields they do not name (ocean.py sends some, e.g. ``userdata``),
   and are read by wire name only.
 * Request fields are optional on purpose where Ocean answers a missing one with an error body of its own:
   the domain code (provider/auth.py, assets.py, initialize.py, start.py...) raises that error, not the
@@ -271,6 +271,9 @@ class ComputeStartRequest(RequestModel):
 
     dataset: OrEmpty[ComputeInput] = None
     additional_datasets: list[ComputeInput] | None = Field(None, alias="additionalDatasets")
+    additional_inputs: list[ComputeInput] | None = Field(
+        None, alias="additionalInputs", description="what ocean.py names additionalDatasets: read the same way"
+    )
     algorithm: OrEmpty[ComputeAlgorithm] = None
     environment: str | None = None
     consumer_address: str | None = Field(None, alias="consumerAddress")

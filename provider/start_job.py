@@ -130,7 +130,7 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
     env = services.settings.environment(body.environment or "")
     if env is None:
         raise ProviderError("Environment invalid or does not exist")
-    extra = body.additional_datasets or []
+    extra = _additional_datasets(body)
     output = _output(services.settings, env, body.output)
     algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
     checksum_cache: list[str] = []
@@ -171,6 +171,17 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         orders.append(("algorithm", algorithm.order))
     _check_fees(services.fees, env, [order for _, order in orders])
     return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]
+
+
+def _additional_datasets(body: ComputeStartRequest) -> list[ComputeInput]:
+    """The job's other datasets: ``additionalDatasets`` (Ocean's provider) or ``additionalInputs`` (what ocean.py
+    sends); both may be given only when they name the same ones."""
+    datasets, inputs = body.additional_datasets or [], body.additional_inputs or []
+    if datasets and inputs and datasets != inputs:
+        raise ComputeRequestError(
+            "additionalDatasets", "conflict", "additionalDatasets and additionalInputs name different datasets"
+        )
+    return datasets or inputs
 
 
 def _output(settings: Settings, env: ComputeEnvironment, raw: object) -> OutputRequest | None:

@@ -66,6 +66,38 @@ def test_order_and_run_a_job_end_to_end(market: Market, consumer: LocalAccount, 
     assert answer["datasets"][0]["validOrder"] == data_tx and "providerFee" in answer["datasets"][0]
 
 
+@pytest.mark.parametrize("key", ["additionalDatasets", "additionalInputs"])
+def test_a_second_dataset_under_either_name_is_an_input_of_the_job(
+    market: Market, pool: Pool, consumer: LocalAccount, key: str
+) -> None:
+    """ocean.py names the other datasets ``additionalInputs``, Ocean's provider ``additionalDatasets``: both
+    are read, never silently dropped (the job would run without a dataset that was paid for)."""
+    algorithm = market.publish("algorithm", ALGORITHM)
+    first = market.publish("dataset", DATA, **_trust(algorithm.did))
+    second = market.publish("dataset", b"x\ny\n", **_trust(algorithm.did))
+    data_tx, algo_tx = market.buy(consumer, first, algorithm)
+    answer = market.initialize(consumer, second, algorithm)
+    second_tx = market.order(consumer, second, ProviderFee.from_wire(answer["datasets"][0]["providerFee"]))
+    body = market.start_body(consumer, first, data_tx, algorithm, algo_tx)
+    body[key] = [{"documentId": second.did, "serviceId": "svc-0", "transferTxId": second_tx}]
+    response = market.client.post("/api/services/compute", json=body)
+    assert response.status_code == 200, response.text
+    (status,) = response.json()
+    assert status["inputDID"] == [first.did, second.did]
+    job = JobStore(pool).get(status["jobId"])
+    assert job is not None and job.input_dids == [first.did, second.did]
+
+
+def test_both_names_for_different_datasets_are_refused(
+    bought: Bought, market: Market, pool: Pool, consumer: LocalAccount
+) -> None:
+    dataset, algorithm, data_tx, algo_tx = bought
+    body = market.start_body(consumer, dataset, data_tx, algorithm, algo_tx)
+    body["additionalDatasets"] = [{"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": data_tx}]
+    body["additionalInputs"] = [{"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": algo_tx}]
+    assert _rejected(market, pool, consumer, body)["error"] == {"additionalDatasets": "conflict"}
+
+
 def _rejected(market: Market, pool: Pool, consumer: LocalAccount, body: dict[str, Any]) -> dict[str, Any]:
     before = _job_count(pool, consumer)
     response = market.client.post("/api/services/compute", json=body)
