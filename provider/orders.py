@@ -29,10 +29,8 @@ class ValidOrder:
     fee: ProviderFee
 
 
-def _fail(resource: str, reason: str) -> ComputeRequestError:
-    return ComputeRequestError(
-        f"{resource}.serviceId" if resource != "algorithm" else resource, "order_invalid", reason
-    )
+def _fail(resource: str, reason: str, code: str = "order_invalid") -> ComputeRequestError:
+    return ComputeRequestError(f"{resource}.serviceId" if resource != "algorithm" else resource, code, reason)
 
 
 def _receipt(chain: Chain, tx: str, resource: str) -> Any:
@@ -99,7 +97,7 @@ def validate_order(
     if provider_fee_signer(fee) != provider_address:
         raise _fail(resource, "the provider fee was not signed by this provider")
     if fee.valid_until and now > fee.valid_until and not allow_expired_fee:
-        raise _fail(resource, f"the provider fee expired at {fee.valid_until}")
+        raise _fail(resource, f"the provider fee expired at {fee.valid_until}", "provider_fee_expired")
     start_tx = HexBytes(tx).to_0x_hex()
     order_time: float | None = None
     reused = decode_events(chain, service.datatoken, receipt, "OrderReused")

@@ -20,7 +20,7 @@ from c2d.environments import ComputeEnvironment
 from c2d.exceptions import OrderAlreadyUsedError, UnsupportedImageError
 from c2d.settings import EngineSettings, Settings
 from c2d.storage.locations import LocationError, scheme_of
-from provider.assets import Asset, files_checksum, resolve, service_files
+from provider.assets import Asset, Service, files_checksum, resolve, service_files
 from provider.auth import required_address, verify_request
 from provider.exceptions import ComputeRequestError, ProviderError
 from provider.fees import ProviderFees
@@ -40,7 +40,9 @@ from workflows.spec import AlgorithmContainer, AlgorithmInput, DatasetInput, Fet
 class _Algorithm:
     spec: AlgorithmInput
     container: AlgorithmContainer
-    order: ValidOrder | None
+    service: Service | None = None  # a published algorithm's service, and the order the request names for it
+    transfer_tx: str | None = None
+    order: ValidOrder | None = None  # checked after the datasets' orders, as Ocean's provider does
 
 
 def _container(raw: dict[str, Any], engine: EngineSettings) -> AlgorithmContainer:
@@ -81,9 +83,8 @@ def _raw_files(meta: AlgorithmMeta) -> list[InputFile]:
         raise ComputeRequestError("algorithm", "unsupported_file_type", str(exc).splitlines()[0]) from None
 
 
-def _algorithm(
-    services: Services, body: ComputeStartRequest, consumer: str
-) -> tuple[_Algorithm, Asset | None, list[InputFile]]:
+def _algorithm(services: Services, body: ComputeStartRequest) -> tuple[_Algorithm, Asset | None, list[InputFile]]:
+    """The algorithm of a start request, resolved and checked but for its order (checked after the datasets')."""
     algo = body.algorithm or ComputeAlgorithm()
     meta = algo.meta
     custom = algo.algocustomdata
@@ -92,7 +93,7 @@ def _algorithm(
             raise ComputeRequestError("algorithm", "meta_oneof_url_rawcode_remote")
         spec = AlgorithmInput(raw_code=meta.rawcode or None, files=_raw_files(meta), custom_data=custom)
         container = meta.container.model_dump() if meta.container else {}  # checked as a DDO's container is
-        return _Algorithm(spec, _container(container, services.settings.engine), None), None, []
+        return _Algorithm(spec, _container(container, services.settings.engine)), None, []
     if not algo.document_id:
         raise ComputeRequestError("algorithm", "missing_meta_documentId")
     asset = resolve(services.ddos, algo.document_id, "algorithm")
@@ -101,20 +102,12 @@ def _algorithm(
     if not algo.service_id:
         raise ComputeRequestError("algorithm.serviceId", "missing")
     service = asset.service(algo.service_id, "algorithm")
-    order = validate_order(
-        services.chain,
-        algo.transfer_tx_id,
-        asset,
-        service,
-        sender=consumer,
-        provider_address=services.address,
-        resource="algorithm",
-    )
     raw = service_files(asset, service, services.account.key.hex(), "algorithm")
     results_of = services.jobs.result_asset_job(asset.did)
     files = [input_file(services.settings, file, asset.owner, "algorithm", results_of) for file in raw]
     spec = AlgorithmInput(did=asset.did, files=files, ddo=asset.ddo, custom_data=custom)
-    return _Algorithm(spec, _container(asset.container, services.settings.engine), order), asset, files
+    checked = _container(asset.container, services.settings.engine)
+    return _Algorithm(spec, checked, service, algo.transfer_tx_id), asset, files
 
 
 def start_compute(services: Services, body: ComputeStartRequest) -> list[ComputeStatus]:
@@ -132,7 +125,7 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         raise ProviderError("Environment invalid or does not exist")
     extra = _additional_datasets(body)
     output = _output(services.settings, env, body.output)
-    algorithm, algo_asset, algo_files = _algorithm(services, body, consumer)
+    algorithm, algo_asset, algo_files = _algorithm(services, body)
     checksum_cache: list[str] = []
 
     def algo_checksum() -> str:
@@ -167,7 +160,16 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         )
         orders.append(("dataset", order))
         inputs.append(DatasetInput(did=asset.did, files=files, ddo=asset.ddo))
-    if algorithm.order is not None:
+    if algo_asset is not None and algorithm.service is not None:
+        algorithm.order = validate_order(
+            services.chain,
+            algorithm.transfer_tx,
+            algo_asset,
+            algorithm.service,
+            sender=consumer,
+            provider_address=services.address,
+            resource="algorithm",
+        )
         orders.append(("algorithm", algorithm.order))
     _check_fees(services.fees, env, [order for _, order in orders])
     return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]

@@ -179,6 +179,18 @@ def test_order_rejections(
     expired_tx = market.order(consumer, dataset, expired)
     error = _rejected(market, pool, consumer, market.start_body(consumer, dataset, expired_tx, algorithm, algo_tx))
     assert "expired" in str(error["reason"])
+    assert error["error"] == {"dataset.serviceId": "provider_fee_expired"}  # the code names the cause
+
+    # Both fees expired (a client that waited too long): the dataset's is named, as Ocean's provider checks the
+    # datasets' orders before the algorithm's.
+    algo_fee = ProviderFee.from_wire(answer["algorithm"]["providerFee"])
+    key = load_settings().provider.private_key.get_secret_value()
+    expired_algo = sign_provider_fee(key, algo_fee.provider_data, algo_fee.provider_fee_token, 0, int(time.time()) - 5)
+    expired_algo_tx = market.order(consumer, algorithm, expired_algo)
+    body = market.start_body(consumer, dataset, expired_tx, algorithm, expired_algo_tx)
+    assert _rejected(market, pool, consumer, body)["error"] == {"dataset.serviceId": "provider_fee_expired"}
+    body = market.start_body(consumer, dataset, data_tx, algorithm, expired_algo_tx)
+    assert _rejected(market, pool, consumer, body)["error"] == {"algorithm": "provider_fee_expired"}
 
     # The good order starts one job, and only one.
     first = market.client.post(
