@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from c2d.chain.client import Chain
@@ -31,14 +32,14 @@ class ProviderFees:
 
     chain: Chain
     default_token: str  # the Ocean token of the address file, or the zero address
-    private_key: str = field(repr=False)
+    account: LocalAccount = field(repr=False)  # the provider's: it signs the fees
 
     @classmethod
-    def create(cls, settings: Settings, chain: Chain) -> ProviderFees:
+    def create(cls, settings: Settings, chain: Chain, account: LocalAccount) -> ProviderFees:
         """Reads the address file once, at start."""
         addresses = read_address_file(settings.address_file)
         token = Web3.to_checksum_address(addresses.ocean) if addresses else ZERO_ADDRESS
-        return cls(chain, token, settings.provider.private_key.get_secret_value())
+        return cls(chain, token, account)
 
     def token(self, env: ComputeEnvironment) -> str:
         return Web3.to_checksum_address(env.fee_token) if env.fee_token else self.default_token
@@ -55,4 +56,4 @@ class ProviderFees:
         now = time.time()
         token, amount = (self.token(env), 0) if free else self.amount(env, valid_until, now)
         data = provider_data_bytes(env.id, now, datatoken, service_id)
-        return sign_provider_fee(self.private_key, data, token, amount, valid_until)
+        return sign_provider_fee(self.account.key.hex(), data, token, amount, valid_until)

@@ -65,7 +65,7 @@ class Services:
             chain,
             DdoStore(pool),
             registry,
-            ProviderFees.create(settings, chain),
+            ProviderFees.create(settings, chain, account),
             ResultStore(settings),
             StatusCache(database_dsn_of(pool)),
             engine,

@@ -198,7 +198,7 @@ class JobStore(JobResults):
 
     def advance(self, job_id: str, statuses: Sequence[tuple[int, str]], details: dict[str, Any], source: str) -> None:
         """An engine's progress on an unfinished job, in one statement: ``details`` merged in, the status set to
-        the last of ``statuses`` (the (code, text) the job went through since the previous mirror, in order)
+        the last of ``statuses`` (the (code, text) the job went through since the previous call, in order)
         and an event written for each change among them. A finished job is left alone."""
         if not statuses:
             raise ValueError("mirror needs at least one status")
