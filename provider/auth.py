@@ -1,10 +1,14 @@
-"""Consumer request signatures and nonces, exactly as Ocean's provider checks them (§1.2 of the notes).
+"""Consumer request signatures and nonces, as Ocean's provider v2.1 and ocean-node check them.
 
-The signed text is the request's fields concatenated without separators, then the nonce string as
-received; the nonce must be strictly greater than the last one the address used (stored in Postgres).
+Two messages exist. Provider v2.1 (ocean.py): the request's fields concatenated without separators, then
+the nonce string as received (:func:`verify_request`). ocean-node (ocean.js 8.x): the consumer address as
+sent, the nonce, then the command name, e.g. ``"0xAb..." + "5" + "startCompute"`` (:func:`verify_command`).
+Either way the nonce must be strictly greater than the last one the address used (stored in Postgres).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from web3 import Web3
 
@@ -28,6 +32,29 @@ def required_address(address: str | None, field: str = "consumerAddress") -> str
 
 def verify_request(nonces: NonceStore, signer: str, message: str, nonce: str | None, signature: str | None) -> None:
     """Check ``signature`` over ``message + nonce`` by ``signer``, then consume the nonce (atomically)."""
+    _verify(nonces, signer, message, nonce, signature, lambda n: message + n)
+
+
+def verify_command(
+    nonces: NonceStore, signer: str, sent_address: str, command: str, nonce: str | None, signature: str | None
+) -> None:
+    """Check ocean-node's request signature: over ``sent_address + nonce + command`` (the address exactly as the
+    client sent it) by ``signer``, then consume the nonce. Ocean's ``PROTOCOL_COMMANDS`` names the commands:
+    ``startCompute``, ``freeStartCompute``, ``stopCompute``, ``getComputeResult``, ``getComputeStreamableLogs``,
+    ``encrypt``, ``validateDDO``, ..."""
+    _verify(
+        nonces, signer, f"{sent_address} + nonce + {command}", nonce, signature, lambda n: f"{sent_address}{n}{command}"
+    )
+
+
+def _verify(
+    nonces: NonceStore,
+    signer: str,
+    message: str,
+    nonce: str | None,
+    signature: str | None,
+    signed_text: Callable[[str], str],
+) -> None:
     if nonce is None or nonce == "":
         raise RequestValidationFailed({"nonce": ["The nonce field is required."]})
     if not signature:
@@ -37,7 +64,7 @@ def verify_request(nonces: NonceStore, signer: str, message: str, nonce: str | N
     except NonceError as exc:
         raise RequestValidationFailed({"nonce": [str(exc)]}) from None
     try:
-        recovered = recover_signer(message + nonce, signature)
+        recovered = recover_signer(signed_text(nonce), signature)
     except SignatureError as exc:
         raise RequestValidationFailed({"signature": f"Invalid signature: {exc}."}) from None
     if recovered != signer:
