@@ -41,7 +41,14 @@ node_modules/.installed: package.json package-lock.json
 	@npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# the unmodified ocean.js 8.6.2 client for tests/ocean_client/test_ocean_js.py (its own package, tests/oceanjs)
+tests/oceanjs/node_modules/.installed: tests/oceanjs/package.json tests/oceanjs/package-lock.json tests/oceanjs/.npmrc
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js >= 18 (apt-get install -y nodejs npm)" >&2; exit 1; }
+	@echo "[setup] ocean.js 8.6.2 client (npm @oceanprotocol/lib) in tests/oceanjs/node_modules/"
+	@cd tests/oceanjs && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.installed node_modules/.installed tests/oceanjs/node_modules/.installed
 	@tools/setup_system.sh
 	@tools/setup_ocean_venv.sh .venv-ocean
 
@@ -119,4 +126,4 @@ bench-node: setup node-up
 	@$(PY) bench/real_node.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .c2d
+	rm -rf $(VENV) node_modules tests/oceanjs/node_modules .c2d
