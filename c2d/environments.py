@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from c2d.exceptions import ResourceRequestError
 
 DEFAULT_PIPELINE = ("input-fetch", "algorithm", "output-publish")
+ResourceId = Literal["cpu", "ram", "disk"]
+"""The resources a job asks for, in ocean-node's names and order: cores, GB of memory, GB of disk (gpu: later)."""
+RESOURCE_IDS: tuple[ResourceId, ...] = get_args(ResourceId)
+
+
+class ResourceTerms(BaseModel):
+    """What an environment asks of one resource beyond its per-job maximum (``cpu``, ``ram_gb``, ``disk_gb``)."""
+
+    min: float | None = Field(default=None, gt=0, description="Least a job gets (asked or not); default the max.")
+    total: float | None = Field(default=None, gt=0, description="All jobs at once; default max x max_jobs.")
+    price: float = Field(default=0.0, ge=0, description="Fee tokens per unit per started minute (escrow jobs).")
+
+
+class FreeTier(BaseModel):
+    """Free jobs (ocean-node's ``free`` block, ``POST /freeCompute``): no order, no payment; the trusted
+    algorithms of each dataset still apply. Off unless the environment declares it."""
+
+    max_job_duration: int = Field(default=60, ge=1, description="Wall-clock limit of a free job's algorithm, s.")
+    max_jobs: int = Field(default=1, ge=1, description="Free jobs of this environment running at once.")
+    cpu: float = Field(default=1.0, gt=0, description="Most cores a free job gets.")
+    ram_gb: float = Field(default=1.0, gt=0, description="Most memory a free job gets, GiB.")
+    disk_gb: float = Field(default=1.0, gt=0, description="Most disk a free job gets, GiB.")
+
+    def max_of(self, resource: ResourceId) -> float:
+        return {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb}[resource]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource of an environment, as ocean-node declares it: per job ``min``..``max``, ``total`` for all jobs,
+    ``price`` per unit per minute in the environment's fee token."""
+
+    id: ResourceId
+    min: float
+    max: float
+    total: float
+    price: float
 
 
 class ComputeEnvironment(BaseModel):
@@ -32,6 +75,11 @@ class ComputeEnvironment(BaseModel):
     pipeline: tuple[str, ...] = Field(
         default=DEFAULT_PIPELINE, description="Step templates in order, from the workflows step registry."
     )
+    resources: dict[ResourceId, ResourceTerms] = Field(
+        default_factory=dict, description="Per resource: min per job, total, price per unit-minute (ocean.js jobs)."
+    )
+    min_job_duration: int = Field(default=60, ge=0, description="Escrow jobs pay for at least this long, seconds.")
+    free: FreeTier | None = Field(default=None, description="Free jobs (POST /freeCompute); none when unset.")
 
     @field_validator("pipeline")
     @classmethod
@@ -44,6 +92,64 @@ class ComputeEnvironment(BaseModel):
         if value[0] != "input-fetch" or value[-1] != "output-publish":
             raise ValueError("pipeline must start with 'input-fetch' and end with 'output-publish'")
         return value
+
+    @model_validator(mode="after")
+    def _resource_bounds(self) -> ComputeEnvironment:
+        for resource in self.resource_table():
+            if resource.min > resource.max:
+                raise ValueError(f"resources.{resource.id}.min is above the per-job maximum {resource.max}")
+            if resource.total < resource.max:
+                raise ValueError(f"resources.{resource.id}.total is below the per-job maximum {resource.max}")
+        return self
+
+    def resource_table(self) -> list[Resource]:
+        """cpu, ram, disk (in that order, which clients index): per-job bounds, totals and prices."""
+        table = []
+        for resource in RESOURCE_IDS:
+            top = {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb}[resource]
+            terms = self.resources.get(resource) or ResourceTerms()
+            low = top if terms.min is None else terms.min
+            table.append(Resource(resource, low, top, terms.total or top * self.max_jobs, terms.price))
+        return table
+
+    def sized(self, amounts: Mapping[str, float], max_job_duration: int) -> ComputeEnvironment:
+        """This environment cut to one job's resources and duration: what the engines enforce (cgroup limits, disk
+        cap, deadline, Argo requests/limits) for a job that asked for them (amounts from :meth:`job_resources`)."""
+        update = {"cpu": amounts["cpu"], "ram_gb": amounts["ram"], "disk_gb": amounts["disk"]}
+        return self.model_copy(update={**update, "max_job_duration": max_job_duration})
+
+    def job_resources(self, asked: Mapping[str, float], *, free: bool = False) -> dict[str, float]:
+        """The amounts a job gets, as ocean-node fills them: what it asked for, raised to each resource's minimum
+        (the minimum when not asked). Raises :class:`ResourceRequestError` for an unknown resource, a negative
+        amount, more than one job may have, or free resources where the environment offers no free jobs."""
+        if free and self.free is None:
+            raise ResourceRequestError("This env does not support free jobs")
+        for name, amount in asked.items():
+            if name not in RESOURCE_IDS:
+                raise ResourceRequestError(f"No such resource {name}")
+            if not math.isfinite(amount) or amount < 0:
+                raise ResourceRequestError(f"Invalid amount {amount} of {name}")
+        amounts: dict[str, float] = {}
+        for resource in self.resource_table():
+            top = self.free.max_of(resource.id) if free and self.free else resource.max
+            low = min(resource.min, top)
+            wanted = asked.get(resource.id)
+            wanted = low if wanted is None or wanted < low else wanted
+            if wanted > top:
+                raise ResourceRequestError(
+                    f"Not enough {resource.id} resources. Requested {wanted:g}, but max is {top:g}"
+                )
+            amounts[resource.id] = wanted
+        return amounts
+
+    def cost(self, amounts: Mapping[str, float], seconds: float) -> Decimal:
+        """Fee tokens a job owes: price x amount x started minutes, for at least ``min_job_duration``."""
+        minutes = math.ceil(max(seconds, self.min_job_duration) / 60)
+        prices: dict[str, float] = {resource.id: resource.price for resource in self.resource_table()}
+        total = sum(
+            (Decimal(str(prices.get(name, 0.0))) * Decimal(str(amount)) for name, amount in amounts.items()), Decimal()
+        )
+        return total * minutes
 
     @property
     def memory_bytes(self) -> int:

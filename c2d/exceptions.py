@@ -34,6 +34,10 @@ class UnsupportedImageError(C2DError):
     """The local engine has no runtime for an algorithm's container image."""
 
 
+class ResourceRequestError(C2DError):
+    """A job asked for resources its environment does not have or cannot give one job."""
+
+
 class NonceError(C2DError):
     """A request nonce is not greater than the last one stored for the address."""
 

@@ -102,6 +102,12 @@ class ProviderSettings(BaseModel):
         "intervals (and than a load balancer's idle timeout, often 60 s): a poll sent just as the server closes "
         "the idle connection fails.",
     )
+    escrow_claim_timeout: int = Field(
+        default=3600,
+        ge=60,
+        description="Escrow locks outlive a job's longest run by this long, seconds: the time the node has to claim "
+        "the cost (ocean-node's claimDurationTimeout).",
+    )
 
 
 class S3Settings(BaseModel):

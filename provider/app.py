@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp
 
 from c2d.db.pool import Pool
 from c2d.settings import Settings
-from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidationFailed
+from provider.exceptions import ERROR_RESPONSES, NodeProtocolError, ProviderError, RequestValidationFailed
 from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
 from provider.metrics import HttpMetrics, ProviderMetrics
@@ -62,7 +62,11 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
             return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(ProviderError)
-    async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
+    async def provider_error(_request: Request, exc: ProviderError) -> Response:
+        if isinstance(exc, NodeProtocolError):
+            if exc.text:
+                return PlainTextResponse(exc.message, status_code=exc.status)
+            return JSONResponse(exc.message, status_code=exc.status)
         return JSONResponse(exc.body().model_dump(mode="json", exclude_none=True), status_code=exc.status)
 
     @app.exception_handler(psycopg.OperationalError)
@@ -74,7 +78,7 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
         return JSONResponse({"error": "the request holds characters the node cannot look up (e.g. NUL)"}, 400)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
         errors: dict[str, list[str]] = {}
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"][1:]) or "request"

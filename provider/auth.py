@@ -32,7 +32,21 @@ def required_address(address: str | None, field: str = "consumerAddress") -> str
 
 def verify_request(nonces: NonceStore, signer: str, message: str, nonce: str | None, signature: str | None) -> None:
     """Check ``signature`` over ``message + nonce`` by ``signer``, then consume the nonce (atomically)."""
-    _verify(nonces, signer, message, nonce, signature, lambda n: message + n)
+    _verify(nonces, signer, message, nonce, signature, lambda n: (message + n,))
+
+
+def verify_request_or_command(
+    nonces: NonceStore,
+    signer: str,
+    message: str,
+    sent_address: str,
+    command: str,
+    nonce: str | None,
+    signature: str | None,
+) -> None:
+    """For endpoints both protocols share (stop, delete, result): the signature may be over Provider v2.1's
+    ``message + nonce`` or ocean-node's ``sent_address + nonce + command``; the nonce is used once either way."""
+    _verify(nonces, signer, message, nonce, signature, lambda n: (message + n, f"{sent_address}{n}{command}"))
 
 
 def verify_command(
@@ -43,7 +57,12 @@ def verify_command(
     ``startCompute``, ``freeStartCompute``, ``stopCompute``, ``getComputeResult``, ``getComputeStreamableLogs``,
     ``encrypt``, ``validateDDO``, ..."""
     _verify(
-        nonces, signer, f"{sent_address} + nonce + {command}", nonce, signature, lambda n: f"{sent_address}{n}{command}"
+        nonces,
+        signer,
+        f"{sent_address} + nonce + {command}",
+        nonce,
+        signature,
+        lambda n: (f"{sent_address}{n}{command}",),
     )
 
 
@@ -53,7 +72,7 @@ def _verify(
     message: str,
     nonce: str | None,
     signature: str | None,
-    signed_text: Callable[[str], str],
+    signed_texts: Callable[[str], tuple[str, ...]],
 ) -> None:
     if nonce is None or nonce == "":
         raise RequestValidationFailed({"nonce": ["The nonce field is required."]})
@@ -63,10 +82,14 @@ def _verify(
         parse_nonce(nonce)
     except NonceError as exc:
         raise RequestValidationFailed({"nonce": [str(exc)]}) from None
-    try:
-        recovered = recover_signer(signed_text(nonce), signature)
-    except SignatureError as exc:
-        raise RequestValidationFailed({"signature": f"Invalid signature: {exc}."}) from None
+    recovered = ""
+    for text in signed_texts(nonce):
+        try:
+            recovered = recover_signer(text, signature)
+        except SignatureError as exc:
+            raise RequestValidationFailed({"signature": f"Invalid signature: {exc}."}) from None
+        if recovered == signer:
+            break
     if recovered != signer:
         raise RequestValidationFailed(
             {

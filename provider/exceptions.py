@@ -50,6 +50,29 @@ class ComputeRequestError(ProviderError):
         return ErrorResponse(error={self.resource: self.code}, reason=self.reason or None)
 
 
+class NodeProtocolError(ProviderError):
+    """An error of ocean-node's protocol (ocean.js 8.x): the HTTP status and the message alone, written as a JSON
+    string (``"Invalid nonce or signature"``) or, where ocean-node sends text (initializeCompute), as text."""
+
+    def __init__(self, message: str, status: int = 400, *, text: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.text = text
+
+    @classmethod
+    def of(cls, error: ProviderError, *, text: bool = False) -> NodeProtocolError:
+        """A legacy-shaped error, said in ocean-node's shape (same status, its readable message)."""
+        if isinstance(error, NodeProtocolError):
+            return error
+        message = error.message
+        if isinstance(error, RequestValidationFailed):
+            message = "; ".join(
+                f"{field}: {' '.join(errors) if isinstance(errors, list) else errors}"
+                for field, errors in error.errors.items()
+            )
+        return cls(message, error.status, text=text)
+
+
 class Forbidden(ProviderError):
     status = 403
 

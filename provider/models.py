@@ -133,12 +133,15 @@ class ValidationErrorResponse(WireModel):
 
 # -- GET / and GET /api/services/nonce -------------------------------------------------------------
 class ProviderInfo(WireModel):
-    """Who the provider is and where every endpoint lives (ocean.py discovers URLs from this map)."""
+    """Who the node is and where every endpoint lives: ocean.py reads ``providerAddresses``, ocean.js
+    ``providerAddress`` and ``nodePublicKey``; both discover URLs from ``serviceEndpoints``."""
 
     software: str
     version: str
     implementation: str
     provider_addresses: dict[str, str] = Field(alias="providerAddresses", description="chain id -> address")
+    provider_address: str = Field(alias="providerAddress", description="the node's address (ocean-node)")
+    node_public_key: str = Field(alias="nodePublicKey", description="secp256k1 public key, 0x hex (ECIES)")
     chain_ids: list[int] = Field(alias="chainIds")
     service_endpoints: dict[str, list[str]] = Field(
         alias="serviceEndpoints", description="endpoint name -> [method, path]"
@@ -227,13 +230,41 @@ class ComputeParams(RequestModel):
     valid_until: NumberOrText | None = Field(None, alias="validUntil", description="unix time, seconds")
 
 
+class ResourceRequest(RequestModel):
+    """An amount of one resource a job asks for (ocean-node): ``cpu`` cores, ``ram``/``disk`` GB."""
+
+    id: str | None = None
+    amount: float | None = None
+
+
+class PaymentRequest(RequestModel):
+    """ocean-node's ``payment``: the chain and token an escrow-paid job is paid in (and, from initializeCompute,
+    the resources to price)."""
+
+    chain_id: IntLike | None = Field(None, alias="chainId")
+    token: str | None = None
+    resources: list[ResourceRequest] | None = None
+    max_job_duration: float | None = Field(None, alias="maxJobDuration")
+
+
 class InitializeComputeRequest(RequestModel):
-    """initializeCompute: which orders are still valid and which provider fees to pay."""
+    """initializeCompute, for both protocols. Provider v2.1 (ocean.py): ``compute{env, validUntil}``: which orders
+    are still valid and which provider fees to pay. ocean-node (ocean.js 8.x): ``environment``, ``payment``,
+    ``maxJobDuration``: the same per input, plus the escrow payment the job needs."""
 
     datasets: list[ComputeInput] | None = None
     algorithm: OrEmpty[ComputeAlgorithm] = None
     compute: OrEmpty[ComputeParams] = None
     consumer_address: str | None = Field(None, alias="consumerAddress")
+    environment: str | None = None
+    payment: OrEmpty[PaymentRequest] = None
+    max_job_duration: float | None = Field(None, alias="maxJobDuration")
+    queue_max_wait_time: float | None = Field(None, alias="queueMaxWaitTime")
+
+    @property
+    def node_protocol(self) -> bool:
+        """ocean-node's request (``environment``/``payment``, no ``compute``)."""
+        return self.compute is None and (self.payment is not None or self.environment is not None)
 
 
 class ProviderFeeResponse(WireModel):
@@ -265,9 +296,44 @@ class InitializeComputeResponse(WireModel):
     algorithm: InitializedInput | None = None
 
 
+class NodeInitializedInput(WireModel):
+    """ocean-node's answer for one input: ``validOrder`` (the order's tx, or false), the asset, the order's
+    ``consumerAddress`` (the environment's: orders are made out to the node), and a fee when a new order is
+    needed."""
+
+    valid_order: str | Literal[False] = Field(False, alias="validOrder")
+    did: str | None = None
+    service_id: str | None = Field(None, alias="serviceId")
+    datatoken: str | None = None
+    chain_id: int | None = Field(None, alias="chainId")
+    consumer_address: str | None = Field(None, alias="consumerAddress")
+    provider_fee: ProviderFeeResponse | None = Field(None, alias="providerFee")
+
+
+class PaymentQuote(WireModel):
+    """What the consumer must allow the escrow to lock for the job: ``amount`` in the token's smallest unit,
+    locked for at least ``minLockSeconds``, payable to ``payee`` (the node)."""
+
+    escrow_address: str = Field(alias="escrowAddress")
+    chain_id: int = Field(alias="chainId")
+    payee: str
+    token: str
+    amount: str
+    min_lock_seconds: int = Field(alias="minLockSeconds")
+
+
+class NodeInitializeComputeResponse(WireModel):
+    """ocean-node's initializeCompute answer: the algorithm's, each dataset's, and the payment."""
+
+    algorithm: NodeInitializedInput | None
+    datasets: list[NodeInitializedInput]
+    payment: PaymentQuote
+
+
 class ComputeStartRequest(RequestModel):
-    """POST /compute: start a job on paid orders; signed over consumer + ``dataset.documentId``, then the
-    nonce."""
+    """POST /compute (and /freeCompute), for both protocols. Provider v2.1 (ocean.py): ``dataset`` (+
+    ``additionalDatasets``), signed over consumer + ``dataset.documentId`` + nonce. ocean-node (ocean.js 8.x):
+    ``datasets``, ``resources``, ``payment``, ``maxJobDuration``, signed over consumer + nonce + command."""
 
     dataset: OrEmpty[ComputeInput] = None
     additional_datasets: list[ComputeInput] | None = Field(None, alias="additionalDatasets")
@@ -282,6 +348,19 @@ class ComputeStartRequest(RequestModel):
     output: JsonObject | str | None = Field(
         None, description="publishOutput, publishAlgorithmLog, metadata: an object or its JSON text"
     )
+    datasets: list[ComputeInput] | None = None
+    resources: list[ResourceRequest] | None = None
+    payment: OrEmpty[PaymentRequest] = None
+    max_job_duration: float | None = Field(None, alias="maxJobDuration")
+    chain_id: IntLike | None = Field(None, alias="chainId")
+    metadata: JsonObject | None = Field(None, description="the consumer's own notes on the job, kept with it")
+    additional_viewers: list[str] | None = Field(None, alias="additionalViewers")
+    queue_max_wait_time: float | None = Field(None, alias="queueMaxWaitTime")
+
+    @property
+    def node_protocol(self) -> bool:
+        """ocean-node's request: ``datasets`` or ``payment`` (ocean.js also sends a legacy-looking ``dataset``)."""
+        return self.datasets is not None or self.payment is not None
 
 
 # -- the compute jobs ------------------------------------------------------------------------------
@@ -291,6 +370,23 @@ class ResultFile(WireModel):
     filename: str | None = None
     filesize: int | None = None
     type: str | None = Field(None, description="output, algorithmLog, configurationLog, publishLog")
+    index: int | None = Field(None, description="its position: what computeResult's index names")
+
+
+class ResourceAmount(WireModel):
+    id: str
+    amount: float
+
+
+class JobPayment(WireModel):
+    """How an escrow-paid job is paid: the lock, then its claim (the cost) or its cancellation."""
+
+    chain_id: int = Field(alias="chainId")
+    token: str
+    lock_tx: str | None = Field(None, alias="lockTx")
+    claim_tx: str | None = Field(None, alias="claimTx")
+    cancel_tx: str | None = Field(None, alias="cancelTx")
+    cost: str = Field("0", description="what was claimed, in the token's smallest unit")
 
 
 class ComputeStatus(WireModel):
@@ -313,6 +409,12 @@ class ComputeStatus(WireModel):
     environment: str
     expire_timestamp: str | None = Field(alias="expireTimestamp")
     results_did: str | None = Field(None, alias="resultsDid")
+    # jobs started through ocean-node's protocol (ocean.js) only:
+    resources: list[ResourceAmount] | None = None
+    is_free: bool | None = Field(None, alias="isFree")
+    max_job_duration: int | None = Field(None, alias="maxJobDuration")
+    payment: JobPayment | None = None
+    metadata: JsonObject | None = None
 
     def wire(self) -> JsonObject:
         """The JSON object as the routes write it (``resultsDid`` left out unless set)."""
@@ -339,6 +441,68 @@ class ComputeEnvironmentInfo(WireModel):
     last_seen: str = Field(alias="lastSeen")
     fee_token: str = Field(alias="feeToken")
     pipeline: list[str]
+
+
+class ResourceInfo(WireModel):
+    """One resource of an environment (ocean-node): per job ``min``..``max``, ``total`` for all jobs, ``inUse`` by
+    the running ones."""
+
+    id: str
+    type: str
+    min: float
+    max: float
+    total: float
+    in_use: float = Field(alias="inUse")
+
+
+class ResourcePrice(WireModel):
+    id: str
+    price: float = Field(description="fee tokens per unit per started minute")
+
+
+class FeeTerms(WireModel):
+    fee_token: str = Field(alias="feeToken")
+    prices: list[ResourcePrice]
+
+
+class FreeResource(WireModel):
+    id: str
+    max: float
+    min: float
+    total: float
+
+
+class FreeTierInfo(WireModel):
+    max_job_duration: int = Field(alias="maxJobDuration")
+    max_jobs: int = Field(alias="maxJobs")
+    resources: list[FreeResource]
+    storage_expiry: int = Field(alias="storageExpiry")
+
+
+class Platform(WireModel):
+    architecture: str
+    os: str
+
+
+class NodeEnvironmentInfo(WireModel):
+    """A compute environment as ocean-node describes it (``GET /computeEnvironments`` without ``chainId``):
+    ``fees`` by chain id, ``resources`` in the order cpu, ram, disk, a ``free`` block when it takes free jobs."""
+
+    id: str
+    description: str
+    consumer_address: str = Field(alias="consumerAddress")
+    storage_expiry: int = Field(alias="storageExpiry")
+    min_job_duration: int = Field(alias="minJobDuration")
+    max_job_duration: int = Field(alias="maxJobDuration")
+    max_jobs: int = Field(alias="maxJobs")
+    running_jobs: int = Field(alias="runningJobs")
+    running_free_jobs: int = Field(alias="runningfreeJobs")
+    queued_jobs: int = Field(0, alias="queuedJobs")
+    queued_free_jobs: int = Field(0, alias="queuedFreeJobs")
+    fees: dict[str, list[FeeTerms]]
+    resources: list[ResourceInfo]
+    free: FreeTierInfo | None = None
+    platform: Platform
 
 
 # -- Aquarius ----------------------------------------------------------------------------------------

@@ -68,7 +68,14 @@ def validate_order(
     environment: str | None = None,
     now: float | None = None,
     allow_expired_fee: bool = False,
+    made_out_to: str | None = None,
 ) -> ValidOrder:
+    """The order ``tx`` of ``service``, checked; raises :class:`ComputeRequestError` naming what fails.
+
+    Whose order it is: by default (Provider v2.1) ``sender`` made it or it was made out to ``sender``. With
+    ``made_out_to`` (ocean-node: orders are made out to the environment's address, the node), it must be made
+    out to that address *and* paid by ``sender``: an order someone else paid for does not open the data to
+    ``sender`` (ocean-node accepts any order made out to the node; this is stricter)."""
     if not tx:
         raise ComputeRequestError(f"{resource}.transferTxId", "missing")
     now = time.time() if now is None else now
@@ -119,6 +126,9 @@ def validate_order(
     if service.timeout and now - order_time > service.timeout:
         raise _fail(resource, "the order has expired")
     consumer, payer = Web3.to_checksum_address(order["consumer"]), Web3.to_checksum_address(order["payer"])
-    if sender not in (consumer, payer):
+    if made_out_to is not None:
+        if consumer != Web3.to_checksum_address(made_out_to) or payer != sender:
+            raise _fail(resource, f"the order was paid by {payer} for {consumer}, not by {sender} for {made_out_to}")
+    elif sender not in (consumer, payer):
         raise _fail(resource, f"the order was made by {payer} for {consumer}, not for {sender}")
     return ValidOrder(HexBytes(tx).to_0x_hex(), start_tx, consumer, payer, fee)

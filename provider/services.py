@@ -18,6 +18,7 @@ from c2d.db.pool import Pool, database_dsn_of
 from c2d.settings import Settings
 from provider.fees import ProviderFees
 from provider.indexer.store import DdoStore
+from provider.payments import Payments
 from provider.results import ResultStore
 from provider.status_cache import StatusCache
 from workflows.metrics import EngineMetrics
@@ -47,6 +48,7 @@ class Services:
     ddos: DdoStore
     registry: StepRegistry
     fees: ProviderFees
+    payments: Payments
     results: ResultStore
     statuses: StatusCache
     engine: Engine | None = None
@@ -56,6 +58,7 @@ class Services:
         account: LocalAccount = Account.from_key(settings.provider.private_key.get_secret_value())
         chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
         registry = default_registry(settings.engine.step_modules)
+        fees = ProviderFees.create(settings, chain, account)
         return cls(
             settings,
             pool,
@@ -65,7 +68,8 @@ class Services:
             chain,
             DdoStore(pool),
             registry,
-            ProviderFees.create(settings, chain, account),
+            fees,
+            Payments.create(settings, chain, fees),
             ResultStore(settings),
             StatusCache(database_dsn_of(pool)),
             engine,

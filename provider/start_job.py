@@ -37,7 +37,7 @@ from workflows.spec import AlgorithmContainer, AlgorithmInput, DatasetInput, Fet
 
 
 @dataclass
-class _Algorithm:
+class CheckedAlgorithm:
     spec: AlgorithmInput
     container: AlgorithmContainer
     service: Service | None = None  # a published algorithm's service, and the order the request names for it
@@ -83,17 +83,20 @@ def _raw_files(meta: AlgorithmMeta) -> list[InputFile]:
         raise ComputeRequestError("algorithm", "unsupported_file_type", str(exc).splitlines()[0]) from None
 
 
-def _algorithm(services: Services, body: ComputeStartRequest) -> tuple[_Algorithm, Asset | None, list[InputFile]]:
-    """The algorithm of a start request, resolved and checked but for its order (checked after the datasets')."""
-    algo = body.algorithm or ComputeAlgorithm()
+def checked_algorithm(
+    services: Services, algo: ComputeAlgorithm, *, published_first: bool = False
+) -> tuple[CheckedAlgorithm, Asset | None, list[InputFile]]:
+    """The algorithm of a start request, resolved and checked but for its order (checked after the datasets').
+    ``published_first``: a ``documentId`` wins over ``meta`` (ocean.js sends a published algorithm's metadata
+    as ``meta``); otherwise ``meta`` makes it a raw algorithm (Provider v2.1)."""
     meta = algo.meta
     custom = algo.algocustomdata
-    if meta:
+    if meta and not (published_first and algo.document_id):
         if not (meta.rawcode or meta.url):
             raise ComputeRequestError("algorithm", "meta_oneof_url_rawcode_remote")
         spec = AlgorithmInput(raw_code=meta.rawcode or None, files=_raw_files(meta), custom_data=custom)
         container = meta.container.model_dump() if meta.container else {}  # checked as a DDO's container is
-        return _Algorithm(spec, _container(container, services.settings.engine)), None, []
+        return CheckedAlgorithm(spec, _container(container, services.settings.engine)), None, []
     if not algo.document_id:
         raise ComputeRequestError("algorithm", "missing_meta_documentId")
     asset = resolve(services.ddos, algo.document_id, "algorithm")
@@ -107,10 +110,86 @@ def _algorithm(services: Services, body: ComputeStartRequest) -> tuple[_Algorith
     files = [input_file(services.settings, file, asset.owner, "algorithm", results_of) for file in raw]
     spec = AlgorithmInput(did=asset.did, files=files, ddo=asset.ddo, custom_data=custom)
     checked = _container(asset.container, services.settings.engine)
-    return _Algorithm(spec, checked, service, algo.transfer_tx_id), asset, files
+    return CheckedAlgorithm(spec, checked, service, algo.transfer_tx_id), asset, files
+
+
+@dataclass(frozen=True)
+class OrderRule:
+    """How a job's orders are checked: whose they are (``consumer``'s; with ``made_out_to``, paid by the consumer
+    for that address: see :func:`provider.orders.validate_order`), for ``environment`` (the provider fee names
+    it), and whether an expired provider fee still counts (ocean-node does not re-check the fee at start)."""
+
+    consumer: str
+    environment: str | None
+    allow_expired_fee: bool = False
+    made_out_to: str | None = None
+
+
+def checked_inputs(
+    services: Services,
+    requests: list[ComputeInput],
+    algorithm: CheckedAlgorithm,
+    algo_asset: Asset | None,
+    algo_files: list[InputFile],
+    orders: OrderRule | None,
+) -> tuple[list[DatasetInput], list[tuple[str, ValidOrder]]]:
+    """Each dataset resolved, decryptable, trusting the algorithm, and (unless ``orders`` is None: a free job) its
+    order valid, then the algorithm's order; raises on the first that fails."""
+    checksum_cache: list[str] = []
+
+    def algo_checksum() -> str:
+        if not checksum_cache:
+            checksum_cache.append(files_checksum(algo_files, node_sources(services.settings)))
+        return checksum_cache[0]
+
+    inputs: list[DatasetInput] = []
+    valid: list[tuple[str, ValidOrder]] = []
+    for index, request in enumerate(requests):
+        resource = "dataset" if index == 0 else f"datasets[{index}]"
+        asset = resolve(services.ddos, request.document_id, resource)
+        service = asset.service(request.service_id, resource)
+        if index == 0 and service.type != "compute":
+            raise ComputeRequestError(f"{resource}.serviceId", "main_service_compute")
+        if service.type not in ("compute", "access"):
+            raise ComputeRequestError(f"{resource}.serviceId", "service_not_access_compute")
+        raw = service_files(asset, service, services.account.key.hex(), resource)
+        results_of = services.jobs.result_asset_job(asset.did)
+        files = [input_file(services.settings, file, asset.owner, resource, results_of) for file in raw]
+        legacy = services.settings.provider.legacy_allow_any_algorithm
+        check_algorithm_allowed(service, algo_asset, algo_checksum, resource, legacy)
+        if orders is not None:
+            order = validate_order(
+                services.chain,
+                request.transfer_tx_id,
+                asset,
+                service,
+                sender=orders.consumer,
+                provider_address=services.address,
+                resource=resource,
+                environment=orders.environment,
+                allow_expired_fee=orders.allow_expired_fee,
+                made_out_to=orders.made_out_to,
+            )
+            valid.append(("dataset", order))
+        inputs.append(DatasetInput(did=asset.did, files=files, ddo=asset.ddo))
+    if orders is not None and algo_asset is not None and algorithm.service is not None:
+        algorithm.order = validate_order(
+            services.chain,
+            algorithm.transfer_tx,
+            algo_asset,
+            algorithm.service,
+            sender=orders.consumer,
+            provider_address=services.address,
+            resource="algorithm",
+            allow_expired_fee=orders.allow_expired_fee,
+            made_out_to=orders.made_out_to,
+        )
+        valid.append(("algorithm", algorithm.order))
+    return inputs, valid
 
 
 def start_compute(services: Services, body: ComputeStartRequest) -> list[ComputeStatus]:
+    """Provider v2.1's start (ocean.py): one order per input, the compute paid by the order's provider fee."""
     dataset = body.dataset or ComputeInput()
     consumer = required_address(body.consumer_address)
     verify_request(
@@ -125,54 +204,13 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         raise ProviderError("Environment invalid or does not exist")
     extra = _additional_datasets(body)
     output = _output(services.settings, env, body.output)
-    algorithm, algo_asset, algo_files = _algorithm(services, body)
-    checksum_cache: list[str] = []
-
-    def algo_checksum() -> str:
-        if not checksum_cache:
-            checksum_cache.append(files_checksum(algo_files, node_sources(services.settings)))
-        return checksum_cache[0]
-
-    inputs: list[DatasetInput] = []
-    orders: list[tuple[str, ValidOrder]] = []
-    for index, request in enumerate([dataset, *extra]):
-        resource = "dataset" if index == 0 else f"datasets[{index}]"
-        asset = resolve(services.ddos, request.document_id, resource)
-        service = asset.service(request.service_id, resource)
-        if index == 0 and service.type != "compute":
-            raise ComputeRequestError(f"{resource}.serviceId", "main_service_compute")
-        if service.type not in ("compute", "access"):
-            raise ComputeRequestError(f"{resource}.serviceId", "service_not_access_compute")
-        raw = service_files(asset, service, services.account.key.hex(), resource)
-        results_of = services.jobs.result_asset_job(asset.did)
-        files = [input_file(services.settings, file, asset.owner, resource, results_of) for file in raw]
-        legacy = services.settings.provider.legacy_allow_any_algorithm
-        check_algorithm_allowed(service, algo_asset, algo_checksum, resource, legacy)
-        order = validate_order(
-            services.chain,
-            request.transfer_tx_id,
-            asset,
-            service,
-            sender=consumer,
-            provider_address=services.address,
-            resource=resource,
-            environment=env.id,
-        )
-        orders.append(("dataset", order))
-        inputs.append(DatasetInput(did=asset.did, files=files, ddo=asset.ddo))
-    if algo_asset is not None and algorithm.service is not None:
-        algorithm.order = validate_order(
-            services.chain,
-            algorithm.transfer_tx,
-            algo_asset,
-            algorithm.service,
-            sender=consumer,
-            provider_address=services.address,
-            resource="algorithm",
-        )
-        orders.append(("algorithm", algorithm.order))
+    algorithm, algo_asset, algo_files = checked_algorithm(services, body.algorithm or ComputeAlgorithm())
+    rule = OrderRule(consumer, env.id)
+    inputs, orders = checked_inputs(services, [dataset, *extra], algorithm, algo_asset, algo_files, rule)
     _check_fees(services.fees, env, [order for _, order in orders])
-    return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]
+    details = JobDetails(output=output) if output else JobDetails()
+    claimed = [UsedOrder(services.chain.chain_id, order.tx, role) for role, order in orders]
+    return [status_object(create_job(services, env, consumer, inputs, algorithm, orders, details, claimed))]
 
 
 def _additional_datasets(body: ComputeStartRequest) -> list[ComputeInput]:
@@ -206,17 +244,21 @@ def _check_fees(fees: ProviderFees, env: ComputeEnvironment, orders: list[ValidO
         raise ComputeRequestError("order", "fees_not_paid", f"{required} of {token} required")
 
 
-def _create_job(
+def create_job(
     services: Services,
     env: ComputeEnvironment,
     consumer: str,
     inputs: list[DatasetInput],
-    algorithm: _Algorithm,
+    algorithm: CheckedAlgorithm,
     orders: list[tuple[str, ValidOrder]],
-    output: OutputRequest | None,
+    details: JobDetails,
+    claimed: list[UsedOrder],
+    job_id: str | None = None,
 ) -> JobRecord:
+    """Queue the job (``env`` as the engines must enforce it) with its Workflow; the ``claimed`` orders are
+    marked used in the same transaction (one order, one job), so a used one raises ``order_already_used``."""
     settings = services.settings
-    job_id = secrets.token_hex(16)
+    job_id = job_id or new_job_id()
     spec = JobSpec(
         job_id=job_id,
         owner=consumer,
@@ -236,17 +278,17 @@ def _create_job(
                 owner=consumer,
                 environment=env.id,
                 engine=settings.engine.kind,
-                did=inputs[0].did,
+                did=inputs[0].did if inputs else None,
                 input_dids=[i.did for i in inputs],
                 algo_did=algorithm.spec.did or "raw",
-                agreement_id=orders[0][1].tx,
+                agreement_id=orders[0][1].tx if orders else None,
                 chain_id=chain_id,
                 workflow_name=spec.workflow_name,
                 workflow=workflow.to_dict(),
                 expiry=datetime.now(UTC) + timedelta(seconds=env.storage_expiry),
-                details=JobDetails(output=output) if output else JobDetails(),
+                details=details,
             ),
-            [UsedOrder(chain_id, order.tx, role) for role, order in orders],
+            claimed,
         )
     except OrderAlreadyUsedError as exc:
         raise ComputeRequestError("order", "order_already_used", str(exc)) from None
@@ -254,3 +296,7 @@ def _create_job(
     if services.engine is not None:
         services.engine.wake()
     return job
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)

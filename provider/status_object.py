@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from c2d.db.jobs import JobRecord
-from provider.models import ComputeStatus, ResultFile
+from provider.models import ComputeStatus, JobPayment, ResourceAmount, ResultFile
 
 PUBLIC_RESULT_KEYS = ("filename", "filesize", "type")  # never where a result is stored
 
@@ -16,12 +16,17 @@ def _epoch(value: datetime | None) -> str | None:
 
 
 def public_results(job: JobRecord) -> list[ResultFile] | Literal[""]:
-    """The result list as clients see it (index = position); ``""`` until results exist (Ocean legacy)."""
+    """The result list as clients see it (index = position, written for ocean-node's jobs); ``""`` until results
+    exist (Ocean legacy)."""
     if not job.results or job.removed:
         return ""
+    numbered = "compute" in job.details  # ocean-node's results carry their index; Provider v2.1's do not
     return [
-        ResultFile.model_validate({key: value for key, value in result.items() if key in PUBLIC_RESULT_KEYS})
-        for result in job.results
+        ResultFile.model_validate(
+            {key: value for key, value in result.items() if key in PUBLIC_RESULT_KEYS}
+            | ({"index": index} if numbered else {})
+        )
+        for index, result in enumerate(job.results)
     ]
 
 
@@ -45,5 +50,25 @@ def status_object(job: JobRecord) -> ComputeStatus:
         environment=job.environment,
         expire_timestamp=_epoch(job.expiry),
     )
+    update: dict[str, object] = {}
     did = (job.details.get("resultAsset") or {}).get("did")
-    return status.model_copy(update={"results_did": str(did)}) if did else status
+    if did:
+        update["results_did"] = str(did)
+    terms = job.details.get("compute")
+    if terms is not None:  # started through ocean-node's protocol: its terms too
+        update["resources"] = [ResourceAmount(id=k, amount=v) for k, v in (terms.get("resources") or {}).items()]
+        update["is_free"] = bool(terms.get("free"))
+        update["max_job_duration"] = terms.get("maxJobDuration")
+        if terms.get("metadata"):
+            update["metadata"] = terms.get("metadata")
+        payment = terms.get("payment")
+        if payment is not None:
+            update["payment"] = JobPayment(
+                chain_id=payment.get("chainId", 0),
+                token=payment.get("token", ""),
+                lock_tx=payment.get("lockTx"),
+                claim_tx=payment.get("claimTx"),
+                cancel_tx=payment.get("cancelTx"),
+                cost=payment.get("cost", "0"),
+            )
+    return status.model_copy(update=update) if update else status

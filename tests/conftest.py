@@ -15,6 +15,7 @@ from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses, read_address_file
 from c2d.db.pool import Pool, open_pool
+from c2d.environments import ComputeEnvironment, FreeTier, ResourceTerms
 from c2d.settings import (
     ANVIL_KEYS,
     ChainSettings,
@@ -37,6 +38,15 @@ def free_port() -> int:
         return port
 
 
+TEST_ENVIRONMENT = ComputeEnvironment(
+    cpu=1.0,
+    resources={"cpu": ResourceTerms(min=0.5, price=1.0), "ram": ResourceTerms(min=0.5, price=0.5)},
+    free=FreeTier(max_job_duration=60, max_jobs=2),
+)
+"""The default environment, plus what ocean-node's clients use: a free tier, prices (fee tokens per unit-minute)
+and resource minimums below the per-job maximum (1 core, 1 GiB, 1 GiB)."""
+
+
 def make_settings(data_dir: Path, allow_hosts: Sequence[str] = ()) -> Settings:
     """Settings for an isolated stack: own data dir, free ports (never the developer's stack).
     ``allow_hosts``: the loopback servers of the tests that the SSRF guard lets the node fetch from."""
@@ -46,6 +56,7 @@ def make_settings(data_dir: Path, allow_hosts: Sequence[str] = ()) -> Settings:
         chain=ChainSettings(port=free_port()),
         provider=ProviderSettings(port=free_port()),
         fetch=FetchSettings(allow_hosts=list(allow_hosts)),
+        environments=[TEST_ENVIRONMENT],
     )
 
 

@@ -64,6 +64,32 @@ class ArgoWorkflowRef(TypedDict, total=False):
     ui: str  # the Argo UI's page of the Workflow, when C2D_ENGINE__ARGO__UI_URL or the server URL is set
 
 
+class JobPaymentRecord(TypedDict, total=False):
+    """``jobs.details.compute.payment``: an escrow-paid job's lock and how it was settled (amounts in the token's
+    smallest unit, as decimal strings)."""
+
+    chainId: int
+    token: str
+    escrow: str
+    amount: str  # locked
+    lockTx: str
+    claimTx: str
+    cancelTx: str
+    cost: str  # claimed
+
+
+class ComputeTerms(TypedDict, total=False):
+    """``jobs.details.compute``: the terms of a job started through ocean-node's protocol (ocean.js): the resources
+    it was given, free or escrow-paid, its duration limit, the consumer's metadata and viewers."""
+
+    resources: dict[str, float]  # cpu cores, ram GB, disk GB
+    free: bool
+    maxJobDuration: int
+    payment: JobPaymentRecord
+    metadata: dict[str, Any]
+    additionalViewers: list[str]
+
+
 class JobDetails(TypedDict, total=False):
     """``jobs.details``: what the engines and the provider record about a job besides its status. Writers
     merge their keys in (``JobStore.update_details``, ``advance``, ``transition``); every key is optional."""
@@ -79,6 +105,7 @@ class JobDetails(TypedDict, total=False):
     protectionsMissing: list[str]  # local engine: sandbox protections this host lacks
     output: OutputRequest
     resultAsset: ResultAssetState
+    compute: ComputeTerms
 
 
 @dataclass(frozen=True)

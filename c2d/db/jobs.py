@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from c2d.db.job_records import JOB_COLUMNS, JOB_ID, JobDetails, JobEvent, JobRecord, NewJob, ResultEntry, UsedOrder
+from c2d.db.job_records import (
+    JOB_COLUMNS,
+    JOB_ID,
+    ComputeTerms,
+    JobDetails,
+    JobEvent,
+    JobRecord,
+    NewJob,
+    ResultEntry,
+    UsedOrder,
+)
 from c2d.db.job_results import JobResults
 from c2d.db.pool import Pool
 from c2d.exceptions import DatabaseError, OrderAlreadyUsedError
@@ -279,6 +289,16 @@ class JobStore(JobResults):
                 "SELECT count(*) FROM jobs WHERE environment = %s AND date_finished IS NULL", (environment,)
             ).fetchone()
         return int(str(row[0])) if row else 0
+
+    def running_terms(self, environment: str) -> list[ComputeTerms]:
+        """The ``details.compute`` of each unfinished job of ``environment`` (``{}`` for a job without terms)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT coalesce(details->'compute', '{}'::jsonb) FROM jobs "
+                "WHERE environment = %s AND date_finished IS NULL",
+                (environment,),
+            ).fetchall()
+        return [cast(ComputeTerms, row[0]) for row in rows]
 
     def update_details(self, job_id: str, details: dict[str, Any]) -> None:
         with self.pool.connection() as conn:

@@ -1,4 +1,5 @@
-"""Aquarius-compatible read API over the indexed DDOs (what ocean.py's ``Aquarius`` client calls)."""
+"""Aquarius-compatible read API over the indexed DDOs (what ocean.py's ``Aquarius`` client calls, and ocean.js's
+``Aquarius`` against ocean-node: DDOs carry ``indexedMetadata`` too, validate takes ocean-node's signed body)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from c2d.chain.documents import ddo_hash
+from provider.auth import required_address, verify_command
 from provider.exceptions import NotFound, RequestValidationFailed
 from provider.models import (
     AquariusInfo,
@@ -24,6 +27,7 @@ from provider.models import (
     ValidationErrorResponse,
     ValidatorProof,
 )
+from provider.ocean_node.ddo import canonical_json, with_indexed_metadata
 from provider.services import DdosDep, ServicesDep
 
 router = APIRouter(prefix="/api/aquarius", tags=["metadata"])
@@ -40,7 +44,7 @@ def ddo(did: str, ddos: DdosDep) -> Ddo:
     found = ddos.get(did)
     if found is None:
         raise NotFound(f"Asset DID {did} not found in Elasticsearch.")
-    return found
+    return with_indexed_metadata(found)
 
 
 @router.get("/assets/metadata/{did}", summary="The metadata section of a DDO")
@@ -52,10 +56,12 @@ def metadata(did: str, ddos: DdosDep) -> JsonObject:
 
 
 @router.post("/assets/query", summary="Search (supports size, from and a query_string/match text)")
+@router.post("/assets/metadata/query", summary="Search, at ocean-node's path (the same search)")
 def query(ddos: DdosDep, body: AquariusQuery) -> QueryResponse:
     size = min(body.size, 1000)
     hits = ddos.search(size, body.from_, _query_text(body.query or {}))
-    return QueryResponse(hits=SearchHits(total=HitCount(value=len(hits)), hits=[SearchHit(source=d) for d in hits]))
+    sources = [SearchHit(source=with_indexed_metadata(d)) for d in hits]
+    return QueryResponse(hits=SearchHits(total=HitCount(value=len(hits)), hits=sources))
 
 
 def _query_text(query: JsonObject) -> str | None:
@@ -91,12 +97,29 @@ MISSING_KEYS: OpenApi = {
     openapi_extra=DDO_BODY,
 )
 async def validate(request: Request, services: ServicesDep) -> ValidatorProof | JSONResponse:
-    """400 with Aquarius' list of missing keys for a JSON value without them (a non-object lacks them all)."""
+    """The body is the DDO (Aquarius, ocean.py: its bytes are hashed) or ocean-node's ``{ddo, publisherAddress,
+    nonce, signature}`` signed over publisher + nonce + ``validateDDO`` (ocean.js: the hash is over
+    ``JSON.stringify(ddo)``). 400 with Aquarius' list of missing keys for a DDO without them."""
     raw = await request.body()
     try:
         document = json.loads(raw)
     except ValueError:
         raise RequestValidationFailed({"ddo": ["The body is not JSON."]}) from None
+    if isinstance(document, dict) and "publisherAddress" in document and isinstance(document.get("ddo"), dict):
+        sent = str(document["publisherAddress"])
+        publisher = required_address(sent, "publisherAddress")
+        nonce, signature = document.get("nonce"), document.get("signature")
+        await run_in_threadpool(
+            verify_command,
+            services.nonces,
+            publisher,
+            sent,
+            "validateDDO",
+            None if nonce is None else str(nonce),
+            None if signature is None else str(signature),
+        )
+        document = document["ddo"]
+        raw = canonical_json(document)
     keys = document if isinstance(document, dict) else {}
     errors = [f"missing {key}" for key in DDO_KEYS if key not in keys]
     if errors:

@@ -1,7 +1,9 @@
-"""The compute resource: initializeCompute, start (POST), status (GET), stop (PUT), delete, results, environments.
+"""The compute resource: initializeCompute, start (POST), free start, status (GET), stop (PUT), delete, results,
+environments.
 
-The routes are thin: they parse the request (:mod:`provider.models`) and hand it to the domain functions
-(:mod:`provider.initialize`, :mod:`provider.start_job`, the job store, :mod:`provider.results`)."""
+The routes are thin: they parse the request (:mod:`provider.models`), tell Provider v2.1's requests (ocean.py)
+from ocean-node's (ocean.js 8.x) by their fields, and hand them to the domain functions (:mod:`provider.initialize`
+and :mod:`provider.start_job`; :mod:`provider.ocean_node`; the job store, :mod:`provider.results`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
-from provider.auth import required_address, verify_request
+from provider.auth import required_address, verify_request_or_command
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
 from provider.initialize import initialize_compute
 from provider.models import (
@@ -25,9 +27,14 @@ from provider.models import (
     ComputeStatus,
     InitializeComputeRequest,
     InitializeComputeResponse,
+    NodeEnvironmentInfo,
+    NodeInitializeComputeResponse,
     OpenApi,
     QueryText,
 )
+from provider.ocean_node.environments import node_environments
+from provider.ocean_node.initialize import initialize_node_compute
+from provider.ocean_node.start import start_node_compute
 from provider.results import LocalResult, RedirectResult
 from provider.services import Services, ServicesDep
 from provider.start_job import start_compute
@@ -39,16 +46,35 @@ router = APIRouter(prefix="/api/services", tags=["compute"])
 # -- the paid part: provider fees, then a job on paid orders -----------------------------------------------
 @router.post(
     "/initializeCompute",
-    summary="Provider fees (or still-valid orders) for a compute job",
+    summary="Provider fees (or still-valid orders) for a compute job; with ocean-node's body, the escrow payment",
     response_model_exclude_none=True,
 )
-def initialize(services: ServicesDep, body: InitializeComputeRequest) -> InitializeComputeResponse:
+def initialize(
+    services: ServicesDep, body: InitializeComputeRequest
+) -> InitializeComputeResponse | NodeInitializeComputeResponse:
+    if body.node_protocol:
+        return initialize_node_compute(services, body)
     return initialize_compute(services, body)
 
 
-@router.post("/compute", summary="Start a compute job on paid orders", response_model_exclude_unset=True)
+@router.post(
+    "/compute",
+    summary="Start a compute job on paid orders (Provider v2.1) or on orders and an escrow lock (ocean-node)",
+    response_model_exclude_unset=True,
+)
 def start(services: ServicesDep, body: ComputeStartRequest) -> list[ComputeStatus]:
+    if body.node_protocol:
+        return start_node_compute(services, body, free=False)
     return start_compute(services, body)
+
+
+@router.post(
+    "/freeCompute",
+    summary="Start a free compute job (ocean-node): no order, no payment, within the environment's free tier",
+    response_model_exclude_unset=True,
+)
+def start_free(services: ServicesDep, body: ComputeStartRequest) -> list[ComputeStatus]:
+    return start_node_compute(services, body, free=True)
 
 
 # -- the consumer's jobs ----------------------------------------------------------------------------------
@@ -77,12 +103,15 @@ def job_query(
 def signed_job_query(
     services: ServicesDep,
     query: Annotated[JobQuery, Depends(job_query)],
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
     nonce: QueryText = None,
     signature: QueryText = None,
 ) -> JobQuery:
-    """Signed by the consumer over consumer + jobId + documentId + nonce (Ocean's stop/delete rule)."""
+    """Signed by the consumer over consumer + jobId + documentId + nonce (Provider v2.1's stop/delete rule) or
+    consumer + nonce + ``stopCompute`` (ocean-node's)."""
     message = f"{query.owner}{query.job_id or ''}{query.document_id or ''}"
-    verify_request(services.nonces, query.owner, message, nonce, signature)
+    sent = consumer_address or ""
+    verify_request_or_command(services.nonces, query.owner, message, sent, "stopCompute", nonce, signature)
     return query
 
 
@@ -162,9 +191,14 @@ def result(
         raise RequestValidationFailed({"jobId": ["The jobId field is required."]})
     if index is None or not index.lstrip("-").isdigit():
         raise RequestValidationFailed({"index": ["The index field must be an integer."]})
-    verify_request(services.nonces, owner, f"{owner}{job_id}{index}", nonce, signature)
+    sent = consumer_address or ""
+    legacy = f"{owner}{job_id}{index}"
+    verify_request_or_command(services.nonces, owner, legacy, sent, "getComputeResult", nonce, signature)
     job = services.jobs.get(job_id)
-    if job is None or job.owner.lower() != owner.lower():
+    viewers = (
+        {viewer.lower() for viewer in (job.details.get("compute") or {}).get("additionalViewers", [])} if job else set()
+    )
+    if job is None or (job.owner.lower() != owner.lower() and owner.lower() not in viewers):
         raise NotFound(f"No job {job_id} for owner {owner}")
     position = int(index)
     results = job.results or []
@@ -192,11 +226,17 @@ def result(
     return StreamingResponse(found.chunks, media_type="application/octet-stream", headers=headers)
 
 
-@router.get("/computeEnvironments", summary="Compute environments by chain id")
+@router.get(
+    "/computeEnvironments",
+    summary="Compute environments: by chain id (with ?chainId=, Provider v2.1) or one list (ocean-node)",
+)
 def environments(
     services: ServicesDep, chain_id: Annotated[int | None, Query(alias="chainId")] = None
-) -> dict[str, list[ComputeEnvironmentInfo]]:
-    """The environments keyed by this node's chain id; ``{"<chainId>": []}`` for another chain."""
+) -> dict[str, list[ComputeEnvironmentInfo]] | list[NodeEnvironmentInfo]:
+    """With ``chainId`` (what ocean.py sends): the environments keyed by this node's chain id, ``{"<chainId>": []}``
+    for another chain. Without (ocean.js): ocean-node's flat list, with resources, prices and the free tier."""
+    if chain_id is None:
+        return node_environments(services)
     settings = services.settings
     envs = [
         ComputeEnvironmentInfo(
@@ -221,6 +261,6 @@ def environments(
         for env in settings.environments
     ]
     own = settings.chain.chain_id
-    if chain_id is not None and chain_id != own:
+    if chain_id != own:
         return {str(chain_id): []}
     return {str(own): envs}

@@ -6,13 +6,14 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from hexbytes import HexBytes
 
 from c2d.chain.documents import DocumentError, decode_document, encrypt
-from provider.auth import required_address, verify_request
+from provider.auth import required_address, verify_command, verify_request
 from provider.exceptions import PLAIN_TEXT_ERRORS, Forbidden, ProviderError, RequestValidationFailed
-from provider.models import DecryptRequest, OpenApi
+from provider.models import DecryptRequest, OpenApi, QueryText
 from provider.services import ServicesDep
 
 router = APIRouter(prefix="/api/services", tags=["encryption"])
@@ -37,10 +38,22 @@ RAW_BODY: OpenApi = {
     openapi_extra=RAW_BODY,
 )
 async def encrypt_document(
-    request: Request, services: ServicesDep, chain_id: Annotated[int | None, Query(alias="chainId")] = None
+    request: Request,
+    services: ServicesDep,
+    chain_id: Annotated[int | None, Query(alias="chainId")] = None,
+    consumer_address: Annotated[str | None, Query(alias="consumerAddress")] = None,
+    nonce: QueryText = None,
+    signature: QueryText = None,
 ) -> str:
+    """Unsigned (Provider v2.1, ocean.py) or signed over consumer + nonce + ``encrypt`` (ocean-node, ocean.js): a
+    request that carries a signature is verified."""
     if chain_id is not None and chain_id != services.settings.chain.chain_id:
         raise ProviderError(f"Unsupported chain ID {chain_id}")
+    if signature is not None or nonce is not None:
+        signer = required_address(consumer_address)
+        await run_in_threadpool(
+            verify_command, services.nonces, signer, consumer_address or "", "encrypt", nonce, signature
+        )
     data = await request.body()
     if not data:
         raise RequestValidationFailed({"document": ["The request body is empty."]})

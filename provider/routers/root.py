@@ -1,4 +1,5 @@
-"""``GET /``: who we are and where every endpoint lives (ocean.py discovers URLs from this map)."""
+"""``GET /``: who we are and where every endpoint lives (ocean.py and ocean.js discover URLs from this map;
+ocean.js looks names up case-insensitively)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from provider.services import ServicesDep
 router = APIRouter(tags=["root"])
 SERVICES = "/api/services"
 
-# Ocean provider endpoint names -> (method, path), as Flask exposed them in provider v2.1.
+# endpoint names -> (method, path): Provider v2.1's names, then the ones ocean-node added (ocean.js 8.x).
 SERVICE_ENDPOINTS = {
     "computeStart": ("POST", f"{SERVICES}/compute"),
     "computeStatus": ("GET", f"{SERVICES}/compute"),
@@ -25,6 +26,10 @@ SERVICE_ENDPOINTS = {
     "download": ("GET", f"{SERVICES}/download"),
     "encrypt": ("POST", f"{SERVICES}/encrypt"),
     "decrypt": ("POST", f"{SERVICES}/decrypt"),
+    "freeCompute": ("POST", f"{SERVICES}/freeCompute"),
+    "computeStreamableLogs": ("GET", f"{SERVICES}/computeStreamableLogs"),
+    "getDDO": ("GET", "/api/aquarius/assets/ddo/:did"),
+    "validateDDO": ("POST", "/api/aquarius/assets/ddo/validate"),
 }
 
 
@@ -36,6 +41,8 @@ def root(services: ServicesDep) -> ProviderInfo:
         version="2.1.6",
         implementation="c2d-node",
         provider_addresses={str(chain_id): services.address},
+        provider_address=services.address,
+        node_public_key=services.public_key,
         chain_ids=[chain_id],
         service_endpoints=SERVICE_ENDPOINTS,
     )

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from c2d.environments import ComputeEnvironment
 from c2d.settings import ANVIL_KEYS
 from c2d.stack.stack import Stack
 from node.wiring import Node
@@ -77,7 +76,7 @@ def run_flow(node_url: str, stack: Stack, file_server: FileServer, *steps: str) 
     return report, output
 
 
-@pytest.mark.skip(reason="the node does not speak ocean-node's protocol yet (issue 22)")
+@pytest.mark.skip(reason="paid compute needs the Escrow contract on the embedded chain (issue 22, next step)")
 @pytest.mark.timeout(900)  # publishes 4 assets and runs 6 jobs, 2 of them slow on purpose
 @pytest.mark.skipif(shutil.which("node") is None, reason="no `node` on PATH: the ocean.js client needs Node.js >= 18")
 @pytest.mark.skipif(
@@ -85,10 +84,7 @@ def run_flow(node_url: str, stack: Stack, file_server: FileServer, *steps: str) 
     reason="no tests/oceanjs/node_modules: `make setup` installs the ocean.js 8.6.2 client there (npm ci)",
 )
 def test_ocean_js_compute_flow(stack: Stack, file_server: FileServer) -> None:
-    # one free environment and one with a price, as ocean.js picks them (free block / fees for the chain)
-    settings = stack.settings.model_copy(
-        update={"environments": [ComputeEnvironment(), ComputeEnvironment(id="local-cpu-paid", price_min=1.0)]}
-    )
+    settings = stack.settings  # its environment has a free tier and prices (tests/conftest.py)
     with Node(settings):
         report, output = run_flow(settings.provider_url, stack, file_server)
     assert "error" not in report, f"{json.dumps(report['error'], indent=2)}\n{output}"

@@ -221,7 +221,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const sha256 = (text) => createHash('sha256').update(text).digest('hex')
 
 // --- the chain and the accounts -----------------------------------------------------------------
-const provider = new JsonRpcProvider(env('RPC'), undefined, { staticNetwork: true, pollingInterval: 100 })
+// cacheTimeout -1: ethers caches identical calls for 250 ms by default, so two transactions of one wallet in
+// quick succession (ocean.js reads the nonce with eth_getTransactionCount) would get the same nonce
+const provider = new JsonRpcProvider(env('RPC'), undefined, {
+  staticNetwork: true,
+  pollingInterval: 100,
+  cacheTimeout: -1
+})
 const publisher = new Wallet(env('PUBLISHER_KEY'), provider)
 const consumer = new Wallet(env('CONSUMER_KEY'), provider)
 const addresses = JSON.parse(readFileSync(env('ADDRESS_FILE'), 'utf8')).development
@@ -290,6 +296,7 @@ async function createAsset(name, symbol, owner, assetFiles, ddo) {
   const tx = await call('Nft.setMetadata', `nft, publisher, 0, node, '', 0x02, encrypted ddo, ${validation.hash}`, () =>
     nft.setMetadata(nftAddress, ownerAddress, 0, NODE_URL, '', toBeHex(2), encryptedDdo, validation.hash)
   )
+  await tx.wait() // mined before the wallet's next transaction
   return { did: ddo.id, txid: tx.hash, datatokenAddress, nftAddress }
 }
 

@@ -1,0 +1,171 @@
+"""Job starts in ocean-node's protocol (ocean.js 8.x): ``POST /compute`` (escrow-paid) and ``POST /freeCompute``.
+
+Both are signed over ``consumerAddress + nonce + command`` (``startCompute`` / ``freeStartCompute``). A job gets
+the resources it asked for within the environment's bounds (the engines enforce them) and runs at most
+``maxJobDuration`` seconds (clamped to the environment's, or the free tier's, limit).
+
+* Paid: every input's order must be made out to the environment's address and paid by the consumer (ocean.js's
+  ``handleComputeOrder``); an order opens its data for the service's timeout (ocean-node's rule: not claimed by
+  one job as Provider v2.1's orders are). The job's maximum cost is locked in the escrow from the node's
+  wallet before the job is queued; the real cost is claimed when it ends (:mod:`c2d.escrow_settlement`).
+* Free: no order and no payment; the environment's ``free`` tier bounds it. Unlike ocean-node, the datasets'
+  trusted algorithms still apply (deny by default).
+
+Errors are ocean-node's: the HTTP status and a JSON string; nothing is locked or queued when one is raised.
+"""
+
+from __future__ import annotations
+
+from c2d.db.job_records import ComputeTerms, JobDetails
+from c2d.environments import ComputeEnvironment
+from c2d.exceptions import ResourceRequestError
+from provider.auth import required_address, verify_command
+from provider.exceptions import ComputeRequestError, NodeProtocolError, ProviderError, RequestValidationFailed
+from provider.models import ComputeAlgorithm, ComputeStartRequest, ComputeStatus
+from provider.ocean_node.environments import in_use
+from provider.ocean_node.initialize import asked_resources
+from provider.payments import JobCharge
+from provider.services import Services
+from provider.start_job import OrderRule, checked_algorithm, checked_inputs, create_job, new_job_id
+from provider.status_object import status_object
+
+PAID = "startCompute"
+FREE = "freeStartCompute"
+UNTRUSTED = frozenset(
+    {
+        "not_trusted_algo",
+        "not_trusted_algo_publisher",
+        "no_raw_algo_allowed",
+        "algorithm_file_checksum_mismatch",
+        "algorithm_container_checksum_mismatch",
+    }
+)  # provider/trust.py's codes: said as ocean-node says them
+PAID_FIELDS = ("environment", "algorithm", "datasets", "maxJobDuration")
+FREE_FIELDS = ("algorithm", "datasets", "environment")
+
+
+def _missing(body: ComputeStartRequest, command: str, fields: tuple[str, ...]) -> None:
+    values = {
+        "environment": body.environment,
+        "algorithm": body.algorithm,
+        "datasets": body.datasets,
+        "maxJobDuration": body.max_job_duration,
+    }
+    missing = next((name for name in fields if values[name] is None), None)
+    if missing:
+        raise NodeProtocolError(
+            f'Missing one ( "{missing}" ) or more required field(s) for command: "{command}". '
+            f"Required fields: {','.join(fields)}"
+        )
+
+
+def _signed_by(services: Services, body: ComputeStartRequest, command: str) -> str:
+    """The consumer, once its signature over address + nonce + command holds (the nonce is then used)."""
+    try:
+        consumer = required_address(body.consumer_address)
+    except ProviderError:
+        raise NodeProtocolError('Parameter : "consumerAddress" is not a valid web3 address') from None
+    try:
+        verify_command(services.nonces, consumer, str(body.consumer_address), command, body.nonce, body.signature)
+    except RequestValidationFailed as exc:
+        if "nonce" in exc.errors or str(exc.errors.get("signature", "")).startswith("Invalid signature: nonce"):
+            raise NodeProtocolError(f"nonce: {body.nonce} is not a valid nonce", 401) from None
+        raise NodeProtocolError("consumer address and nonce signature mismatch", 401) from None
+    return consumer
+
+
+def _fits(services: Services, env: ComputeEnvironment, amounts: dict[str, float], free: bool) -> None:
+    """Refuses a job the environment cannot hold now (ocean-node's checkIfResourcesAreAvailable)."""
+    held, running, free_running = in_use(env, services.jobs)
+    for resource in env.resource_table():
+        if resource.total - held[resource.id] < amounts[resource.id]:
+            raise NodeProtocolError(f"Not enough available {resource.id}")
+    if running + 1 > env.max_jobs:
+        raise NodeProtocolError("Too many running jobs ")
+    if free and env.free is not None and free_running + 1 > env.free.max_jobs:
+        raise NodeProtocolError("Too many running free jobs ")
+
+
+def start_node_compute(services: Services, body: ComputeStartRequest, *, free: bool) -> list[ComputeStatus]:
+    """Start a paid (escrow) or free job; raises :class:`NodeProtocolError` (ocean-node's status and message)."""
+    command = FREE if free else PAID
+    _missing(body, command, FREE_FIELDS if free else PAID_FIELDS)
+    if not free and (body.max_job_duration or 0) <= 0:
+        raise NodeProtocolError("Invalid maxJobDuration")
+    consumer = _signed_by(services, body, command)
+    env = services.settings.environment(body.environment or "")
+    if env is None:
+        raise NodeProtocolError("Invalid C2D Environment", 500)
+    try:
+        amounts = env.job_resources(asked_resources(body.resources), free=free)
+    except ResourceRequestError as exc:
+        raise NodeProtocolError(f"Error: {exc}" if free else str(exc)) from None
+    limit = env.free.max_job_duration if free and env.free else env.max_job_duration
+    duration = int(min(body.max_job_duration or limit, limit))
+    if not body.queue_max_wait_time:
+        _fits(services, env, amounts, free)
+    if body.output:
+        raise NodeProtocolError("output (remote storage of results) is not supported by this node")
+    try:
+        return [_start(services, body, env, consumer, amounts, duration, free)]
+    except NodeProtocolError:
+        raise
+    except ProviderError as exc:
+        raise NodeProtocolError.of(exc) from None
+
+
+def _start(
+    services: Services,
+    body: ComputeStartRequest,
+    env: ComputeEnvironment,
+    consumer: str,
+    amounts: dict[str, float],
+    duration: int,
+    free: bool,
+) -> ComputeStatus:
+    algo = body.algorithm or ComputeAlgorithm()
+    algorithm, algo_asset, algo_files = checked_algorithm(services, algo, published_first=True)
+    payee = env.consumer_address or services.address
+    rule = None if free else OrderRule(consumer, env.id, allow_expired_fee=True, made_out_to=payee)
+    datasets = body.datasets or []
+    for index, dataset in enumerate(datasets):
+        if rule is not None and not dataset.transfer_tx_id:
+            raise NodeProtocolError(f"Missing transferTxId for DDO {dataset.document_id or index}", 500)
+    try:
+        inputs, orders = checked_inputs(services, datasets, algorithm, algo_asset, algo_files, rule)
+    except ComputeRequestError as exc:
+        if exc.code not in UNTRUSTED:
+            raise
+        name = algo.document_id or "(raw algorithm)"
+        did = datasets[int(exc.resource[9:-1]) if exc.resource.startswith("datasets[") else 0].document_id
+        raise NodeProtocolError(f"Algorithm {name} not allowed to run on the dataset: {did}") from None
+    terms = ComputeTerms(resources=dict(amounts), free=free, maxJobDuration=duration)
+    if body.metadata:
+        terms["metadata"] = body.metadata
+    if body.additional_viewers:
+        terms["additionalViewers"] = [required_address(a, "additionalViewers") for a in body.additional_viewers]
+    job_id = new_job_id()
+    if not free:
+        payment = body.payment
+        chain_id, token = (payment.chain_id, payment.token) if payment else (body.chain_id, None)
+        terms["payment"] = services.payments.lock(
+            JobCharge(job_id, env, consumer, str(token or ""), int(chain_id or 0), amounts, duration),
+            queue_wait=max(0.0, body.queue_max_wait_time or 0.0),
+        )
+    try:
+        job = create_job(
+            services,
+            env.sized(amounts, duration),
+            consumer,
+            inputs,
+            algorithm,
+            orders,
+            JobDetails(compute=terms),
+            [],
+            job_id,
+        )
+    except BaseException:
+        if not free:
+            services.payments.release_unstarted(job_id)
+        raise
+    return status_object(job)

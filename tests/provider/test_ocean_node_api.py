@@ -1,0 +1,230 @@
+"""ocean-node's protocol (what ocean.js 8.x speaks) next to Provider v2.1's, over the real chain and jobs: the
+endpoint map, environments, initializeCompute, free jobs, command signatures, DDO validation, encryption."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from c2d.chain.deploy import OceanAddresses
+from c2d.chain.signing import sign_message
+from c2d.chain.transactions import DataAsset
+from c2d.db.jobs import JobStore
+from c2d.db.pool import Pool
+from c2d.settings import ANVIL_KEYS
+from provider.ocean_node.ddo import canonical_json
+from tests.helpers import fresh_nonce
+from tests.workflows.conftest import Jobs
+
+from .market import Market
+
+ALGORITHM = (
+    b"import os, json\n"
+    b"did = json.loads(os.environ['DIDS'])[0]\n"
+    b"rows = open(f'/data/inputs/{did}/0').read().split()\n"
+    b"open('/data/outputs/count.txt', 'w').write(str(len(rows)))\n"
+)
+SLOW = b"import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+DATA = b"a\nb\nc\n"
+ENV = "local-cpu"
+
+
+def signed(account: LocalAccount, command: str) -> dict[str, str]:
+    """ocean.js's signature: over the address as sent + nonce + command."""
+    nonce = fresh_nonce()
+    return {
+        "consumerAddress": account.address,
+        "nonce": nonce,
+        "signature": sign_message(account.key.hex(), f"{account.address}{nonce}{command}"),
+    }
+
+
+def trusting(algorithm: DataAsset) -> dict[str, Any]:
+    trust = {"did": algorithm.did, "filesChecksum": hashlib.sha256(ALGORITHM).hexdigest()}
+    return {
+        "compute": {
+            "allowRawAlgorithm": False,
+            "publisherTrustedAlgorithms": [trust],
+            "publisherTrustedAlgorithmPublishers": [],
+        }
+    }
+
+
+def free_body(dataset: DataAsset, algorithm: DataAsset, **extra: Any) -> dict[str, Any]:
+    return {
+        "environment": ENV,
+        "datasets": [{"documentId": dataset.did, "serviceId": "svc-0"}],
+        "algorithm": {"documentId": algorithm.did, "serviceId": "svc-0", "meta": {"language": "python"}},
+        **extra,
+    }
+
+
+def job_count(pool: Pool, consumer: LocalAccount) -> int:
+    return len(JobStore(pool).find(consumer.address))
+
+
+def test_root_names_the_endpoints_of_both_clients(client: TestClient, provider_account: LocalAccount) -> None:
+    body = client.get("/").json()
+    assert body["providerAddress"] == provider_account.address  # ocean.js isValidProvider
+    assert body["providerAddresses"] == {"8996": provider_account.address}  # ocean.py
+    assert body["nodePublicKey"].startswith("0x")
+    endpoints = body["serviceEndpoints"]
+    assert endpoints["freeCompute"] == ["POST", "/api/services/freeCompute"]
+    assert endpoints["computeStreamableLogs"] == ["GET", "/api/services/computeStreamableLogs"]
+    assert endpoints["computeStart"] == ["POST", "/api/services/compute"]
+
+
+def test_environments_are_one_list_for_ocean_js_and_by_chain_for_ocean_py(
+    client: TestClient, provider_account: LocalAccount, addresses: OceanAddresses
+) -> None:
+    (env,) = client.get("/api/services/computeEnvironments").json()
+    assert env["id"] == ENV and env["consumerAddress"] == provider_account.address
+    assert [r["id"] for r in env["resources"]] == ["cpu", "ram", "disk"]  # ocean.js indexes them
+    cpu = env["resources"][0]
+    assert (cpu["min"], cpu["max"], cpu["total"]) == (0.5, 1.0, 4.0)
+    (fee,) = env["fees"]["8996"]
+    assert fee["feeToken"] == addresses.ocean
+    assert {p["id"]: p["price"] for p in fee["prices"]} == {"cpu": 1.0, "ram": 0.5, "disk": 0.0}
+    assert env["free"]["maxJobDuration"] == 60 and env["free"]["maxJobs"] == 2
+    legacy = client.get("/api/services/computeEnvironments", params={"chainId": 8996}).json()
+    assert [e["id"] for e in legacy["8996"]] == [ENV] and "priceMin" in legacy["8996"][0]
+
+
+def test_a_free_job_runs_the_trusted_algorithm_within_the_free_tier(
+    client: TestClient, market: Market, consumer: LocalAccount, jobs: Jobs
+) -> None:
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    body = free_body(dataset, algorithm, resources=[{"id": "cpu", "amount": 0.5}]) | signed(
+        consumer, "freeStartCompute"
+    )
+    response = client.post("/api/services/freeCompute", json=body)
+    assert response.status_code == 200, response.text
+    (job,) = response.json()
+    assert job["isFree"] is True and job["maxJobDuration"] == 60  # clamped to the free tier
+    assert {r["id"]: r["amount"] for r in job["resources"]} == {"cpu": 0.5, "ram": 0.5, "disk": 1.0}
+    record = jobs.wait(job["jobId"])
+    assert record.status == 70, record
+    workflow = json.dumps(record.workflow)
+    assert '"cpu": "500m"' in workflow or "0.5" in workflow  # the engine got the asked half core
+
+    (status,) = client.get("/api/services/compute", params={"consumerAddress": consumer.address}).json()[-1:]
+    assert status["results"][0]["index"] == 0 and status["results"][0]["filename"] == "count.txt"
+    query = {"jobId": job["jobId"], "index": 0} | signed(consumer, "getComputeResult")
+    result = client.get("/api/services/computeResult", params=query)
+    assert result.status_code == 200 and result.content == b"3"
+
+
+def test_free_job_rejections_start_nothing(
+    client: TestClient, market: Market, consumer: LocalAccount, pool: Pool
+) -> None:
+    algorithm = market.publish("algorithm", ALGORITHM)
+    other = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    before = job_count(pool, consumer)
+    stranger: LocalAccount = Account.from_key(ANVIL_KEYS[4])
+
+    def refused(body: dict[str, Any], status: int) -> str:
+        response = client.post("/api/services/freeCompute", json=body)
+        assert response.status_code == status, response.text
+        message = response.json()
+        assert isinstance(message, str)  # ocean-node's shape: a JSON string
+        return message
+
+    untrusted = refused(free_body(dataset, other) | signed(consumer, "freeStartCompute"), 400)
+    assert untrusted == f"Algorithm {other.did} not allowed to run on the dataset: {dataset.did}"
+    forged = signed(stranger, "freeStartCompute") | {"consumerAddress": consumer.address}
+    assert refused(free_body(dataset, algorithm) | forged, 401) == "consumer address and nonce signature mismatch"
+    replayed = signed(consumer, "freeStartCompute")
+    client.post("/api/services/freeCompute", json=free_body(dataset, other) | replayed)  # uses the nonce
+    assert "is not a valid nonce" in refused(free_body(dataset, algorithm) | replayed, 401)
+    wrong_command = signed(consumer, "startCompute")
+    assert refused(free_body(dataset, algorithm) | wrong_command, 401).startswith("consumer address")
+    too_big = free_body(dataset, algorithm, resources=[{"id": "cpu", "amount": 4}])
+    message = refused(too_big | signed(consumer, "freeStartCompute"), 400)
+    assert message == "Error: Not enough cpu resources. Requested 4, but max is 1"
+    unknown = free_body(dataset, algorithm, resources=[{"id": "gpu", "amount": 1}])
+    assert refused(unknown | signed(consumer, "freeStartCompute"), 400) == "Error: No such resource gpu"
+    no_env = free_body(dataset, algorithm) | {"environment": "nope"} | signed(consumer, "freeStartCompute")
+    assert refused(no_env, 500) == "Invalid C2D Environment"
+    missing = {"environment": ENV, "algorithm": {"documentId": algorithm.did}} | signed(consumer, "freeStartCompute")
+    assert refused(missing, 400).startswith('Missing one ( "datasets" )')
+    assert job_count(pool, consumer) == before
+
+
+def test_stop_and_result_take_either_signature(
+    client: TestClient, market: Market, consumer: LocalAccount, jobs: Jobs
+) -> None:
+    slow = market.publish("algorithm", SLOW)
+    trust = {"did": slow.did, "filesChecksum": hashlib.sha256(SLOW).hexdigest()}
+    dataset = market.publish("dataset", DATA, compute={"publisherTrustedAlgorithms": [trust]})
+    body = free_body(dataset, slow) | signed(consumer, "freeStartCompute")
+    (job,) = client.post("/api/services/freeCompute", json=body).json()
+    jobs.wait(job["jobId"], status=40)
+    other = signed(consumer, "getComputeResult")  # a valid signature for another command
+    stop = client.put("/api/services/compute", params={"jobId": job["jobId"]} | other)
+    assert stop.status_code == 400, stop.text
+    stop = client.put("/api/services/compute", params={"jobId": job["jobId"]} | signed(consumer, "stopCompute"))
+    assert stop.status_code == 200 and stop.json()[0]["jobId"] == job["jobId"]
+    assert jobs.wait(job["jobId"]).stopreq > 0
+
+
+def test_initialize_refusals_are_ocean_nodes(client: TestClient, market: Market, consumer: LocalAccount) -> None:
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    body: dict[str, Any] = {
+        "datasets": [{"documentId": dataset.did, "serviceId": "svc-0"}],
+        "algorithm": {"documentId": algorithm.did, "serviceId": "svc-0"},
+        "environment": ENV,
+        "consumerAddress": consumer.address,
+        "maxJobDuration": 120,
+        "payment": {"chainId": 8996, "token": market.addresses.ocean, "resources": [{"id": "cpu", "amount": 1}]},
+    }
+
+    def refused(changes: dict[str, Any], status: int) -> str:
+        response = client.post("/api/services/initializeCompute", json=body | changes)
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("text/plain")
+        return str(response.text)
+
+    assert refused({"payment": {"chainId": 8996}}, 400) == "Invalid payment options"
+    assert refused({"maxJobDuration": -1}, 400) == "Invalid maxJobDuration"
+    assert refused({"consumerAddress": "0x12"}, 400) == 'Parameter : "consumerAddress" is not a valid web3 address'
+    assert refused({"environment": "nope"}, 500) == "Invalid C2D Environment"
+    too_big = {"payment": body["payment"] | {"resources": [{"id": "ram", "amount": 9}]}}
+    assert refused(too_big, 500) == "Error: Not enough ram resources. Requested 9, but max is 1"
+    other_token = {"payment": body["payment"] | {"token": market.addresses.dispenser}}
+    assert refused(other_token, 500).startswith("This compute env does not accept payments on chain: 8996")
+
+
+def test_ddos_carry_indexed_metadata_and_validate_takes_ocean_nodes_body(
+    client: TestClient, market: Market, publisher: LocalAccount
+) -> None:
+    asset = market.publish("dataset", DATA)
+    ddo = client.get(f"/api/aquarius/assets/ddo/{asset.did}").json()
+    indexed = ddo["indexedMetadata"]
+    assert indexed["event"]["txid"] == ddo["event"]["tx"] and indexed["nft"]["owner"] == publisher.address
+    assert indexed["stats"][0]["datatokenAddress"] == ddo["datatokens"][0]["address"]
+    plain = {key: value for key, value in ddo.items() if key not in ("indexedMetadata", "event", "nft")}
+    body = {"ddo": plain, "publisherAddress": publisher.address} | {
+        k: v for k, v in signed(publisher, "validateDDO").items() if k != "consumerAddress"
+    }
+    proof = client.post("/api/aquarius/assets/ddo/validate", json=body)
+    assert proof.status_code == 200, proof.text
+    assert proof.json()["hash"] == "0x" + hashlib.sha256(canonical_json(plain)).hexdigest()
+    replayed = client.post("/api/aquarius/assets/ddo/validate", json=body)
+    assert replayed.status_code == 400
+
+
+def test_encrypt_verifies_a_signature_when_one_is_sent(client: TestClient, consumer: LocalAccount) -> None:
+    query = {"chainId": 8996} | signed(consumer, "encrypt")
+    assert client.post("/api/services/encrypt", params=query, content=b"secret").status_code == 201
+    forged = {"chainId": 8996} | signed(consumer, "download")
+    response = client.post("/api/services/encrypt", params=forged, content=b"secret")
+    assert response.status_code == 400, response.text
+    assert client.post("/api/services/encrypt", params={"chainId": 8996}, content=b"x").status_code == 201
