@@ -30,6 +30,27 @@ class ChainError(C2DError):
     """A chain call, deployment or transaction failed."""
 
 
+class EscrowError(ChainError):
+    """An Escrow contract call was refused or reverted. ``reason``: the contract's revert string (e.g.
+    ``"Exceeds maxLockedAmount"``) or the client's check that refused before sending (``"Lock not found"``,
+    ``"Lock not expired"``): set, nothing happened on chain; None: see the message."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class EscrowPaymentError(EscrowError):
+    """The payer's Escrow funds or authorization cannot cover a lock (checked before sending createLock).
+    The message is ocean-node's for the same cause; ``cause`` names it for the HTTP edge: ``"funds"``,
+    ``"no_authorization"``, ``"several_authorizations"``, ``"max_locked_amount"``, ``"max_lock_seconds"`` or
+    ``"max_lock_counts"``."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class UnsupportedImageError(C2DError):
     """The local engine has no runtime for an algorithm's container image."""
 

@@ -3,8 +3,9 @@
 Order for a development chain (same constructor arguments): OceanToken (+ mint to the owner),
 OPFCommunityFeeCollector, FactoryRouter, FixedRateExchange, ERC20Template, ERC20TemplateEnterprise,
 ERC20Template3, ERC721Template, Dispenser, ERC721Factory, then addTokenTemplate (Enterprise, Template3)
-and the router's addFactory / addFixedRateContract / addDispenserContract. The ve/DF/vesting contracts of
-that script are not deployed: nothing in compute-to-data uses them.
+and the router's addFactory / addFixedRateContract / addDispenserContract; then Escrow(router, collector)
+(contracts 2.6.0, what ocean.js pays compute jobs through; :func:`deploy_escrow`). The ve/DF/vesting contracts
+of that script are not deployed: nothing in compute-to-data uses them.
 
 The address file has the layout of the package's ``addresses/address.json`` (ocean.py reads it), under
 the network name ``development``.
@@ -42,6 +43,7 @@ class OceanAddresses(BaseModel):
     erc721_factory: str = Field(alias="ERC721Factory")
     erc20_templates: dict[str, str] = Field(alias="ERC20Template")
     erc721_templates: dict[str, str] = Field(alias="ERC721Template")
+    escrow: str | None = Field(default=None, alias="Escrow")  # None: an address file older than Escrow
 
 
 def read_address_file(path: Path, network: str = NETWORK_NAME) -> OceanAddresses | None:
@@ -62,7 +64,7 @@ def write_address_file(path: Path, addresses: OceanAddresses, network: str = NET
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
-    data[network] = addresses.model_dump(by_alias=True)
+    data[network] = addresses.model_dump(by_alias=True, exclude_none=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
@@ -75,6 +77,21 @@ def is_deployed(chain: Chain, addresses: OceanAddresses) -> bool:
         and chain.has_code(addresses.erc721_factory)
         and chain.has_code(addresses.router)
     )
+
+
+def has_escrow(chain: Chain, addresses: OceanAddresses) -> bool:
+    """True when the address file names an Escrow and it has code on this chain."""
+    return addresses.escrow is not None and chain.has_code(addresses.escrow)
+
+
+def deploy_escrow(
+    chain: Chain, owner: LocalAccount, addresses: OceanAddresses, progress: Callable[[str], None] = lambda _msg: None
+) -> OceanAddresses:
+    """Deploy Escrow(router, OPF collector) next to already deployed contracts; return the addresses with it.
+    The claim fee (the router's ``getOPCFee(token)``, 0.1 % for OCEAN) goes to that collector."""
+    progress("deploying Escrow")
+    escrow = chain.deploy(owner, "Escrow", addresses.router, addresses.opf_community_fee_collector)
+    return addresses.model_copy(update={"escrow": escrow})
 
 
 def deploy_ocean_contracts(
@@ -111,7 +128,7 @@ def deploy_ocean_contracts(
     chain.transact(owner, router_contract.functions.addFixedRateContract(fixed_rate))
     chain.transact(owner, router_contract.functions.addDispenserContract(dispenser))
 
-    return OceanAddresses(
+    deployed = OceanAddresses(
         chain_id=chain.chain_id,
         start_block=start_block,
         ocean=ocean,
@@ -123,3 +140,4 @@ def deploy_ocean_contracts(
         erc20_templates=templates,
         erc721_templates=nft_templates,
     )
+    return deploy_escrow(chain, owner, deployed, progress)

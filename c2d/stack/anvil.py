@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
 from c2d.chain.deploy import (
     OceanAddresses,
+    deploy_escrow,
     deploy_ocean_contracts,
+    has_escrow,
     is_deployed,
     read_address_file,
     write_address_file,
@@ -138,21 +141,30 @@ class OceanContracts:
         return Chain(self.settings.rpc_url, Artifacts(self.settings.npm_dir))
 
     def start(self) -> None:
+        """Deploy what the address file lacks on the embedded chain: everything, or only Escrow when the file
+        comes from before Escrow (the other contracts and what was published with them stay). An external
+        chain's file is only checked; one without Escrow is left so (paid ocean.js jobs need it)."""
         chain = self._chain()
         current = read_address_file(self.settings.address_file)
         if current is not None and is_deployed(chain, current):
-            return
-        if not self.settings.chain.embedded:
+            if has_escrow(chain, current) or not self.settings.chain.embedded:
+                return
+            addresses = self._deploy(lambda owner: deploy_escrow(chain, owner, current, self.progress))
+        elif not self.settings.chain.embedded:
             raise StackError(
                 f"no Ocean contracts found for {self.settings.rpc_url} in {self.settings.address_file}; "
                 "point C2D_CHAIN__ADDRESS_FILE at the network's address.json"
             )
-        owner = Account.from_key(self.settings.chain.deployer_key.get_secret_value())
+        else:
+            addresses = self._deploy(lambda owner: deploy_ocean_contracts(chain, owner, self.progress))
+        write_address_file(self.settings.address_file, addresses)
+
+    def _deploy(self, deploy: Callable[[LocalAccount], OceanAddresses]) -> OceanAddresses:
+        owner: LocalAccount = Account.from_key(self.settings.chain.deployer_key.get_secret_value())
         try:
-            addresses = deploy_ocean_contracts(chain, owner, self.progress)
+            return deploy(owner)
         except ChainError as exc:
             raise StackError(f"deploying the Ocean contracts failed: {exc}") from exc
-        write_address_file(self.settings.address_file, addresses)
 
     def addresses(self) -> OceanAddresses:
         current = read_address_file(self.settings.address_file)
@@ -165,7 +177,8 @@ class OceanContracts:
         if not is_deployed(self._chain(), current):
             raise StackError(f"contracts of {self.settings.address_file} are not on the chain")
         version = Artifacts(self.settings.npm_dir).version
-        return f"Ocean contracts {version}, ERC721Factory {current.erc721_factory}"
+        escrow = f", Escrow {current.escrow}" if current.escrow else ", no Escrow"
+        return f"Ocean contracts {version}, ERC721Factory {current.erc721_factory}{escrow}"
 
     def stop(self) -> None:
         return None

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 
+from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
-from c2d.chain.deploy import OceanAddresses
+from c2d.chain.deploy import OceanAddresses, read_address_file, write_address_file
 from c2d.chain.signing import (
     ZERO_ADDRESS,
     ProviderFee,
@@ -28,6 +30,7 @@ from c2d.chain.transactions import (
 )
 from c2d.exceptions import ChainError
 from c2d.settings import Settings
+from c2d.stack.anvil import OceanContracts
 
 
 def test_every_contract_of_the_address_file_is_on_the_chain(
@@ -53,6 +56,47 @@ def test_every_contract_of_the_address_file_is_on_the_chain(
     # ocean.py reads this file: network "development", template maps keyed by index strings.
     data = json.loads(settings.address_file.read_text())
     assert set(data) == {"development"} and data["development"]["ERC20Template"]["1"]
+    # ocean.js / ocean-node read "Escrow" from the same entry
+    assert data["development"]["Escrow"] == addresses.escrow
+
+
+def test_escrow_is_deployed_on_our_router_and_fee_collector(
+    chain: Chain, addresses: OceanAddresses, settings: Settings
+) -> None:
+    assert addresses.escrow is not None and chain.has_code(addresses.escrow)
+    escrow = chain.contract("Escrow", addresses.escrow)
+    assert escrow.functions.factoryRouter().call() == addresses.router
+    assert escrow.functions.opcCollector().call() == addresses.opf_community_fee_collector
+    # what _claimLock asks the 2.0.3 router: 0.1 % on OCEAN (an approved token), its collector
+    router = chain.contract("FactoryRouter", addresses.router)
+    assert router.functions.getOPCFee(addresses.ocean).call() == 10**15
+    assert router.functions.getOPCCollector().call() == addresses.opf_community_fee_collector
+    artifacts = Artifacts(settings.npm_dir)
+    assert artifacts.version == "2.0.3"  # the rest stays what ocean.py 3.1.2 knows
+    escrow_package = json.loads((settings.npm_dir / "@oceanprotocol/contracts-escrow/package.json").read_text())
+    assert escrow_package["version"] == "2.6.0"
+
+
+def test_an_address_file_from_before_escrow_gets_only_escrow(
+    chain: Chain, addresses: OceanAddresses, settings: Settings, tmp_path: Path
+) -> None:
+    older = tmp_path / "address.json"
+    write_address_file(older, addresses.model_copy(update={"escrow": None}))
+    assert "Escrow" not in json.loads(older.read_text())["development"]
+    assert read_address_file(older) == addresses.model_copy(update={"escrow": None})
+    steps: list[str] = []
+    moved = settings.model_copy(update={"chain": settings.chain.model_copy(update={"address_file": older})})
+    contracts = OceanContracts(moved, steps.append)
+
+    contracts.start()
+    added = read_address_file(older)
+    assert steps == ["deploying Escrow"]  # nothing else redeployed
+    assert added is not None and added.escrow not in (None, addresses.escrow) and chain.has_code(added.escrow)
+    assert added.model_copy(update={"escrow": addresses.escrow}) == addresses
+    assert "Escrow 0x" in contracts.check()
+
+    contracts.start()  # now complete: nothing to do
+    assert steps == ["deploying Escrow"] and read_address_file(older) == added
 
 
 def _fee(provider: LocalAccount, datatoken: str, valid_for: int = 600) -> ProviderFee:

@@ -111,14 +111,17 @@ stage_source() {
 }
 
 # the Ocean contracts' ABIs (npm @oceanprotocol/contracts, as `make setup` installed it): the provider reads
-# them (C2D_NPM_DIR); package.json and artifacts/ only, 2.5 MB
+# them (C2D_NPM_DIR); package.json and artifacts/ only, 2.5 MB; and Escrow's artifacts from the 2.6.0 alias
 CONTRACTS=$ROOT/node_modules/@oceanprotocol/contracts
+ESCROW=$ROOT/node_modules/@oceanprotocol/contracts-escrow
 stage_contracts() {
-  local dest=$1/@oceanprotocol/contracts
-  [ -f "$CONTRACTS/package.json" ] && [ -d "$CONTRACTS/artifacts" ] ||
-    die "$CONTRACTS not found; run 'make setup' first (npm ci installs the Ocean contracts)"
-  rm -rf "$1" && mkdir -p "$dest"
+  local dest=$1/@oceanprotocol/contracts escrow_dest=$1/@oceanprotocol/contracts-escrow/artifacts/contracts
+  [ -f "$CONTRACTS/package.json" ] && [ -d "$CONTRACTS/artifacts" ] && [ -d "$ESCROW/artifacts/contracts/escrow" ] ||
+    die "$CONTRACTS or $ESCROW not found; run 'make setup' first (npm ci installs the Ocean contracts)"
+  rm -rf "$1" && mkdir -p "$dest" "$escrow_dest"
   cp -r "$CONTRACTS/package.json" "$CONTRACTS/artifacts" "$dest/"
+  cp "$ESCROW/package.json" "$1/@oceanprotocol/contracts-escrow/"
+  cp -r "$ESCROW/artifacts/contracts/escrow" "$escrow_dest/"
 }
 
 tree_hash() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64; }
