@@ -40,6 +40,14 @@ class FreeTier(BaseModel):
         return {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb}[resource]
 
 
+def resources_cost(prices: Mapping[str, float], amounts: Mapping[str, float], seconds: float) -> Decimal:
+    """price x amount, summed over the resources, x the minutes started in ``seconds`` (ocean-node's rule)."""
+    per_minute = sum(
+        (Decimal(str(prices.get(name, 0.0))) * Decimal(str(amount)) for name, amount in amounts.items()), Decimal()
+    )
+    return per_minute * math.ceil(seconds / 60)
+
+
 @dataclass(frozen=True)
 class Resource:
     """One resource of an environment, as ocean-node declares it: per job ``min``..``max``, ``total`` for all jobs,
@@ -142,14 +150,14 @@ class ComputeEnvironment(BaseModel):
             amounts[resource.id] = wanted
         return amounts
 
+    @property
+    def prices(self) -> dict[str, float]:
+        """Fee tokens per unit per started minute, by resource."""
+        return {resource.id: resource.price for resource in self.resource_table()}
+
     def cost(self, amounts: Mapping[str, float], seconds: float) -> Decimal:
         """Fee tokens a job owes: price x amount x started minutes, for at least ``min_job_duration``."""
-        minutes = math.ceil(max(seconds, self.min_job_duration) / 60)
-        prices: dict[str, float] = {resource.id: resource.price for resource in self.resource_table()}
-        total = sum(
-            (Decimal(str(prices.get(name, 0.0))) * Decimal(str(amount)) for name, amount in amounts.items()), Decimal()
-        )
-        return total * minutes
+        return resources_cost(self.prices, amounts, max(seconds, self.min_job_duration))
 
     @property
     def memory_bytes(self) -> int:

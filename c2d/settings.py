@@ -108,6 +108,9 @@ class ProviderSettings(BaseModel):
         description="Escrow locks outlive a job's longest run by this long, seconds: the time the node has to claim "
         "the cost (ocean-node's claimDurationTimeout).",
     )
+    escrow_settle_seconds: float = Field(
+        default=15.0, gt=0, description="How often finished paid jobs' escrow locks are claimed or given back."
+    )
 
 
 class S3Settings(BaseModel):

@@ -15,6 +15,7 @@ from c2d.metrics import MetricsServer
 from c2d.settings import Settings
 from c2d.stack.postgres import database_dsn
 from provider.app import create_app, serve_app
+from provider.escrow_settler import EscrowSettler
 from provider.indexer.indexer import Indexer
 from provider.metrics import ProviderMetrics
 from provider.result_assets import ResultAssets
@@ -37,6 +38,8 @@ class Node:
         self.results = services.results
         self.retention = Retention(services.jobs, services.results, settings.storage.cleanup_seconds)
         self.result_assets = ResultAssets(services)
+        interval = settings.provider.escrow_settle_seconds
+        self.settler = EscrowSettler(services.payments, services.jobs, services.statuses, interval)
         config = uvicorn.Config(
             serve_app(app),
             host=settings.host,
@@ -66,6 +69,7 @@ class Node:
         self.indexer.start()
         self.retention.start()
         self.result_assets.start()
+        self.settler.start()
         if self.engine is not None:
             self.engine.start()
 
@@ -106,6 +110,7 @@ class Node:
         self.indexer.stop()
         self.retention.stop()
         self.result_assets.stop()
+        self.settler.stop()
         if self.metrics_server is not None:
             self.metrics_server.close()
             self.metrics_server = None

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
 from c2d.chain.documents import public_key_hex
+from c2d.db.escrow_locks import EscrowLockStore
 from c2d.db.jobs import JobStore
 from c2d.db.nonces import NonceStore
 from c2d.db.pool import Pool, database_dsn_of
@@ -69,7 +70,7 @@ class Services:
             DdoStore(pool),
             registry,
             fees,
-            Payments.create(settings, chain, fees),
+            Payments.create(settings, chain, fees, EscrowLockStore(pool), account),
             ResultStore(settings),
             StatusCache(database_dsn_of(pool)),
             engine,

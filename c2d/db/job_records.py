@@ -72,6 +72,8 @@ class JobPaymentRecord(TypedDict, total=False):
     token: str
     escrow: str
     amount: str  # locked
+    prices: dict[str, float]  # per unit per started minute, as at the start: what the claim charges
+    minJobDuration: int  # seconds charged at least
     lockTx: str
     claimTx: str
     cancelTx: str
@@ -85,6 +87,7 @@ class ComputeTerms(TypedDict, total=False):
     resources: dict[str, float]  # cpu cores, ram GB, disk GB
     free: bool
     maxJobDuration: int
+    queueMaxWaitTime: int  # seconds it may wait for room before it expires (0: it was started at once)
     payment: JobPaymentRecord
     metadata: dict[str, Any]
     additionalViewers: list[str]

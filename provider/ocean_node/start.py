@@ -139,33 +139,22 @@ def _start(
         name = algo.document_id or "(raw algorithm)"
         did = datasets[int(exc.resource[9:-1]) if exc.resource.startswith("datasets[") else 0].document_id
         raise NodeProtocolError(f"Algorithm {name} not allowed to run on the dataset: {did}") from None
-    terms = ComputeTerms(resources=dict(amounts), free=free, maxJobDuration=duration)
+    queue_wait = int(max(0.0, body.queue_max_wait_time or 0.0))
+    terms = ComputeTerms(resources=dict(amounts), free=free, maxJobDuration=duration, queueMaxWaitTime=queue_wait)
     if body.metadata:
         terms["metadata"] = body.metadata
     if body.additional_viewers:
         terms["additionalViewers"] = [required_address(a, "additionalViewers") for a in body.additional_viewers]
     job_id = new_job_id()
-    if not free:
-        payment = body.payment
-        chain_id, token = (payment.chain_id, payment.token) if payment else (body.chain_id, None)
-        terms["payment"] = services.payments.lock(
-            JobCharge(job_id, env, consumer, str(token or ""), int(chain_id or 0), amounts, duration),
-            queue_wait=max(0.0, body.queue_max_wait_time or 0.0),
-        )
-    try:
-        job = create_job(
-            services,
-            env.sized(amounts, duration),
-            consumer,
-            inputs,
-            algorithm,
-            orders,
-            JobDetails(compute=terms),
-            [],
-            job_id,
-        )
-    except BaseException:
-        if not free:
-            services.payments.release_unstarted(job_id)
-        raise
+    sized = env.sized(amounts, duration)
+    details = JobDetails(compute=terms)
+    if free:
+        job = create_job(services, sized, consumer, inputs, algorithm, orders, details, [], job_id)
+        return status_object(job)
+    payment = body.payment
+    chain_id, token = (payment.chain_id, payment.token) if payment else (body.chain_id, None)
+    charge = JobCharge(job_id, env, consumer, str(token or ""), int(chain_id or 0), amounts, duration)
+    with services.payments.locked(charge, queue_wait=queue_wait) as paid:
+        terms["payment"] = paid
+        job = create_job(services, sized, consumer, inputs, algorithm, orders, details, [], job_id)
     return status_object(job)

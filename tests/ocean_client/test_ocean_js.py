@@ -24,7 +24,7 @@ from tests.fileserver import FileServer
 
 OCEANJS = Path(__file__).parents[1] / "oceanjs"
 FLOW = OCEANJS / "flow.mjs"
-STEPS = ("publish", "envs", "free", "resources-above-max", "paid", "reuse", "logs", "stop", "untrusted")
+STEPS = ("publish", "envs", "free", "resources-above-max", "paid", "reuse", "stop", "untrusted")
 DATA = b"city,temp\nparis,12\nberlin,9\nrome,17\n"  # 4 lines: the algorithm prints "ocean.js rows=4"
 ALGORITHM = b"""import os
 rows = 0
@@ -76,7 +76,6 @@ def run_flow(node_url: str, stack: Stack, file_server: FileServer, *steps: str) 
     return report, output
 
 
-@pytest.mark.skip(reason="paid compute needs the Escrow contract on the embedded chain (issue 22, next step)")
 @pytest.mark.timeout(900)  # publishes 4 assets and runs 6 jobs, 2 of them slow on purpose
 @pytest.mark.skipif(shutil.which("node") is None, reason="no `node` on PATH: the ocean.js client needs Node.js >= 18")
 @pytest.mark.skipif(
@@ -86,7 +85,7 @@ def run_flow(node_url: str, stack: Stack, file_server: FileServer, *steps: str) 
 def test_ocean_js_compute_flow(stack: Stack, file_server: FileServer) -> None:
     settings = stack.settings  # its environment has a free tier and prices (tests/conftest.py)
     with Node(settings):
-        report, output = run_flow(settings.provider_url, stack, file_server)
+        report, output = run_flow(settings.provider_url, stack, file_server, *STEPS)
     assert "error" not in report, f"{json.dumps(report['error'], indent=2)}\n{output}"
     steps = report["steps"]
     assert list(steps) == list(STEPS) and all(step["ok"] for step in steps.values()), output

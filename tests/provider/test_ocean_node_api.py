@@ -12,12 +12,16 @@ from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
 from c2d.chain.deploy import OceanAddresses
-from c2d.chain.signing import sign_message
+from c2d.chain.escrow import Escrow
+from c2d.chain.signing import ProviderFee, sign_message
 from c2d.chain.transactions import DataAsset
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
 from c2d.settings import ANVIL_KEYS
+from c2d.stack.stack import Stack
+from provider.escrow_settler import EscrowSettler
 from provider.ocean_node.ddo import canonical_json
+from tests.c2d.escrow_parties import OCEAN, funded_account
 from tests.helpers import fresh_nonce
 from tests.workflows.conftest import Jobs
 
@@ -228,3 +232,128 @@ def test_encrypt_verifies_a_signature_when_one_is_sent(client: TestClient, consu
     response = client.post("/api/services/encrypt", params=forged, content=b"secret")
     assert response.status_code == 400, response.text
     assert client.post("/api/services/encrypt", params={"chainId": 8996}, content=b"x").status_code == 201
+
+
+# -- escrow-paid jobs ------------------------------------------------------------------------------------
+def paid_start(
+    market: Market, consumer: LocalAccount, dataset: DataAsset, algorithm: DataAsset, **changes: Any
+) -> dict[str, Any]:
+    """initializeCompute (ocean-node's), the orders made out to the node and paid by ``consumer``, and the
+    signed start body."""
+    quote = market.client.post(
+        "/api/services/initializeCompute", json=node_initialize(market, consumer, dataset, algorithm)
+    )
+    assert quote.status_code == 200, quote.text
+    answer = quote.json()
+    txs = [
+        market.order(consumer, asset, ProviderFee.from_wire(part["providerFee"]))
+        for asset, part in ((dataset, answer["datasets"][0]), (algorithm, answer["algorithm"]))
+    ]
+    body = {
+        "environment": ENV,
+        "maxJobDuration": 120,
+        "resources": [{"id": "cpu", "amount": 1}],
+        "datasets": [{"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": txs[0]}],
+        "algorithm": {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": txs[1]},
+        "payment": {"chainId": 8996, "token": market.addresses.ocean},
+    }
+    return body | changes | signed(consumer, "startCompute")
+
+
+def node_initialize(
+    market: Market, consumer: LocalAccount, dataset: DataAsset, algorithm: DataAsset, **tx: str
+) -> dict[str, Any]:
+    return {
+        "datasets": [{"documentId": dataset.did, "serviceId": "svc-0", "transferTxId": tx.get("data")}],
+        "algorithm": {"documentId": algorithm.did, "serviceId": "svc-0", "transferTxId": tx.get("algo")},
+        "environment": ENV,
+        "consumerAddress": consumer.address,
+        "maxJobDuration": 120,
+        "payment": {"chainId": 8996, "token": market.addresses.ocean, "resources": [{"id": "cpu", "amount": 1}]},
+    }
+
+
+def escrow_consumer(market: Market, stack: Stack, provider: LocalAccount, deposit: int) -> LocalAccount:
+    """A fresh consumer with OCEAN, ``deposit`` of it in the escrow and the node authorized (ocean.js's
+    verifyFundsForEscrowPayment)."""
+    consumer = funded_account(market.chain, stack.settings, market.addresses.ocean, 100 * OCEAN)
+    escrow = Escrow(market.chain, str(market.addresses.escrow))
+    if deposit:
+        escrow.deposit(consumer, market.addresses.ocean, deposit)
+        escrow.authorize(consumer, market.addresses.ocean, provider.address, 50 * OCEAN, 7200, 10)
+    return consumer
+
+
+def test_a_paid_job_locks_its_price_and_the_settlement_claims_what_it_ran(
+    client: TestClient, market: Market, stack: Stack, provider_account: LocalAccount, jobs: Jobs, pool: Pool
+) -> None:
+    consumer = escrow_consumer(market, stack, provider_account, 20 * OCEAN)
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    quote = client.post("/api/services/initializeCompute", json=node_initialize(market, consumer, dataset, algorithm))
+    payment = quote.json()["payment"]
+    # cpu 1 x 1/min + ram 0.5 (the minimum) x 0.5/min, for 2 started minutes
+    assert payment == {
+        "escrowAddress": market.addresses.escrow,
+        "chainId": 8996,
+        "payee": provider_account.address,
+        "token": market.addresses.ocean,
+        "amount": str(int(2.5 * OCEAN)),
+        "minLockSeconds": 120 + 3600,
+    }
+    response = client.post("/api/services/compute", json=paid_start(market, consumer, dataset, algorithm))
+    assert response.status_code == 200, response.text
+    (job,) = response.json()
+    assert job["payment"]["lockTx"] and job["isFree"] is False
+    escrow = Escrow(market.chain, str(market.addresses.escrow))
+    assert escrow.user_funds(consumer.address, market.addresses.ocean).locked == int(2.5 * OCEAN)
+    assert jobs.wait(job["jobId"]).status == 70
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    settler = EscrowSettler(services.payments, JobStore(pool), services.statuses, 1)
+    assert settler.run_once() >= 1
+    funds = escrow.user_funds(consumer.address, market.addresses.ocean)
+    assert funds.locked == 0 and funds.available == 20 * OCEAN - int(1.25 * OCEAN)  # 1 minute charged (the minimum)
+    (status,) = client.get("/api/services/compute", params={"consumerAddress": consumer.address}).json()
+    assert status["payment"]["claimTx"] and status["payment"]["cost"] == str(int(1.25 * OCEAN))
+
+    # the orders open the data for the service's timeout: initialize says so, and they start another job
+    again = node_initialize(market, consumer, dataset, algorithm, data=job["agreementId"])
+    answer = client.post("/api/services/initializeCompute", json=again).json()
+    assert answer["datasets"][0]["validOrder"] == job["agreementId"] and "providerFee" not in answer["datasets"][0]
+
+
+def test_paid_start_refusals_lock_nothing(
+    client: TestClient, market: Market, stack: Stack, provider_account: LocalAccount, pool: Pool
+) -> None:
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    escrow = Escrow(market.chain, str(market.addresses.escrow))
+
+    def refused(consumer: LocalAccount, body: dict[str, Any], status: int) -> str:
+        response = client.post("/api/services/compute", json=body)
+        assert response.status_code == status, response.text
+        assert escrow.user_funds(consumer.address, market.addresses.ocean).locked == 0
+        assert job_count(pool, consumer) == 0
+        return str(response.json())
+
+    broke = escrow_consumer(market, stack, provider_account, 0)
+    message = refused(broke, paid_start(market, broke, dataset, algorithm), 400)
+    assert message == f"User {broke.address} does not have enough funds"
+    stingy = escrow_consumer(market, stack, provider_account, 20 * OCEAN)
+    escrow.authorize(stingy, market.addresses.ocean, provider_account.address, OCEAN, 7200, 10)
+    assert refused(stingy, paid_start(market, stingy, dataset, algorithm), 400).endswith("(will go over limit)")
+    rich = escrow_consumer(market, stack, provider_account, 20 * OCEAN)
+    body = paid_start(market, rich, dataset, algorithm)
+    thief = escrow_consumer(market, stack, provider_account, 20 * OCEAN)  # reuses rich's orders
+    stolen = {k: v for k, v in body.items() if k not in ("consumerAddress", "nonce", "signature")}
+    assert "not by" in refused(thief, stolen | signed(thief, "startCompute"), 400)
+    no_tx = body | {"datasets": [{"documentId": dataset.did, "serviceId": "svc-0"}]} | signed(rich, "startCompute")
+    assert refused(rich, no_tx, 500) == f"Missing transferTxId for DDO {dataset.did}"
+    untrusted = market.publish("algorithm", ALGORITHM)
+    message = client.post(
+        "/api/services/initializeCompute",
+        json=node_initialize(market, rich, dataset, algorithm)
+        | {"algorithm": {"documentId": untrusted.did, "serviceId": "svc-0"}},
+    ).text
+    assert message == f"Algorithm {untrusted.did} not allowed to run on the dataset: {dataset.did}"
