@@ -4,12 +4,20 @@ A data owner publishes a weather dataset that trusts one algorithm (by DID, file
 checksums); an algorithm author publishes that algorithm; a consumer initializes the job (signed
 provider fees), orders both on chain, starts the job through the API, follows its status, downloads
 the result. The dataset never leaves the node; only the summary does.
+
+Then the same node serves the current Ocean client: the unmodified ocean.js 8.6.2 (tests/oceanjs/flow.mjs,
+installed by ``make setup``) publishes through the node, runs a free job and an escrow-paid one. For that the
+demo's environments get a free tier and prices where they have none.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -28,6 +36,7 @@ from c2d.chain.client import Chain
 from c2d.chain.deploy import read_address_file
 from c2d.chain.signing import ProviderFee
 from c2d.chain.transactions import ONE_TOKEN, mint_datatokens, start_order
+from c2d.environments import ComputeEnvironment, FreeTier, ResourceTerms
 from c2d.exceptions import C2DError
 from c2d.settings import ANVIL_KEYS, Settings
 from c2d.stack.stack import Stack
@@ -38,6 +47,8 @@ if TYPE_CHECKING:
 
 Echo = Callable[[str], None]
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": "sha256:" + "0" * 64}
+OCEAN_JS_FLOW = Path(__file__).resolve().parents[1] / "tests" / "oceanjs" / "flow.mjs"
+OCEAN_JS_STEPS = ("publish", "envs", "free", "paid")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -65,9 +76,64 @@ def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
     with Stack(settings, echo), resources.as_file(data) as folder, _serve(folder, settings.host) as files_url:
         # The data owner's server is on loopback, which the node refuses to fetch from unless allowed.
         allow = [*settings.fetch.allow_hosts, urlsplit(files_url).netloc]
-        settings = settings.model_copy(update={"fetch": settings.fetch.model_copy(update={"allow_hosts": allow})})
+        fetch = settings.fetch.model_copy(update={"allow_hosts": allow})
+        environments = [_with_free_tier_and_prices(env) for env in settings.environments]
+        settings = settings.model_copy(update={"fetch": fetch, "environments": environments})
         with Node(settings):
             _publish_order_and_run(settings, folder, files_url, echo, timeout)
+            _ocean_js_story(settings, files_url, echo)
+
+
+def _with_free_tier_and_prices(env: ComputeEnvironment) -> ComputeEnvironment:
+    """``env`` with a free tier, and a price for its cpu (1 Ocean per core-minute) when it has no prices."""
+    update: dict[str, object] = {}
+    if env.free is None:
+        update["free"] = FreeTier()
+    if not any(terms.price for terms in env.resources.values()):
+        update["resources"] = {**env.resources, "cpu": ResourceTerms(price=1.0)}
+    return env.model_copy(update=update)
+
+
+def _ocean_js_story(settings: Settings, files_url: str, echo: Echo) -> None:
+    """ocean.js 8.6.2, unmodified, against the same node: publish, environments, a free job, an escrow-paid job."""
+    node = shutil.which("node")
+    if node is None or not (OCEAN_JS_FLOW.parent / "node_modules" / "@oceanprotocol" / "lib").is_dir():
+        echo("ocean.js part skipped: it needs Node.js and `make setup` (npm ci in tests/oceanjs)")
+        return
+    echo("now the current Ocean client, ocean.js 8.6.2 (unmodified), against the same node:")
+    env = {
+        **os.environ,
+        "RPC": settings.rpc_url,
+        "NODE_URL": settings.provider_url,
+        "ADDRESS_FILE": str(settings.address_file),
+        "PUBLISHER_KEY": ANVIL_KEYS[2],
+        "CONSUMER_KEY": ANVIL_KEYS[4],
+        "OCEAN_MINTER_KEY": settings.chain.deployer_key.get_secret_value(),
+        "DATA_URL": f"{files_url}/weather.csv",
+        "ALGO_URL": f"{files_url}/count_rows.py",
+    }
+    with subprocess.Popen(
+        [node, str(OCEAN_JS_FLOW), *OCEAN_JS_STEPS],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as flow:
+        assert flow.stdout is not None
+        report: dict[str, object] = {}
+        for line in flow.stdout:
+            if line.startswith("{"):
+                report = json.loads(line)
+            elif line.startswith("[ocean.js]") and not line.startswith("[ocean.js]    "):
+                echo("  " + line.rstrip())
+    if flow.returncode != 0 or "error" in report:
+        raise C2DError(f"the ocean.js flow failed: {json.dumps(report.get('error'))}")
+    steps = report.get("steps")
+    assert isinstance(steps, dict)
+    echo(f"  free job {steps['free']['jobId']}: {steps['free']['output']}")
+    paid = steps["paid"]
+    lock, amount = str(paid["lockTx"])[:18], paid["payment"]["amount"]
+    echo(f"  paid job {paid['jobId']}: {paid['output']}; escrow lock {lock}… of {amount} wei (claimed when it ends)")
 
 
 def _publish_order_and_run(settings: Settings, folder: Path, files_url: str, echo: Echo, timeout: float) -> None:

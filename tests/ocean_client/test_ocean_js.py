@@ -26,18 +26,7 @@ OCEANJS = Path(__file__).parents[1] / "oceanjs"
 FLOW = OCEANJS / "flow.mjs"
 STEPS = ("publish", "envs", "free", "resources-above-max", "paid", "reuse", "stop", "untrusted")
 DATA = b"city,temp\nparis,12\nberlin,9\nrome,17\n"  # 4 lines: the algorithm prints "ocean.js rows=4"
-ALGORITHM = b"""import os
-rows = 0
-for folder, _, names in os.walk('/data/inputs'):
-    for name in names:
-        with open(os.path.join(folder, name), 'rb') as handle:
-            rows += sum(1 for line in handle if line.strip())
-line = f'ocean.js rows={rows}'
-print(line, flush=True)
-os.makedirs('/data/outputs', exist_ok=True)
-with open('/data/outputs/result.txt', 'w') as handle:
-    handle.write(line + '\\n')
-"""
+ALGORITHM = (Path(__file__).parents[2] / "node" / "demo_data" / "count_rows.py").read_bytes()  # the demo's
 SLOW_ALGORITHM = b"""import time
 for i in range(80):
     print(f'ocean.js tick {i}', flush=True)
