@@ -375,6 +375,23 @@ class KubeClient:
         finally:
             response.release_conn()
 
+    def follow_pod_log(self, pod: str, container: str) -> urllib3.BaseHTTPResponse:
+        """A container's log from its start, followed while the container runs: the open response, read by the
+        caller (``read1``), who releases it (``close``; ``shutdown`` ends a read blocked in another thread).
+        No read timeout: a container may be silent for as long as it runs."""
+        response: urllib3.BaseHTTPResponse = self._call(
+            f"GET log of pod {pod}",
+            lambda: self.core.read_namespaced_pod_log(
+                pod,
+                self.namespace,
+                container=container,
+                follow=True,
+                _preload_content=False,
+                _request_timeout=(self.timeout, None),
+            ),
+        )
+        return response
+
     def watch_workflows(self, selector: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
         """Watch events (``type``, ``object``: the Workflow as a dict) from ``resource_version``; bookmarks
         included. The watch ends after ``timeout_seconds`` (the server closes it).
