@@ -102,6 +102,12 @@ class ProviderSettings(BaseModel):
         "intervals (and than a load balancer's idle timeout, often 60 s): a poll sent just as the server closes "
         "the idle connection fails.",
     )
+    live_log_max_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="Bytes of a running algorithm's output one computeStreamableLogs request streams at most (the "
+        "whole log is a result of the job once it ends).",
+    )
 
 
 class S3Settings(BaseModel):

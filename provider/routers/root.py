@@ -17,6 +17,7 @@ SERVICE_ENDPOINTS = {
     "computeStop": ("PUT", f"{SERVICES}/compute"),
     "computeDelete": ("DELETE", f"{SERVICES}/compute"),
     "computeResult": ("GET", f"{SERVICES}/computeResult"),
+    "computeStreamableLogs": ("GET", f"{SERVICES}/computeStreamableLogs"),  # ocean-node's, for ocean.js
     "computeEnvironments": ("GET", f"{SERVICES}/computeEnvironments"),
     "initializeCompute": ("POST", f"{SERVICES}/initializeCompute"),
     "nonce": ("GET", f"{SERVICES}/nonce"),
