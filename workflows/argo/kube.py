@@ -52,6 +52,7 @@ VERSION = "v1alpha1"
 PLURAL = "workflows"
 IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
+FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay silent
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"  # a list of metadata only
 T = TypeVar("T")
 
@@ -378,7 +379,8 @@ class KubeClient:
     def follow_pod_log(self, pod: str, container: str) -> urllib3.BaseHTTPResponse:
         """A container's log from its start, followed while the container runs: the open response, read by the
         caller (``read1``), who releases it (``close``; ``shutdown`` ends a read blocked in another thread).
-        No read timeout: a container may be silent for as long as it runs."""
+        The read timeout is :data:`FOLLOW_READ_TIMEOUT` (the client refuses none at all): a container may be
+        silent for long; a follow silent longer than that ends (a new request reads it again from its start)."""
         response: urllib3.BaseHTTPResponse = self._call(
             f"GET log of pod {pod}",
             lambda: self.core.read_namespaced_pod_log(
@@ -387,7 +389,7 @@ class KubeClient:
                 container=container,
                 follow=True,
                 _preload_content=False,
-                _request_timeout=(self.timeout, None),
+                _request_timeout=(self.timeout, FOLLOW_READ_TIMEOUT),
             ),
         )
         return response
