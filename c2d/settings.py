@@ -111,6 +111,12 @@ class ProviderSettings(BaseModel):
     escrow_settle_seconds: float = Field(
         default=15.0, gt=0, description="How often finished paid jobs' escrow locks are claimed or given back."
     )
+    live_log_max_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="Bytes of a running algorithm's output one computeStreamableLogs request streams at most (the "
+        "whole log is a result of the job once it ends).",
+    )
 
 
 class S3Settings(BaseModel):

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -23,6 +24,9 @@ from provider.retention import Retention
 from provider.services import Services
 from workflows.local.engine import LocalEngine
 
+if TYPE_CHECKING:
+    from workflows.argo.livelog import PodLogs
+
 
 class Node:
     def __init__(self, settings: Settings) -> None:
@@ -30,7 +34,13 @@ class Node:
         self.dsn = database_dsn(settings)
         self.pool: Pool = open_pool(self.dsn, max_size=settings.postgres.pool_size)
         self.engine = LocalEngine(settings, self.pool, self.dsn) if settings.engine.kind == "local" else None
-        app = create_app(settings, self.pool, self.engine)
+        # the running algorithms' output: the local engine's files, or the argo jobs' pods (read by this process)
+        self.pod_logs: PodLogs | None = None
+        if settings.engine.kind == "argo":
+            from workflows.argo.livelog import PodLogs  # the Kubernetes client only where it is used
+
+            self.pod_logs = PodLogs(settings)
+        app = create_app(settings, self.pool, self.engine, self.engine or self.pod_logs)
         services: Services = app.state.services  # the chain, the provider account and the stores, built once
         self.indexer = Indexer(services.chain, services.ddos, services.account)
         self.metrics: ProviderMetrics | None = app.state.metrics
@@ -107,6 +117,8 @@ class Node:
             self.thread.join(timeout=10)
         if self.engine is not None and self.engine.dispatcher is not None:
             self.engine.close()
+        if self.pod_logs is not None:
+            self.pod_logs.close()
         self.indexer.stop()
         self.retention.stop()
         self.result_assets.stop()

@@ -19,16 +19,20 @@ from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
 from provider.metrics import HttpMetrics, ProviderMetrics
 from provider.models import OpenApi
-from provider.routers import access, aquarius, compute, encrypt, files, nonce, root
+from provider.routers import access, aquarius, compute, encrypt, files, logs, nonce, root
 from provider.services import Engine, Services
+from workflows.livelogs import LiveLogs
 
 
-def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> FastAPI:
-    """The app over an open pool (and the engine jobs are handed to); the caller owns both. With metrics enabled
+def create_app(
+    settings: Settings, pool: Pool, engine: Engine | None = None, live_logs: LiveLogs | None = None
+) -> FastAPI:
+    """The app over an open pool (and the engine jobs are handed to, and what follows their algorithms' output for
+    ``computeStreamableLogs``: without it, that endpoint answers 503); the caller owns them. With metrics enabled
     (``C2D_METRICS__ENABLED``), ``app.state.metrics`` holds them (the engine's included), served at
     ``GET /metrics`` unless ``C2D_METRICS__PROVIDER_PORT`` moves them off the API port."""
 
-    services = Services.create(settings, pool, engine)
+    services = Services.create(settings, pool, engine, live_logs)
     cache = services.statuses
 
     @contextlib.asynccontextmanager
@@ -85,7 +89,7 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
             errors.setdefault(field, []).append(error["msg"])
         return await provider_error(_request, RequestValidationFailed(errors))
 
-    for module in (root, nonce, encrypt, files, access, compute, aquarius):
+    for module in (root, nonce, encrypt, files, access, compute, logs, aquarius):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.openapi = lambda: _without_422(app)  # type: ignore[method-assign]
     return app

@@ -22,6 +22,7 @@ from provider.indexer.store import DdoStore
 from provider.payments import Payments
 from provider.results import ResultStore
 from provider.status_cache import StatusCache
+from workflows.livelogs import LiveLogs
 from workflows.metrics import EngineMetrics
 from workflows.registry import StepRegistry
 from workflows.templates import default_registry
@@ -53,9 +54,12 @@ class Services:
     results: ResultStore
     statuses: StatusCache
     engine: Engine | None = None
+    logs: LiveLogs | None = None  # the running algorithms' output (computeStreamableLogs); None: not served
 
     @classmethod
-    def create(cls, settings: Settings, pool: Pool, engine: Engine | None = None) -> Services:
+    def create(
+        cls, settings: Settings, pool: Pool, engine: Engine | None = None, logs: LiveLogs | None = None
+    ) -> Services:
         account: LocalAccount = Account.from_key(settings.provider.private_key.get_secret_value())
         chain = Chain(settings.rpc_url, Artifacts(settings.npm_dir))
         registry = default_registry(settings.engine.step_modules)
@@ -74,6 +78,7 @@ class Services:
             ResultStore(settings),
             StatusCache(database_dsn_of(pool)),
             engine,
+            logs,
         )
 
     @property

@@ -58,6 +58,11 @@ def test_every_object_is_accepted_and_applying_again_changes_nothing(cluster: Cl
         ("c2d-job", "get", "pods", False),
         ("c2d-job", "create", "workflowtaskresults.argoproj.io", False),
         ("c2d-provider", "list", "workflows.argoproj.io", False),
+        ("c2d-provider", "get", "pods/log", True),  # computeStreamableLogs
+        ("c2d-provider", "list", "pods", True),
+        ("c2d-provider", "create", "pods", False),
+        ("c2d-provider", "get", "secrets", False),
+        ("c2d-provider", "create", "workflows.argoproj.io", False),
     ],
 )
 def test_service_accounts_have_least_privilege(

@@ -24,7 +24,7 @@ from tests.fileserver import FileServer
 
 OCEANJS = Path(__file__).parents[1] / "oceanjs"
 FLOW = OCEANJS / "flow.mjs"
-STEPS = ("publish", "envs", "free", "resources-above-max", "paid", "reuse", "stop", "untrusted")
+STEPS = ("publish", "envs", "free", "resources-above-max", "paid", "reuse", "logs", "stop", "untrusted")
 DATA = b"city,temp\nparis,12\nberlin,9\nrome,17\n"  # 4 lines: the algorithm prints "ocean.js rows=4"
 ALGORITHM = (Path(__file__).parents[2] / "node" / "demo_data" / "count_rows.py").read_bytes()  # the demo's
 SLOW_ALGORITHM = b"""import time

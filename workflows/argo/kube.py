@@ -52,6 +52,7 @@ VERSION = "v1alpha1"
 PLURAL = "workflows"
 IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
+FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay silent
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"  # a list of metadata only
 T = TypeVar("T")
 
@@ -374,6 +375,24 @@ class KubeClient:
             raise KubeApiError(0, f"{what}: {exc}") from None
         finally:
             response.release_conn()
+
+    def follow_pod_log(self, pod: str, container: str) -> urllib3.BaseHTTPResponse:
+        """A container's log from its start, followed while the container runs: the open response, read by the
+        caller (``read1``), who releases it (``close``; ``shutdown`` ends a read blocked in another thread).
+        The read timeout is :data:`FOLLOW_READ_TIMEOUT` (the client refuses none at all): a container may be
+        silent for long; a follow silent longer than that ends (a new request reads it again from its start)."""
+        response: urllib3.BaseHTTPResponse = self._call(
+            f"GET log of pod {pod}",
+            lambda: self.core.read_namespaced_pod_log(
+                pod,
+                self.namespace,
+                container=container,
+                follow=True,
+                _preload_content=False,
+                _request_timeout=(self.timeout, FOLLOW_READ_TIMEOUT),
+            ),
+        )
+        return response
 
     def watch_workflows(self, selector: str, resource_version: str, timeout_seconds: int) -> Iterator[dict[str, Any]]:
         """Watch events (``type``, ``object``: the Workflow as a dict) from ``resource_version``; bookmarks

@@ -28,6 +28,7 @@ from c2d.settings import Settings
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, JobSetupError, SandboxError, UnsupportedWorkflowError
+from workflows.livelogs import LogStream
 from workflows.local import jobdisk
 from workflows.local.cgroups import prepare_jobs_group, remove_stale_groups
 from workflows.local.folders import spread_subfolders
@@ -176,6 +177,12 @@ class LocalEngine(BackgroundEngine):
             return False
         run.stop.set()
         return True
+
+    def algorithm_log(self, job: JobRecord) -> LogStream | None:
+        """The live output of ``job``'s algorithm while this engine runs it (:class:`~workflows.livelogs.LiveLogs`)."""
+        with self.lock:
+            run = self.running.get(job.job_id)
+        return run.algorithm_log() if run is not None else None
 
     # -- dispatching --------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:

@@ -36,6 +36,7 @@ from workflows.local.cgroups import StepCgroup
 from workflows.local.identity import Identity
 from workflows.local.interpret import Plan, Step, depends_met
 from workflows.local.jobdisk import INODE_ROOM, JobDisk
+from workflows.local.livelog import FileFollow
 from workflows.local.protections import Protections
 from workflows.local.runner import Outcome, SandboxProcess, StepProcess, Watch, clean_text, run_step, setup_channel
 from workflows.local.sandbox import (
@@ -355,6 +356,20 @@ class JobRun:
                 return outcome
             time.sleep(min(60.0, retry.backoff_seconds * retry.factor**attempt))
             attempt += 1
+
+    # -- live log ---------------------------------------------------------------------------
+    def algorithm_log(self) -> FileFollow | None:
+        """A follow of the algorithm step's log (its stdout and stderr, ``steps/<task>.log``) while that step
+        runs; None when it does not. Safe from another thread: it only reads the step states. The follow ends
+        once the step's phase leaves ``Running`` (its sandbox is gone by then), or the job is abandoned."""
+        for step in self.plan.steps:
+            if step.stage == "algorithm" and self._running(step.task):
+                log_file = self.job_dir / "steps" / f"{step.task}.log"
+                return FileFollow(log_file, functools.partial(self._running, step.task))
+        return None
+
+    def _running(self, task: str) -> bool:
+        return not self.abandoned and self.states.get(task, {}).get("phase") == "Running"
 
     # -- the job ----------------------------------------------------------------------------
     def run(self) -> list[ResultEntry] | None:
