@@ -42,6 +42,7 @@ from c2d.settings import ANVIL_KEYS, Settings
 from c2d.stack.stack import Stack
 
 if TYPE_CHECKING:
+    from node.wiring import Node
     from provider.client import ProviderClient
     from provider.models import ComputeStatus
 
@@ -79,9 +80,9 @@ def run_demo(settings: Settings, echo: Echo, timeout: float = 120) -> None:
         fetch = settings.fetch.model_copy(update={"allow_hosts": allow})
         environments = [_with_free_tier_and_prices(env) for env in settings.environments]
         settings = settings.model_copy(update={"fetch": fetch, "environments": environments})
-        with Node(settings):
+        with Node(settings) as node:
             _publish_order_and_run(settings, folder, files_url, echo, timeout)
-            _ocean_js_story(settings, files_url, echo)
+            _ocean_js_story(settings, files_url, echo, node)
 
 
 def _with_free_tier_and_prices(env: ComputeEnvironment) -> ComputeEnvironment:
@@ -94,10 +95,11 @@ def _with_free_tier_and_prices(env: ComputeEnvironment) -> ComputeEnvironment:
     return env.model_copy(update=update)
 
 
-def _ocean_js_story(settings: Settings, files_url: str, echo: Echo) -> None:
-    """ocean.js 8.6.2, unmodified, against the same node: publish, environments, a free job, an escrow-paid job."""
-    node = shutil.which("node")
-    if node is None or not (OCEAN_JS_FLOW.parent / "node_modules" / "@oceanprotocol" / "lib").is_dir():
+def _ocean_js_story(settings: Settings, files_url: str, echo: Echo, node: Node) -> None:
+    """ocean.js 8.6.2, unmodified, against the same node: publish, environments, a free job, an escrow-paid job,
+    then the node's settlement of that job's escrow lock."""
+    node_bin = shutil.which("node")
+    if node_bin is None or not (OCEAN_JS_FLOW.parent / "node_modules" / "@oceanprotocol" / "lib").is_dir():
         echo("ocean.js part skipped: it needs Node.js and `make setup` (npm ci in tests/oceanjs)")
         return
     echo("now the current Ocean client, ocean.js 8.6.2 (unmodified), against the same node:")
@@ -113,7 +115,7 @@ def _ocean_js_story(settings: Settings, files_url: str, echo: Echo) -> None:
         "ALGO_URL": f"{files_url}/count_rows.py",
     }
     with subprocess.Popen(
-        [node, str(OCEAN_JS_FLOW), *OCEAN_JS_STEPS],
+        [node_bin, str(OCEAN_JS_FLOW), *OCEAN_JS_STEPS],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -132,8 +134,17 @@ def _ocean_js_story(settings: Settings, files_url: str, echo: Echo) -> None:
     assert isinstance(steps, dict)
     echo(f"  free job {steps['free']['jobId']}: {steps['free']['output']}")
     paid = steps["paid"]
-    lock, amount = str(paid["lockTx"])[:18], paid["payment"]["amount"]
-    echo(f"  paid job {paid['jobId']}: {paid['output']}; escrow lock {lock}… of {amount} wei (claimed when it ends)")
+    locked = int(paid["payment"]["amount"]) / 10**18
+    echo(
+        f"  paid job {paid['jobId']}: {paid['output']}; {locked:g} OCEAN locked in the escrow ({paid['lockTx'][:18]}…)"
+    )
+    node.settler.run_once()  # what the node does every C2D_PROVIDER__ESCROW_SETTLE_SECONDS
+    row = node.settler.payments.locks.get(str(paid["jobId"]))
+    if row is not None and row.state == "claimed":
+        cost = (row.cost_wei or 0) / 10**18
+        echo(
+            f"  settled: the node claimed {cost:g} OCEAN for the minute it ran; {locked - cost:g} back to the consumer"
+        )
 
 
 def _publish_order_and_run(settings: Settings, folder: Path, files_url: str, echo: Echo, timeout: float) -> None:

@@ -321,6 +321,16 @@ async function fundEscrow(payment, environment) {
       )
   )
   check(verified.isValid, `verifyFundsForEscrowPayment: ${verified.message}`)
+  // verifyFundsForEscrowPayment deposits only when nothing is available; top up what this lock still needs
+  // (ocean-cli's depositEscrow), e.g. while an earlier job's lock holds part of the funds
+  const funds = await escrow.getUserFunds(consumer.address, token)
+  const available = BigInt(funds[0])
+  if (available < BigInt(payment.amount)) {
+    const shortfall = await unitsToAmount(consumer, token, (BigInt(payment.amount) - available).toString())
+    await call('EscrowContract.deposit', `Ocean, ${shortfall} (what the lock still needs)`, () =>
+      escrow.deposit(token, shortfall)
+    )
+  }
   const auth = await call('EscrowContract.getAuthorizations', 'Ocean, consumer, payee', () =>
     escrow.getAuthorizations(token, consumer.address, environment.consumerAddress)
   )
@@ -891,7 +901,7 @@ const STEPS = {
       'the dataset order is not reused as is',
       init.datasets
     )
-    await fundEscrow(init.payment, environment) // the first job's lock still holds its deposit
+    await fundEscrow(init.payment, environment)
     algo.meta = state.algos.trusted.metadata.algorithm
     const jobs = await call(
       'ProviderInstance.computeStart',
