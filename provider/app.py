@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from c2d.db.pool import Pool
 from c2d.settings import Settings
-from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidationFailed
+from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidationFailed, error_response
 from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
 from provider.metrics import HttpMetrics, ProviderMetrics
@@ -63,7 +63,7 @@ def create_app(settings: Settings, pool: Pool, engine: Engine | None = None) -> 
 
     @app.exception_handler(ProviderError)
     async def provider_error(_request: Request, exc: ProviderError) -> JSONResponse:
-        return JSONResponse(exc.body().model_dump(mode="json", exclude_none=True), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_away(_request: Request, _exc: psycopg.OperationalError) -> JSONResponse:

@@ -35,6 +35,20 @@ def verify_request(nonces: NonceStore, signer: str, message: str, nonce: str | N
     _verify(nonces, signer, message, nonce, signature, lambda n: message + n)
 
 
+def verify_job_request(
+    nonces: NonceStore,
+    owner: str,
+    job_id: str | None,
+    document_id: str | None,
+    nonce: str | None,
+    signature: str | None,
+) -> None:
+    """Provider v2.1's rule for a request about the consumer's jobs (stop, delete; ocean.py 3.1.2 signs its status
+    requests the same way): ``signature`` by ``owner`` (checksummed) over ``owner + jobId + documentId + nonce``,
+    an absent field as ``""``; then the nonce is consumed. A DB write: call it off the event loop."""
+    verify_request(nonces, owner, f"{owner}{job_id or ''}{document_id or ''}", nonce, signature)
+
+
 def verify_command(
     nonces: NonceStore, signer: str, sent_address: str, command: str, nonce: str | None, signature: str | None
 ) -> None:

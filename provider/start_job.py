@@ -172,7 +172,8 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
         )
         orders.append(("algorithm", algorithm.order))
     _check_fees(services.fees, env, [order for _, order in orders])
-    return [status_object(_create_job(services, env, consumer, inputs, algorithm, orders, output))]
+    job = _create_job(services, env, consumer, inputs, algorithm, orders, output)
+    return [status_object(job, signed=True)]  # the request was signed by the consumer
 
 
 def _additional_datasets(body: ComputeStartRequest) -> list[ComputeInput]:

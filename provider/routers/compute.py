@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
-from provider.auth import required_address, verify_request
+from provider.auth import required_address, verify_job_request, verify_request
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
 from provider.initialize import initialize_compute
 from provider.models import (
@@ -81,8 +81,7 @@ def signed_job_query(
     signature: QueryText = None,
 ) -> JobQuery:
     """Signed by the consumer over consumer + jobId + documentId + nonce (Ocean's stop/delete rule)."""
-    message = f"{query.owner}{query.job_id or ''}{query.document_id or ''}"
-    verify_request(services.nonces, query.owner, message, nonce, signature)
+    verify_job_request(services.nonces, query.owner, query.job_id, query.document_id, nonce, signature)
     return query
 
 
@@ -97,14 +96,20 @@ def _stop(services: Services, job: JobRecord) -> None:
 
 
 # The statuses leave ``resultsDid`` out unless it is set (exclude_unset); GET is mostly answered by
-# provider/fastpath.py, which writes the same bytes (ComputeStatus.wire).
+# provider/fastpath.py, which writes the same bytes (ComputeStatus.wire) and verifies signatures the same way.
 @router.get(
     "/compute",
     summary="Status of the consumer's jobs (all, one job, or one dataset's)",
+    description="Unsigned (ocean.js), or signed like a stop (ocean.py): a signature, if sent, is verified and "
+    "its nonce consumed; only a signed request sees `resultsDid`.",
     response_model_exclude_unset=True,
 )
-def status(services: ServicesDep, query: Jobs) -> list[ComputeStatus]:
-    return [status_object(job) for job in query.jobs(services.jobs)]
+def status(
+    services: ServicesDep, query: Jobs, nonce: QueryText = None, signature: QueryText = None
+) -> list[ComputeStatus]:
+    if signature:
+        verify_job_request(services.nonces, query.owner, query.job_id, query.document_id, nonce, signature)
+    return [status_object(job, signed=bool(signature)) for job in query.jobs(services.jobs)]
 
 
 @router.put("/compute", summary="Stop the consumer's running job(s)", response_model_exclude_unset=True)
@@ -112,7 +117,7 @@ def stop(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
     for job in query.jobs(services.jobs):
         if not job.finished:
             _stop(services, job)
-    return [status_object(job) for job in query.jobs(services.jobs)]
+    return [status_object(job, signed=True) for job in query.jobs(services.jobs)]
 
 
 @router.delete(
@@ -131,7 +136,7 @@ def delete(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
                 raise ServiceUnavailable(f"the results of job {job.job_id} could not be deleted now: {exc}") from None
             services.jobs.mark_removed(job.job_id, reason="deleted by the consumer")
             services.statuses.drop(job.owner)
-    return [status_object(job) for job in query.jobs(services.jobs)]
+    return [status_object(job, signed=True) for job in query.jobs(services.jobs)]
 
 
 RESULT_RESPONSES: dict[int | str, OpenApi] = {
