@@ -11,7 +11,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
@@ -28,7 +28,7 @@ from provider.models import (
     OpenApi,
     QueryText,
 )
-from provider.results import LocalResult, RedirectResult
+from provider.results import LocalResult, RedirectResult, StreamedResponse
 from provider.services import Services, ServicesDep
 from provider.start_job import start_compute
 from provider.status_object import status_object
@@ -144,7 +144,12 @@ RESULT_RESPONSES: dict[int | str, OpenApi] = {
         "description": "the file's bytes",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
+    206: {
+        "description": "the byte range a `Range: bytes=...` header asks (one range; several: the whole file, 200)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
     307: {"description": "to a short-lived presigned URL of the file (C2D_STORAGE__S3__PRESIGN_RESULTS)"},
+    416: {"description": "no byte of the file in the requested range (`Content-Range: bytes */<size>`)"},
 }
 
 
@@ -192,9 +197,7 @@ def result(
     if isinstance(found, RedirectResult):
         return RedirectResponse(found.url, status_code=307)
     headers = {"Content-Disposition": f'attachment; filename="{quote(filename)}"'}
-    if found.size is not None:
-        headers["Content-Length"] = str(found.size)
-    return StreamingResponse(found.chunks, media_type="application/octet-stream", headers=headers)
+    return StreamedResponse(found, headers)  # the whole file, or the byte range the request asks
 
 
 @router.get("/computeEnvironments", summary="Compute environments by chain id")
