@@ -1,13 +1,15 @@
 """GET /api/services/compute (job status) under load, next to a bare uvicorn hello endpoint.
 
-    .venv/bin/python bench/status_api.py [--seconds 10] [--connections 64] [--load-jobs 50]
+    .venv/bin/python bench/status_api.py [--seconds 10] [--connections 64] [--load-jobs 50] [--signed 30000]
 
 A throw-away embedded stack with 500 finished jobs in Postgres, the real provider (``c2d provider``:
 API + indexer + local engine, one process, as deployed) and, in the same run, a bare uvicorn serving a
 raw ASGI "hello" (the ceiling of one uvicorn process here). wrk (Debian's package) drives each from a
-second process on loopback. Then the load case: 200 concurrent clients polling status while 50 jobs
-run through the engine (each client polls every 0.1 s: wrk's delay()): errors, latency, and every
-job's final state.
+second process on loopback. Then signed status requests (as ocean.py sends them; each from a wallet of
+its own, so that concurrent requests never race on one wallet's nonces: every request verifies a
+signature, writes a nonce and reads a not yet cached owner). Then the load case: 200 concurrent clients
+polling status while 50 jobs run through the engine (each client polls every 0.1 s: wrk's delay()):
+errors, latency, and every job's final state.
 Targets (issue 7): status >= 50% of bare requests/s, p99 <= 25 ms; under load no errors.
 """
 
@@ -24,7 +26,9 @@ import time
 from pathlib import Path
 
 from common import REPO, bench_settings, file_server, free_port, workspace
+from eth_account import Account
 
+from c2d.chain.signing import sign_message
 from c2d.db.jobs import JobStore
 from c2d.db.pool import open_pool
 from c2d.stack.postgres import database_dsn
@@ -89,11 +93,30 @@ def polling_script(folder: Path, think_ms: int) -> Path:
     return script
 
 
+def signed_script(folder: Path, count: int) -> Path:
+    """A wrk script sending ``count`` signed status requests, each from a new wallet (nonce 1), in order; past
+    ``count`` it repeats the last one, which is refused (a replay) and counted as an error."""
+    paths = folder / "signed.txt"
+    with paths.open("w") as out:
+        for _ in range(count):
+            account = Account.create()
+            signature = sign_message(account.key.hex(), f"{account.address}1")  # owner + jobId + documentId + nonce
+            out.write(f"/api/services/compute?consumerAddress={account.address}&nonce=1&signature={signature}\n")
+    script = folder / "signed.lua"
+    script.write_text(
+        f"local paths = {{}}\nfor line in io.lines('{paths}') do paths[#paths + 1] = line end\n"
+        "local i = 0\nrequest = function()\n  i = math.min(i + 1, #paths)\n"
+        "  return wrk.format('GET', paths[i])\nend\n"
+    )
+    return script
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--load-jobs", type=int, default=50)
+    parser.add_argument("--signed", type=int, default=30000, help="signed requests prepared (0: none)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install -y wrk (make bench installs it)", file=sys.stderr)
@@ -145,6 +168,7 @@ def measure(args: argparse.Namespace, work: Path) -> str:
                 status_url = f"{settings.provider_url}/api/services/compute?consumerAddress={OWNER}&jobId={target}"
                 wait_http(f"http://127.0.0.1:{hello_port}/")
                 wait_http(status_url)
+                script = signed_script(work, args.signed) if args.signed else None
                 bare = wrk(f"http://127.0.0.1:{hello_port}/", args.seconds, args.connections)
                 ours = wrk(status_url, args.seconds, args.connections)
                 print(f"bare uvicorn hello            {bare[0]:8.0f} req/s   p99 {bare[1]:6.1f} ms")
@@ -152,6 +176,13 @@ def measure(args: argparse.Namespace, work: Path) -> str:
                     f"GET compute status            {ours[0]:8.0f} req/s   p99 {ours[1]:6.1f} ms   "
                     f"({ours[0] / bare[0] * 100:.0f}% of bare; target >= 50%, p99 <= 25 ms)   errors {ours[2]}"
                 )
+                signed = (0.0, 0.0, 0)
+                if script is not None:  # a few seconds: the prepared requests must last
+                    signed = wrk(settings.provider_url, 5, args.connections, script)
+                    print(
+                        f"GET compute status, signed    {signed[0]:8.0f} req/s   p99 {signed[1]:6.1f} ms   "
+                        f"(each: a signature, a nonce written, an owner read)   errors {signed[2]}"
+                    )
                 jobs = []
                 for _ in range(args.load_jobs):
                     spec = job_spec("open('/data/outputs/o', 'w').write('1')", [f"{url}/data.csv"], owner=OWNER)
@@ -185,6 +216,8 @@ def measure(args: argparse.Namespace, work: Path) -> str:
     failures = []
     if ours[2]:
         failures.append(f"{ours[2]} errors under full load")
+    if signed[2]:
+        failures.append(f"{signed[2]} signed requests refused or failed (more than --signed sent?)")
     if load[2]:
         failures.append(f"{load[2]} errors while jobs ran")
     if finished != len(jobs):

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp
 
 from c2d.db.pool import Pool
 from c2d.settings import Settings
-from provider.exceptions import ERROR_RESPONSES, NodeProtocolError, ProviderError, RequestValidationFailed
+from provider.exceptions import ERROR_RESPONSES, ProviderError, RequestValidationFailed, error_response
 from provider.fastpath import PATH as FAST_PATH
 from provider.fastpath import StatusFastPath
 from provider.metrics import HttpMetrics, ProviderMetrics
@@ -67,11 +67,7 @@ def create_app(
 
     @app.exception_handler(ProviderError)
     async def provider_error(_request: Request, exc: ProviderError) -> Response:
-        if isinstance(exc, NodeProtocolError):
-            if exc.text:
-                return PlainTextResponse(exc.message, status_code=exc.status)
-            return JSONResponse(exc.message, status_code=exc.status)
-        return JSONResponse(exc.body().model_dump(mode="json", exclude_none=True), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_away(_request: Request, _exc: psycopg.OperationalError) -> JSONResponse:

@@ -49,6 +49,27 @@ def verify_request_or_command(
     _verify(nonces, signer, message, nonce, signature, lambda n: (message + n, f"{sent_address}{n}{command}"))
 
 
+def verify_job_request(
+    nonces: NonceStore,
+    owner: str,
+    job_id: str | None,
+    document_id: str | None,
+    nonce: str | None,
+    signature: str | None,
+    command: tuple[str | None, str] | None = None,
+) -> None:
+    """Provider v2.1's rule for a request about the consumer's jobs (stop, delete; ocean.py 3.1.2 signs its status
+    requests the same way): ``signature`` by ``owner`` (checksummed) over ``owner + jobId + documentId + nonce``,
+    an absent field as ``""``; then the nonce is consumed. A DB write: call it off the event loop. ``command``:
+    (the address as sent, ocean-node's command), whose signature (address + nonce + command) holds too."""
+    message = f"{owner}{job_id or ''}{document_id or ''}"
+    if command is None:
+        verify_request(nonces, owner, message, nonce, signature)
+    else:
+        sent, name = command
+        verify_request_or_command(nonces, owner, message, sent or "", name, nonce, signature)
+
+
 def verify_command(
     nonces: NonceStore, signer: str, sent_address: str, command: str, nonce: str | None, signature: str | None
 ) -> None:

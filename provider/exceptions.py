@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import get_args
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from c2d.exceptions import C2DError
 from provider.models import ErrorResponse, OpenApi, ParseErrorResponse, ValidationErrorResponse
@@ -23,6 +24,16 @@ class ProviderError(C2DError):
     def body(self) -> ErrorResponse | ValidationErrorResponse:
         """The response body; written with ``exclude_none`` (a ``reason`` is left out when there is none)."""
         return ErrorResponse(error=self.message)
+
+
+def error_response(exc: ProviderError) -> Response:
+    """``exc`` as the API answers it (the app's handler, and the status fast path below FastAPI): Provider v2.1's
+    JSON bodies, or ocean-node's message alone (a JSON string, or text where ocean-node sends text)."""
+    if isinstance(exc, NodeProtocolError):
+        if exc.text:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        return JSONResponse(exc.message, status_code=exc.status)
+    return JSONResponse(exc.body().model_dump(mode="json", exclude_none=True), status_code=exc.status)
 
 
 class RequestValidationFailed(ProviderError):

@@ -6,6 +6,11 @@ takes the owner's statuses from :class:`StatusCache` (or, on a miss, from Postgr
 thread, then keeps them until a change is announced), filters by job and dataset, and writes the
 same JSON FastAPI would. Requests it does not fully understand (a missing or malformed address,
 anything but GET) go to the FastAPI route, which answers them, errors included, as before.
+
+A request that carries a ``signature`` (ocean.py signs its status requests) is verified as the route
+verifies it (:func:`provider.auth.verify_job_request`: the signature recovered, then the nonce consumed
+in Postgres) in a worker thread, and refused with the same 400; verified, it gets the signed status
+objects (:func:`provider.status_object.status_object`). Unsigned requests skip all of it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ import anyio
 import anyio.to_thread
 import psycopg
 from starlette.types import ASGIApp, Receive, Scope, Send
+from web3 import Web3
 
+from provider.auth import verify_job_request
+from provider.exceptions import ProviderError, error_response
 from provider.services import Services
 from provider.status_cache import Entry, StatusCache
 
 PATH = "/api/services/compute"
 _ADDRESS = re.compile(r"^0x([0-9a-f]{40}|[0-9A-F]{40})$")  # one case only: no checksum to verify here
+_ANY_CASE = re.compile(r"^0x[0-9a-fA-F]{40}$")  # a signed request's: its checksum is verified in the thread
 
 
 class StatusFastPath:
@@ -38,10 +47,29 @@ class StatusFastPath:
             return
         query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         owner = _one(query, "consumerAddress")
-        if owner is None or not _ADDRESS.match(owner):
-            await self.app(scope, receive, send)  # FastAPI answers (and words) the errors
-            return
         job_id, did = _one(query, "jobId"), _one(query, "documentId")
+        signature = _one(query, "signature")
+        if not signature:
+            if owner is None or not _ADDRESS.match(owner):
+                await self.app(scope, receive, send)  # FastAPI answers (and words) the errors
+                return
+        else:
+            if owner is None or not _ANY_CASE.match(owner):
+                await self.app(scope, receive, send)
+                return
+            try:
+                verified = await anyio.to_thread.run_sync(
+                    self._verify, owner, job_id, did, _one(query, "nonce"), signature
+                )
+            except ProviderError as exc:
+                await error_response(exc)(scope, receive, send)
+                return
+            except (psycopg.OperationalError, psycopg.DataError):  # the database is away, or refuses the nonce:
+                await self.app(scope, receive, send)  # the route answers it (503, 400), as it answers a stop
+                return
+            if not verified:  # a mixed-case address with a wrong checksum: the route words the error
+                await self.app(scope, receive, send)
+                return
         jobs = self.cache.get(owner)
         if jobs is None:
             try:
@@ -50,8 +78,8 @@ class StatusFastPath:
                 await self.app(scope, receive, send)
                 return
         found = [
-            status
-            for record, status in jobs
+            signed if signature else unsigned
+            for record, unsigned, signed in jobs
             if (not job_id or record.job_id == job_id) and (not did or record.did == did or did in record.input_dids)
         ]
         body = b"[" + b",".join(found) + b"]"  # byte for byte what FastAPI's JSONResponse writes
@@ -74,6 +102,13 @@ class StatusFastPath:
         finally:
             self.loading.pop(owner, None)
             done.set()
+
+    def _verify(self, owner: str, job_id: str | None, did: str | None, nonce: str | None, signature: str) -> bool:
+        """Verify a signed request (in a worker thread); False when ``owner`` is not an address (its checksum)."""
+        if not Web3.is_address(owner):
+            return False
+        verify_job_request(self.services.nonces, Web3.to_checksum_address(owner), job_id, did, nonce, signature)
+        return True
 
     def _read(self, owner: str) -> Entry:
         self.cache.begin_fill(owner)

@@ -210,7 +210,8 @@ def start_compute(services: Services, body: ComputeStartRequest) -> list[Compute
     _check_fees(services.fees, env, [order for _, order in orders])
     details = JobDetails(output=output) if output else JobDetails()
     claimed = [UsedOrder(services.chain.chain_id, order.tx, role) for role, order in orders]
-    return [status_object(create_job(services, env, consumer, inputs, algorithm, orders, details, claimed))]
+    job = create_job(services, env, consumer, inputs, algorithm, orders, details, claimed)
+    return [status_object(job, signed=True)]  # the request was signed by the consumer
 
 
 def _additional_datasets(body: ComputeStartRequest) -> list[ComputeInput]:

@@ -24,12 +24,21 @@ from provider.status_object import status_object
 log = logging.getLogger(__name__)
 CHANNEL = "c2d_jobs"
 MAX_OWNERS = 10_000
-Entry = tuple[tuple[JobRecord, bytes], ...]  # (record, its status object as JSON) per job, oldest first
+Cached = tuple[JobRecord, bytes, bytes]  # a job, its status object as JSON for an unsigned and a signed request
+Entry = tuple[Cached, ...]  # an owner's jobs, oldest first
 
 
-def status_json(record: JobRecord) -> bytes:
+def status_json(record: JobRecord, *, signed: bool) -> bytes:
     """A job's status object serialised as FastAPI's JSONResponse writes it."""
-    return json.dumps(status_object(record).wire(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    wire = status_object(record, signed=signed).wire()
+    return json.dumps(wire, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def cached(record: JobRecord) -> Cached:
+    """What the cache keeps of a job: both answers (one object when they are the same: most jobs)."""
+    unsigned = status_json(record, signed=False)
+    signed = status_json(record, signed=True)
+    return record, unsigned, unsigned if signed == unsigned else signed
 
 
 class StatusCache:
@@ -54,7 +63,7 @@ class StatusCache:
             self.filling[owner.lower()] = 0
 
     def fill(self, owner: str, records: list[JobRecord]) -> Entry:
-        jobs = tuple((record, status_json(record)) for record in records)
+        jobs = tuple(cached(record) for record in records)
         key = owner.lower()
         with self.lock:
             changed = self.filling.pop(key, 1)
@@ -78,13 +87,13 @@ class StatusCache:
         with self.lock:
             if owner in self.filling:
                 self.filling[owner] += 1
-            cached = owner in self.entries
-        if not cached:
+            held = owner in self.entries
+        if not held:
             return
         with conn.cursor(row_factory=class_row(JobRecord)) as cur:
             cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = %s".encode(), (job_id,))
             record = cur.fetchone()
-        fresh = (record, status_json(record)) if record is not None else None
+        fresh = cached(record) if record is not None else None
         with self.lock:
             entry = self.entries.get(owner)
             if entry is None:

@@ -30,9 +30,13 @@ def public_results(job: JobRecord) -> list[ResultFile] | Literal[""]:
     ]
 
 
-def status_object(job: JobRecord) -> ComputeStatus:
-    """The job's status object; ``resultsDid`` is set only once the results were published as an asset
-    (``output.publishOutput``), so write it with :meth:`ComputeStatus.wire` (``exclude_unset``)."""
+def status_object(job: JobRecord, *, signed: bool) -> ComputeStatus:
+    """The job's status object; write it with :meth:`ComputeStatus.wire` (``exclude_unset``).
+
+    ``signed``: the request proved it comes from the owner (a verified signature). Only then is ``resultsDid``
+    set (once the results were published as an asset, ``output.publishOutput``): an unsigned status shows no
+    more than ocean-node's unsigned ``getComputeStatus`` (``core/compute/getStatus.ts``), which leaves out where
+    a job's results went (``output``, ``outputBucketId``) and keeps the rest this object holds."""
     status = ComputeStatus(
         agreement_id=job.agreement_id or "",
         job_id=job.job_id,
@@ -52,7 +56,7 @@ def status_object(job: JobRecord) -> ComputeStatus:
     )
     update: dict[str, object] = {}
     did = (job.details.get("resultAsset") or {}).get("did")
-    if did:
+    if did and signed:  # where the results were published: only to a signed request (ocean-node omits it)
         update["results_did"] = str(did)
     terms = job.details.get("compute")
     if terms is not None:  # started through ocean-node's protocol: its terms too

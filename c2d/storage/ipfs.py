@@ -54,10 +54,20 @@ class Kubo:
 
     def cat(self, location: IpfsLocation, max_bytes: int | None = None) -> Iterator[bytes]:
         """The content in chunks; at most ``max_bytes`` + 1 are asked for (the caller enforces the cap)."""
+        return self.cat_range(location, 0, max_bytes + 1 if max_bytes is not None else None)
+
+    def cat_range(self, location: IpfsLocation, offset: int, length: int | None) -> Iterator[bytes]:
+        """``length`` bytes of the content from ``offset`` (None: to its end) in chunks (``cat``'s offset and
+        length); nothing is asked of the node before the first chunk is."""
         what = f"CID {location.cid}"
         params: dict[str, str] = {"arg": location.arg}
-        if max_bytes is not None:
-            params["length"] = str(max_bytes + 1)
+        if offset:
+            params["offset"] = str(offset)
+        if length is not None:
+            params["length"] = str(length)
+        return self._cat(what, params)
+
+    def _cat(self, what: str, params: dict[str, str]) -> Iterator[bytes]:
         response = self._post("cat", what, stream=True, params=params)
         try:
             yield from response.iter_content(CHUNK)

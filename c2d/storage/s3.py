@@ -96,11 +96,16 @@ class S3Store:
 
     def stream(self, location: S3Location, max_bytes: int | None = None) -> Iterator[bytes]:
         """The object's bytes in chunks; at most ``max_bytes`` + 1 are read (the caller enforces the cap)."""
+        return self.stream_range(location, 0, max_bytes + 1 if max_bytes is not None else None)
+
+    def stream_range(self, location: S3Location, offset: int, length: int | None) -> Iterator[bytes]:
+        """``length`` bytes of the object from ``offset`` (None: to its end) in chunks, by a ranged GetObject;
+        nothing is asked of the store before the first chunk is."""
         what = f"object {location.key!r} in bucket {location.bucket!r}"
+        if length == 0:
+            return  # the SDK reads length 0 as "to the end"
         try:
-            response = self.client.get_object(
-                location.bucket, location.key, length=max_bytes + 1 if max_bytes is not None else 0
-            )
+            response = self.client.get_object(location.bucket, location.key, offset=offset, length=length or 0)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise _translate(exc, what) from None
         try:

@@ -150,11 +150,11 @@ def _start(
     details = JobDetails(compute=terms)
     if free:
         job = create_job(services, sized, consumer, inputs, algorithm, orders, details, [], job_id)
-        return status_object(job)
+        return status_object(job, signed=True)
     payment = body.payment
     chain_id, token = (payment.chain_id, payment.token) if payment else (body.chain_id, None)
     charge = JobCharge(job_id, env, consumer, str(token or ""), int(chain_id or 0), amounts, duration)
     with services.payments.locked(charge, queue_wait=queue_wait) as paid:
         terms["payment"] = paid
         job = create_job(services, sized, consumer, inputs, algorithm, orders, details, [], job_id)
-    return status_object(job)
+    return status_object(job, signed=True)

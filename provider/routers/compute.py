@@ -13,12 +13,12 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
-from provider.auth import required_address, verify_request_or_command
+from provider.auth import required_address, verify_job_request, verify_request_or_command
 from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
 from provider.initialize import initialize_compute
 from provider.models import (
@@ -35,7 +35,7 @@ from provider.models import (
 from provider.ocean_node.environments import node_environments
 from provider.ocean_node.initialize import initialize_node_compute
 from provider.ocean_node.start import start_node_compute
-from provider.results import LocalResult, RedirectResult
+from provider.results import LocalResult, RedirectResult, StreamedResponse
 from provider.services import Services, ServicesDep
 from provider.start_job import start_compute
 from provider.status_object import status_object
@@ -109,9 +109,15 @@ def signed_job_query(
 ) -> JobQuery:
     """Signed by the consumer over consumer + jobId + documentId + nonce (Provider v2.1's stop/delete rule) or
     consumer + nonce + ``stopCompute`` (ocean-node's)."""
-    message = f"{query.owner}{query.job_id or ''}{query.document_id or ''}"
-    sent = consumer_address or ""
-    verify_request_or_command(services.nonces, query.owner, message, sent, "stopCompute", nonce, signature)
+    verify_job_request(
+        services.nonces,
+        query.owner,
+        query.job_id,
+        query.document_id,
+        nonce,
+        signature,
+        (consumer_address, "stopCompute"),
+    )
     return query
 
 
@@ -126,14 +132,20 @@ def _stop(services: Services, job: JobRecord) -> None:
 
 
 # The statuses leave ``resultsDid`` out unless it is set (exclude_unset); GET is mostly answered by
-# provider/fastpath.py, which writes the same bytes (ComputeStatus.wire).
+# provider/fastpath.py, which writes the same bytes (ComputeStatus.wire) and verifies signatures the same way.
 @router.get(
     "/compute",
     summary="Status of the consumer's jobs (all, one job, or one dataset's)",
+    description="Unsigned (ocean.js), or signed like a stop (ocean.py): a signature, if sent, is verified and "
+    "its nonce consumed; only a signed request sees `resultsDid`.",
     response_model_exclude_unset=True,
 )
-def status(services: ServicesDep, query: Jobs) -> list[ComputeStatus]:
-    return [status_object(job) for job in query.jobs(services.jobs)]
+def status(
+    services: ServicesDep, query: Jobs, nonce: QueryText = None, signature: QueryText = None
+) -> list[ComputeStatus]:
+    if signature:
+        verify_job_request(services.nonces, query.owner, query.job_id, query.document_id, nonce, signature)
+    return [status_object(job, signed=bool(signature)) for job in query.jobs(services.jobs)]
 
 
 @router.put("/compute", summary="Stop the consumer's running job(s)", response_model_exclude_unset=True)
@@ -141,7 +153,7 @@ def stop(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
     for job in query.jobs(services.jobs):
         if not job.finished:
             _stop(services, job)
-    return [status_object(job) for job in query.jobs(services.jobs)]
+    return [status_object(job, signed=True) for job in query.jobs(services.jobs)]
 
 
 @router.delete(
@@ -160,7 +172,7 @@ def delete(services: ServicesDep, query: SignedJobs) -> list[ComputeStatus]:
                 raise ServiceUnavailable(f"the results of job {job.job_id} could not be deleted now: {exc}") from None
             services.jobs.mark_removed(job.job_id, reason="deleted by the consumer")
             services.statuses.drop(job.owner)
-    return [status_object(job) for job in query.jobs(services.jobs)]
+    return [status_object(job, signed=True) for job in query.jobs(services.jobs)]
 
 
 RESULT_RESPONSES: dict[int | str, OpenApi] = {
@@ -168,7 +180,12 @@ RESULT_RESPONSES: dict[int | str, OpenApi] = {
         "description": "the file's bytes",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
+    206: {
+        "description": "the byte range a `Range: bytes=...` header asks (one range; several: the whole file, 200)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
     307: {"description": "to a short-lived presigned URL of the file (C2D_STORAGE__S3__PRESIGN_RESULTS)"},
+    416: {"description": "no byte of the file in the requested range (`Content-Range: bytes */<size>`)"},
 }
 
 
@@ -221,9 +238,7 @@ def result(
     if isinstance(found, RedirectResult):
         return RedirectResponse(found.url, status_code=307)
     headers = {"Content-Disposition": f'attachment; filename="{quote(filename)}"'}
-    if found.size is not None:
-        headers["Content-Length"] = str(found.size)
-    return StreamingResponse(found.chunks, media_type="application/octet-stream", headers=headers)
+    return StreamedResponse(found, headers)  # the whole file, or the byte range the request asks
 
 
 @router.get(

@@ -254,9 +254,11 @@ def test_results_published_as_a_new_asset_owned_by_the_consumer(
     assert ddo["services"][0]["type"] == "compute"
     trusted = ddo["services"][0]["compute"]["publisherTrustedAlgorithms"]
     assert trusted == services.ddos.get(dataset.did)["services"][0]["compute"]["publisherTrustedAlgorithms"]
-    (status,) = market.client.get(
-        "/api/services/compute", params={"consumerAddress": consumer.address, "jobId": job_id}
-    ).json()
+    query = {"consumerAddress": consumer.address, "jobId": job_id}
+    (status,) = market.client.get("/api/services/compute", params=query).json()
+    assert "resultsDid" not in status  # ocean.js asks unsigned: what ocean-node shows, no result destination
+    signed = query | _signed(consumer, f"{consumer.address}{job_id}")  # as ocean.py asks (no documentId here)
+    (status,) = market.client.get("/api/services/compute", params=signed).json()
     assert status["resultsDid"] == asset["did"]
     # The new asset reads exactly its job's results from the results bucket (fileinfo proves it).
     info = market.client.post(
