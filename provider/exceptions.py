@@ -115,6 +115,31 @@ ERROR_RESPONSES: dict[int | str, OpenApi] = {
 }
 
 
+def _node_error(description: str, *, text: bool = False) -> OpenApi:
+    """An error of an endpoint both protocols share: Provider v2.1's JSON bodies, or ocean-node's message as a JSON
+    string (and, where ocean-node sends text, as text)."""
+    schema = {
+        "anyOf": [
+            *_json(ErrorResponse, ValidationErrorResponse, ParseErrorResponse)["application/json"]["schema"]["anyOf"],
+            {"type": "string", "description": "ocean-node's message"},
+        ]
+    }
+    content: OpenApi = {"application/json": {"schema": schema}}
+    if text:
+        content["text/plain"] = {"schema": {"type": "string", "description": "ocean-node's message"}}
+    return {"description": description, "content": content}
+
+
+def node_error_responses(*, text: bool = False) -> dict[int | str, OpenApi]:
+    """The errors of a route that also serves ocean-node's protocol (400, 401 for a bad signature, 500 for what
+    ocean-node answers 500: an unknown environment, a payment the environment does not take)."""
+    return {
+        400: _node_error("Provider v2.1's error bodies, or ocean-node's message", text=text),
+        401: _node_error("ocean-node: the signature or the nonce does not hold", text=text),
+        500: _node_error("ocean-node: an unknown environment, an unaccepted payment, a missing order", text=text),
+    }
+
+
 def _json(*models: type[BaseModel]) -> OpenApi:
     refs = [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models]
     return {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}}

@@ -19,7 +19,7 @@ from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
 from provider.auth import required_address, verify_job_request, verify_request_or_command
-from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable
+from provider.exceptions import NotFound, RequestValidationFailed, ServiceUnavailable, node_error_responses
 from provider.initialize import initialize_compute
 from provider.models import (
     ComputeEnvironmentInfo,
@@ -48,6 +48,7 @@ router = APIRouter(prefix="/api/services", tags=["compute"])
     "/initializeCompute",
     summary="Provider fees (or still-valid orders) for a compute job; with ocean-node's body, the escrow payment",
     response_model_exclude_none=True,
+    responses=node_error_responses(text=True),
 )
 def initialize(
     services: ServicesDep, body: InitializeComputeRequest
@@ -61,6 +62,7 @@ def initialize(
     "/compute",
     summary="Start a compute job on paid orders (Provider v2.1) or on orders and an escrow lock (ocean-node)",
     response_model_exclude_unset=True,
+    responses=node_error_responses(),
 )
 def start(services: ServicesDep, body: ComputeStartRequest) -> list[ComputeStatus]:
     if body.node_protocol:
@@ -72,6 +74,7 @@ def start(services: ServicesDep, body: ComputeStartRequest) -> list[ComputeStatu
     "/freeCompute",
     summary="Start a free compute job (ocean-node): no order, no payment, within the environment's free tier",
     response_model_exclude_unset=True,
+    responses=node_error_responses(),
 )
 def start_free(services: ServicesDep, body: ComputeStartRequest) -> list[ComputeStatus]:
     return start_node_compute(services, body, free=True)
