@@ -186,3 +186,29 @@ def test_unsigned_requests_see_what_ocean_node_shows(app: FastAPI, fast: TestCli
             "agreementId", "jobId", "owner", "status", "statusText", "dateCreated", "dateFinished", "results",
             "stopreq", "removed", "algoDID", "inputDID", "did", "environment", "expireTimestamp",
         }  # fmt: skip
+
+
+def test_checksummed_unsigned_polls_are_answered_below_fastapi(app: FastAPI, pool: Pool) -> None:
+    """ocean.js polls unsigned with the EIP-55 address (ethers' getAddress): the fast path answers it itself, as the
+    route would (which takes any case: web3 does not hold a mixed-case address to its checksum)."""
+    asked: list[bytes] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            asked.append(scope["query_string"])
+        await app(scope, receive, send)
+
+    services: Services = app.state.services
+    with TestClient(StatusFastPath(route, services, services.statuses)) as fast_only:
+        end = time.monotonic() + 10
+        while not services.statuses.live.is_set():
+            assert time.monotonic() < end, "the status cache never connected"
+            time.sleep(0.05)
+        owner = Account.create()
+        job_id = _job(JobStore(pool), owner.address.lower())
+        for _ in range(2):  # a miss, then a hit
+            answer = fast_only.get(PATH, params={"consumerAddress": owner.address})
+            assert answer.status_code == 200 and [j["jobId"] for j in answer.json()] == [job_id]
+            assert answer.content == TestClient(app).get(PATH, params={"consumerAddress": owner.address}).content
+        assert fast_only.get(PATH, params={"consumerAddress": "0x12"}).status_code == 400  # the route words it
+    assert len(asked) == 1
