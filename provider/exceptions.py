@@ -72,9 +72,10 @@ class NodeProtocolError(ProviderError):
 
     @classmethod
     def of(cls, error: ProviderError, *, text: bool = False) -> NodeProtocolError:
-        """A legacy-shaped error, said in ocean-node's shape (same status, its readable message)."""
+        """A legacy-shaped error, said in ocean-node's shape (same status, its readable message); ``text``: written
+        as text (initializeCompute)."""
         if isinstance(error, NodeProtocolError):
-            return error
+            return error if error.text == text else cls(error.message, error.status, text=text)
         message = error.message
         if isinstance(error, RequestValidationFailed):
             message = "; ".join(

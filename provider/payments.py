@@ -77,6 +77,23 @@ class Payments:
     def escrow_address(self) -> str | None:
         return self.escrow.address if self.escrow else None
 
+    def payee(self, env: ComputeEnvironment) -> str:
+        """Who an environment's escrow locks pay (and its orders are made out to): its ``consumer_address``, or the
+        node's own."""
+        return env.consumer_address or self.account.address
+
+    def accepted(self, env: ComputeEnvironment, chain_id: int, token: str) -> tuple[str, Escrow]:
+        """The environment's token and the chain's escrow, when ``chain_id`` and ``token`` are what it takes; else
+        :class:`NodeProtocolError` with ocean-node's message (500, as ocean-node answers)."""
+        accepted = self.token_of(env)
+        if chain_id != self.chain.chain_id or token.lower() != accepted.lower():
+            raise NodeProtocolError(
+                f"This compute env does not accept payments on chain: {chain_id} using token {token}", 500
+            )
+        if self.escrow is None:
+            raise NodeProtocolError(f"Cannot handle payments on chainId: {chain_id}", 500)
+        return accepted, self.escrow
+
     def min_lock_seconds(self, max_job_duration: float, queue_wait: float = 0) -> int:
         """How long a job's lock must last: its longest run, its longest wait in the queue, and the claim."""
         return int(max_job_duration + queue_wait) + self.claim_timeout
@@ -100,19 +117,12 @@ class Payments:
         Raises :class:`NodeProtocolError` (ocean-node's message) when the token or chain is not the environment's,
         the chain has no escrow, the consumer's funds or authorization do not cover the lock, or the contract
         refuses it; then nothing is locked."""
-        accepted = self.token_of(charge.env)
-        if charge.chain_id != self.chain.chain_id or charge.token.lower() != accepted.lower():
-            raise NodeProtocolError(
-                f"This compute env does not accept payments on chain: {charge.chain_id} using token {charge.token}",
-                500,
-            )
-        if self.escrow is None:
-            raise NodeProtocolError(f"Cannot handle payments on chainId: {charge.chain_id}", 500)
+        accepted, escrow = self.accepted(charge.env, charge.chain_id, charge.token)
         amount = self.job_cost(charge.env, accepted, charge.amounts, charge.seconds)
         record = JobPaymentRecord(
             chainId=charge.chain_id,
             token=accepted,
-            escrow=self.escrow.address,
+            escrow=escrow.address,
             amount=str(amount),
             prices=charge.env.prices,
             minJobDuration=charge.env.min_job_duration,
@@ -120,16 +130,16 @@ class Payments:
         if amount == 0:
             yield record
             return
-        payee = charge.env.consumer_address or self.account.address
+        payee = self.payee(charge.env)
         expiry = self.min_lock_seconds(charge.seconds, queue_wait)
         try:
-            check_payment(self.escrow, charge.payer, accepted, payee, amount, expiry)
+            check_payment(escrow, charge.payer, accepted, payee, amount, expiry)
         except EscrowPaymentError as exc:
             raise NodeProtocolError(str(exc)) from None
         intent = LockIntent(
             charge.job_id,
             charge.chain_id,
-            self.escrow.address,
+            escrow.address,
             accepted,
             charge.payer,
             payee,
@@ -141,7 +151,7 @@ class Payments:
         with self.locks.exclusive(charge.job_id):  # a settler leaves the lock alone until the job row exists
             self.locks.record_intent(intent)
             try:
-                tx = self.escrow.create_lock(self.account, intent.lock_id, accepted, charge.payer, amount, expiry)
+                tx = escrow.create_lock(self.account, intent.lock_id, accepted, charge.payer, amount, expiry)
             except EscrowError as exc:
                 if exc.reason is not None:  # refused before anything was sent
                     self.locks.mark_failed(charge.job_id, exc.reason)

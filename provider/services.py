@@ -16,6 +16,7 @@ from c2d.db.escrow_locks import EscrowLockStore
 from c2d.db.jobs import JobStore
 from c2d.db.nonces import NonceStore
 from c2d.db.pool import Pool, database_dsn_of
+from c2d.environments import ComputeEnvironment
 from c2d.settings import Settings
 from provider.fees import ProviderFees
 from provider.indexer.store import DdoStore
@@ -84,6 +85,11 @@ class Services:
     @property
     def address(self) -> str:
         return str(self.account.address)
+
+    def payee(self, env: ComputeEnvironment) -> str:
+        """Who an environment's orders are made out to and its escrow locks pay: its ``consumer_address``, or the
+        node's own."""
+        return self.payments.payee(env)
 
     @property
     def public_key(self) -> str:

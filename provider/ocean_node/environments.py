@@ -53,7 +53,7 @@ def describe(services: Services, env: ComputeEnvironment) -> NodeEnvironmentInfo
     return NodeEnvironmentInfo(
         id=env.id,
         description=env.description,
-        consumer_address=env.consumer_address or services.address,
+        consumer_address=services.payee(env),
         storage_expiry=env.storage_expiry,
         min_job_duration=env.min_job_duration,
         max_job_duration=env.max_job_duration,

@@ -47,7 +47,7 @@ def asked_resources(requests: list[ResourceRequest] | None) -> dict[str, float]:
 
 def _missing(request: InitializeComputeRequest) -> str | None:
     values = {
-        "datasets": request.datasets,
+        "datasets": request.datasets or [],  # ocean-node's route reads a missing list as empty
         "algorithm": request.algorithm,
         "payment": request.payment,
         "consumerAddress": request.consumer_address,
@@ -122,24 +122,20 @@ def initialize_node_compute(services: Services, request: InitializeComputeReques
         amounts = env.job_resources(asked_resources(payment.resources))
     except ResourceRequestError as exc:
         raise _fail(f"Error: {exc}") from None
-    token = services.fees.token(env)
-    if payment.chain_id != services.chain.chain_id or payment.token.lower() != token.lower():
-        raise _fail(
-            f"This compute env does not accept payments on chain: {payment.chain_id} using token {payment.token}"
-        )
-    escrow = services.payments.escrow_address
-    if escrow is None:
-        raise _fail(f"Cannot handle payments on chainId: {payment.chain_id}")
+    try:
+        token, escrow = services.payments.accepted(env, payment.chain_id, payment.token)
+    except NodeProtocolError as exc:
+        raise NodeProtocolError.of(exc, text=True) from None
     queue_wait = max(0.0, request.queue_max_wait_time or 0.0)
     quote = PaymentQuote(
-        escrow_address=escrow,
+        escrow_address=escrow.address,
         chain_id=payment.chain_id,
-        payee=env.consumer_address or services.address,
+        payee=services.payee(env),
         token=token,
         amount=str(services.payments.job_cost(env, token, amounts, duration)),
         min_lock_seconds=services.payments.min_lock_seconds(duration, queue_wait),
     )
-    parties = (consumer, env.consumer_address or services.address)
+    parties = (consumer, services.payee(env))
     algorithm = request.algorithm or ComputeAlgorithm()
     try:
         algo_answer, datasets = _inputs(services, env, algorithm, request.datasets or [], parties)

@@ -16,6 +16,8 @@ Errors are ocean-node's: the HTTP status and a JSON string; nothing is locked or
 
 from __future__ import annotations
 
+import re
+
 from c2d.db.job_records import ComputeTerms, JobDetails
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import ResourceRequestError
@@ -125,7 +127,7 @@ def _start(
 ) -> ComputeStatus:
     algo = body.algorithm or ComputeAlgorithm()
     algorithm, algo_asset, algo_files = checked_algorithm(services, algo, published_first=True)
-    payee = env.consumer_address or services.address
+    payee = services.payee(env)
     rule = None if free else OrderRule(consumer, env.id, allow_expired_fee=True, made_out_to=payee)
     datasets = body.datasets or []
     for index, dataset in enumerate(datasets):
@@ -137,7 +139,8 @@ def _start(
         if exc.code not in UNTRUSTED:
             raise
         name = algo.document_id or "(raw algorithm)"
-        did = datasets[int(exc.resource[9:-1]) if exc.resource.startswith("datasets[") else 0].document_id
+        position = re.fullmatch(r"datasets\[(\d+)\]", exc.resource)  # "dataset" is the first
+        did = datasets[int(position.group(1)) if position else 0].document_id
         raise NodeProtocolError(f"Algorithm {name} not allowed to run on the dataset: {did}") from None
     queue_wait = int(max(0.0, body.queue_max_wait_time or 0.0))
     terms = ComputeTerms(resources=dict(amounts), free=free, maxJobDuration=duration, queueMaxWaitTime=queue_wait)
