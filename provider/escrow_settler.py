@@ -7,11 +7,16 @@ locks a crash left behind) and writes each settled lock's transactions and cost 
 
 from __future__ import annotations
 
+import logging
+
 from c2d.db.jobs import JobStore
 from c2d.escrow_settlement import settle
+from c2d.exceptions import C2DError
 from provider.payments import Payments
 from provider.periodic import Periodic
 from provider.status_cache import StatusCache
+
+log = logging.getLogger(__name__)
 
 
 class EscrowSettler(Periodic):
@@ -28,7 +33,11 @@ class EscrowSettler(Periodic):
         payments = self.payments
         if payments.escrow is None:
             return 0
-        report = settle(payments.locks, payments.escrow, payments.account, self.jobs, payments.cost_of)
+        try:
+            report = settle(payments.locks, payments.escrow, payments.account, self.jobs, payments.cost_of)
+        except C2DError as exc:  # the chain is away: the next round tries again, nothing is lost
+            log.warning("escrow: settlement postponed: %s", exc)
+            return 0
         settled = [*report.claimed, *report.released]
         for job_id in settled:
             self._record(job_id)

@@ -138,6 +138,7 @@ def node_error_responses(*, text: bool = False) -> dict[int | str, OpenApi]:
         400: _node_error("Provider v2.1's error bodies, or ocean-node's message", text=text),
         401: _node_error("ocean-node: the signature or the nonce does not hold", text=text),
         500: _node_error("ocean-node: an unknown environment, an unaccepted payment, a missing order", text=text),
+        503: _node_error("the node's database or chain is unavailable for now", text=text),
     }
 
 

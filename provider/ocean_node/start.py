@@ -16,11 +16,12 @@ Errors are ocean-node's: the HTTP status and a JSON string; nothing is locked or
 
 from __future__ import annotations
 
+import logging
 import re
 
 from c2d.db.job_records import ComputeTerms, JobDetails
 from c2d.environments import ComputeEnvironment
-from c2d.exceptions import ResourceRequestError
+from c2d.exceptions import ChainError, ResourceRequestError
 from provider.auth import required_address, verify_command
 from provider.exceptions import ComputeRequestError, NodeProtocolError, ProviderError, RequestValidationFailed
 from provider.models import ComputeAlgorithm, ComputeStartRequest, ComputeStatus
@@ -31,6 +32,7 @@ from provider.services import Services
 from provider.start_job import OrderRule, checked_algorithm, checked_inputs, create_job, new_job_id
 from provider.status_object import status_object
 
+log = logging.getLogger(__name__)
 PAID = "startCompute"
 FREE = "freeStartCompute"
 UNTRUSTED = frozenset(
@@ -114,6 +116,9 @@ def start_node_compute(services: Services, body: ComputeStartRequest, *, free: b
         raise
     except ProviderError as exc:
         raise NodeProtocolError.of(exc) from None
+    except ChainError as exc:  # reading the chain failed (not a refusal): nothing was locked or queued
+        log.warning("start of a %s job: the chain is unavailable: %s", "free" if free else "paid", exc)
+        raise NodeProtocolError("The node cannot reach its chain now; try again later", 503) from None
 
 
 def _start(
