@@ -88,6 +88,11 @@ class ComputeEnvironment(BaseModel):
     )
     min_job_duration: int = Field(default=60, ge=0, description="Escrow jobs pay for at least this long, seconds.")
     free: FreeTier | None = Field(default=None, description="Free jobs (POST /freeCompute); none when unset.")
+    queue_reserve_after: int = Field(
+        default=600,
+        ge=0,
+        description="A job queued this long (s) reserves its resources: later jobs no longer pass it.",
+    )
 
     @field_validator("pipeline")
     @classmethod

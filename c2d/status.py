@@ -8,7 +8,8 @@ from enum import IntEnum
 class JobStatus(IntEnum):
     """Status codes written to ``jobs.status``. Finished jobs also have ``date_finished`` set."""
 
-    WARMING_UP = 1
+    WARMING_UP = 1  # waiting for an engine to claim it (ocean-node: "Job queued")
+    EXPIRED_IN_QUEUE = 2  # ocean-node code: waited longer than its queueMaxWaitTime; finished, never ran
     JOB_STARTED = 10
     CONFIGURING_VOLUMES = 20
     PROVISIONING_SUCCESS = 30
@@ -37,6 +38,7 @@ class JobStatus(IntEnum):
 # Texts exactly as the legacy operator stack wrote them (note the trailing space of 40).
 STATUS_TEXT: dict[JobStatus, str] = {
     JobStatus.WARMING_UP: "Warming up",
+    JobStatus.EXPIRED_IN_QUEUE: "Job expired in queue",
     JobStatus.JOB_STARTED: "Job started",
     JobStatus.CONFIGURING_VOLUMES: "Configuring volumes",
     JobStatus.PROVISIONING_SUCCESS: "Provisioning success",
@@ -49,6 +51,15 @@ STATUS_TEXT: dict[JobStatus, str] = {
     JobStatus.RESULTS_UPLOAD_FAILED: "Failed to upload results to storage",
     JobStatus.JOB_FINISHED: "Job finished",
 }
+
+JOB_QUEUED_TEXT = "Job queued"  # ocean-node's text of 1
+
+
+def waiting_text(node_protocol: bool) -> str:
+    """The text of status 1: ocean-node's "Job queued" for a job started through its protocol (ocean.js), the
+    legacy "Warming up" for a Provider v2.1 job (ocean.py)."""
+    return JOB_QUEUED_TEXT if node_protocol else JobStatus.WARMING_UP.text
+
 
 # Stop-request values of ``jobs.stopreq``.
 STOPREQ_NONE = 0

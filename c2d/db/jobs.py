@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
@@ -13,7 +13,6 @@ from psycopg.types.json import Jsonb
 from c2d.db.job_records import (
     JOB_COLUMNS,
     JOB_ID,
-    ComputeTerms,
     JobDetails,
     JobEvent,
     JobRecord,
@@ -24,7 +23,7 @@ from c2d.db.job_records import (
 from c2d.db.job_results import JobResults
 from c2d.db.pool import Pool
 from c2d.exceptions import DatabaseError, OrderAlreadyUsedError
-from c2d.status import JobStatus
+from c2d.status import JobStatus, waiting_text
 
 __all__ = ["JOB_COLUMNS", "JobDetails", "JobEvent", "JobRecord", "JobStore", "NewJob", "ResultEntry", "UsedOrder"]
 
@@ -46,8 +45,8 @@ class JobStore(JobResults):
         self.pool = pool
 
     def create(self, job: NewJob, orders: Sequence[UsedOrder] = (), source: str = "provider") -> JobRecord:
-        """Insert the job, claim its orders and write its first event, atomically (without orders: one
-        statement)."""
+        """Insert the job (status 1, waiting for its engine: :mod:`c2d.db.job_queue`), claim its orders and write
+        its first event, atomically (without orders: one statement)."""
         status = JobStatus.WARMING_UP
         params = {
             "job_id": job.job_id,
@@ -59,7 +58,7 @@ class JobStore(JobResults):
             "chain_id": job.chain_id,
             "environment": job.environment,
             "status": int(status),
-            "status_text": status.text,
+            "status_text": waiting_text(node_protocol="compute" in job.details),
             "engine": job.engine,
             "workflow_name": job.workflow_name,
             "workflow": Jsonb(job.workflow) if job.workflow is not None else None,
@@ -234,34 +233,6 @@ class JobStore(JobResults):
                 },
             )
 
-    def claim_queued(self, engine: str, limit: int, source: str) -> list[JobRecord]:
-        """Move up to ``limit`` waiting jobs (status 1) of ``engine`` to 10 "Job started", oldest first
-        (one statement: the rows, their status and an event each)."""
-        if limit <= 0:
-            return []
-        started = JobStatus.JOB_STARTED
-        returned = ", ".join(f"jobs.{column.strip()}" for column in JOB_COLUMNS.split(","))
-        with self.pool.connection() as conn, conn.cursor(row_factory=class_row(JobRecord)) as cur:
-            cur.execute(
-                "WITH picked AS (SELECT job_id FROM jobs WHERE engine = %(engine)s AND status = %(queued)s "
-                "  AND date_finished IS NULL ORDER BY date_created LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
-                "claimed AS (UPDATE jobs SET status = %(status)s, status_text = %(text)s, "
-                "  updated_at = clock_timestamp() FROM picked WHERE jobs.job_id = picked.job_id "
-                f"  RETURNING {returned}), "
-                "events AS (INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
-                "  SELECT job_id, %(queued)s, %(status)s, %(text)s, %(source)s, '{}'::jsonb FROM claimed) "
-                f"SELECT {JOB_COLUMNS} FROM claimed ORDER BY date_created",
-                {
-                    "engine": engine,
-                    "queued": int(JobStatus.WARMING_UP),
-                    "limit": limit,
-                    "status": int(started),
-                    "text": started.text,
-                    "source": source,
-                },
-            )
-            return cur.fetchall()
-
     def stop_requests(self, job_ids: Sequence[str]) -> dict[str, int]:
         """``stopreq`` of those unfinished jobs that have one."""
         if not job_ids:
@@ -289,16 +260,6 @@ class JobStore(JobResults):
                 "SELECT count(*) FROM jobs WHERE environment = %s AND date_finished IS NULL", (environment,)
             ).fetchone()
         return int(str(row[0])) if row else 0
-
-    def running_terms(self, environment: str) -> list[ComputeTerms]:
-        """The ``details.compute`` of each unfinished job of ``environment`` (``{}`` for a job without terms)."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT coalesce(details->'compute', '{}'::jsonb) FROM jobs "
-                "WHERE environment = %s AND date_finished IS NULL",
-                (environment,),
-            ).fetchall()
-        return [cast(ComputeTerms, row[0]) for row in rows]
 
     def update_details(self, job_id: str, details: dict[str, Any]) -> None:
         with self.pool.connection() as conn:

@@ -11,6 +11,10 @@ the resources it asked for within the environment's bounds (the engines enforce 
 * Free: no order and no payment; the environment's ``free`` tier bounds it. Unlike ocean-node, the datasets'
   trusted algorithms still apply (deny by default).
 
+A start without ``queueMaxWaitTime`` is refused when its environment cannot hold it now; with one, the job is
+queued (status 1 "Job queued"): an engine claims it once it fits, or it ends with 2 "Job expired in queue" after
+that many seconds (:mod:`c2d.db.capacity`; a paid job's lock is then given back whole by the settlement).
+
 Errors are ocean-node's: the HTTP status and a JSON string; nothing is locked or queued when one is raised.
 """
 
@@ -19,13 +23,13 @@ from __future__ import annotations
 import logging
 import re
 
+from c2d.db.job_queue import JobQueue
 from c2d.db.job_records import ComputeTerms, JobDetails
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import ChainError, ResourceRequestError
 from provider.auth import required_address, verify_command
 from provider.exceptions import ComputeRequestError, NodeProtocolError, ProviderError, RequestValidationFailed
 from provider.models import ComputeAlgorithm, ComputeStartRequest, ComputeStatus
-from provider.ocean_node.environments import in_use
 from provider.ocean_node.initialize import asked_resources
 from provider.payments import JobCharge
 from provider.services import Services
@@ -79,15 +83,11 @@ def _signed_by(services: Services, body: ComputeStartRequest, command: str) -> s
 
 
 def _fits(services: Services, env: ComputeEnvironment, amounts: dict[str, float], free: bool) -> None:
-    """Refuses a job the environment cannot hold now (ocean-node's checkIfResourcesAreAvailable)."""
-    held, running, free_running = in_use(env, services.jobs)
-    for resource in env.resource_table():
-        if resource.total - held[resource.id] < amounts[resource.id]:
-            raise NodeProtocolError(f"Not enough available {resource.id}")
-    if running + 1 > env.max_jobs:
-        raise NodeProtocolError("Too many running jobs ")
-    if free and env.free is not None and free_running + 1 > env.free.max_jobs:
-        raise NodeProtocolError("Too many running free jobs ")
+    """Refuses a job the environment cannot hold now (ocean-node's checkIfResourcesAreAvailable): what the running
+    and admitted jobs hold and the queued jobs reserve is taken (:mod:`c2d.db.capacity`)."""
+    refusal = JobQueue(services.jobs.pool).usage(env).capacity.refusal(amounts, free)
+    if refusal is not None:
+        raise NodeProtocolError(refusal)
 
 
 def start_node_compute(services: Services, body: ComputeStartRequest, *, free: bool) -> list[ComputeStatus]:

@@ -1,10 +1,12 @@
 """ocean-node's protocol (what ocean.js 8.x speaks) next to Provider v2.1's, over the real chain and jobs: the
-endpoint map, environments, initializeCompute, free jobs, command signatures, DDO validation, encryption."""
+endpoint map, environments, initializeCompute, free jobs, command signatures, DDO validation, encryption, escrow-paid
+jobs, and the queue (jobs that wait for room, expire, and give their escrow lock back)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 from eth_account import Account
@@ -20,6 +22,7 @@ from c2d.stack.stack import Stack
 from provider.escrow_settler import EscrowSettler
 from provider.ocean_node.ddo import canonical_json
 from tests.c2d.escrow_parties import OCEAN
+from tests.occupy import occupied, release
 from tests.workflows.conftest import Jobs
 
 from .market import Market
@@ -36,6 +39,8 @@ from .ocean_node_requests import (
     signed,
     trusting,
 )
+
+FREE = "freeStartCompute"
 
 
 def test_root_names_the_endpoints_of_both_clients(client: TestClient, provider_account: LocalAccount) -> None:
@@ -273,3 +278,62 @@ def test_paid_start_refusals_lock_nothing(
         | {"algorithm": {"documentId": untrusted.did, "serviceId": "svc-0"}},
     ).text
     assert message == f"Algorithm {untrusted.did} not allowed to run on the dataset: {dataset.did}"
+
+
+# -- the queue ---------------------------------------------------------------------------------------------
+def environment(client: TestClient) -> dict[str, Any]:
+    (env,) = client.get("/api/services/computeEnvironments").json()
+    assert isinstance(env, dict)
+    return env
+
+
+def test_a_free_job_queued_for_room_runs_when_room_frees(
+    client: TestClient, market: Market, consumer: LocalAccount, jobs: Jobs, pool: Pool
+) -> None:
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    with occupied(pool, ENV, 4) as holders:  # 4 Provider v2.1 jobs: 1 core, 1 GiB each, all 4 jobs
+        refused = client.post("/api/services/freeCompute", json=free_body(dataset, algorithm) | signed(consumer, FREE))
+        assert (refused.status_code, refused.json()) == (400, "Not enough available cpu")
+        env = environment(client)
+        assert (env["runningJobs"], env["queuedJobs"], env["resources"][0]["inUse"]) == (4, 0, 4.0)
+        body = free_body(dataset, algorithm, queueMaxWaitTime=120) | signed(consumer, FREE)
+        response = client.post("/api/services/freeCompute", json=body)
+        assert response.status_code == 200, response.text
+        (job,) = response.json()
+        assert (job["status"], job["statusText"]) == (1, "Job queued")
+        env = environment(client)
+        assert (env["runningJobs"], env["queuedJobs"], env["queuedFreeJobs"], env["runningfreeJobs"]) == (4, 1, 1, 0)
+        time.sleep(1)  # the engine polls every 0.2 s: it leaves the job alone while there is no room
+        assert jobs.statuses(job["jobId"]) == [1]
+        release(pool, holders[0])
+        record = jobs.wait(job["jobId"])
+    assert record.status == 70 and jobs.statuses(job["jobId"])[:2] == [1, 10]
+
+
+def test_a_job_still_queued_after_its_wait_expires_and_its_lock_is_given_back(
+    client: TestClient, market: Market, stack: Stack, provider_account: LocalAccount, jobs: Jobs, pool: Pool
+) -> None:
+    consumer = escrow_consumer(market, stack, provider_account, 20 * OCEAN)
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    escrow = Escrow(market.chain, str(market.addresses.escrow))
+    with occupied(pool, ENV, 4):
+        body = paid_start(market, consumer, dataset, algorithm, queueMaxWaitTime=2)
+        response = client.post("/api/services/compute", json=body)
+        assert response.status_code == 200, response.text
+        (job,) = response.json()
+        assert (job["status"], job["statusText"]) == (1, "Job queued") and job["payment"]["lockTx"]
+        assert escrow.user_funds(consumer.address, market.addresses.ocean).locked == int(2.5 * OCEAN)
+        record = jobs.wait(job["jobId"], timeout=20)
+    assert (record.status, record.status_text) == (2, "Job expired in queue")
+    assert jobs.statuses(job["jobId"]) == [1, 2] and record.date_finished is not None
+    (status,) = client.get("/api/services/compute", params={"consumerAddress": consumer.address}).json()
+    assert (status["status"], status["statusText"]) == (2, "Job expired in queue") and status["dateFinished"]
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    assert EscrowSettler(services.payments, JobStore(pool), services.statuses, 1).run_once() >= 1
+    funds = escrow.user_funds(consumer.address, market.addresses.ocean)
+    assert (funds.locked, funds.available) == (0, 20 * OCEAN)  # the algorithm never ran: nothing is claimed
+    (status,) = client.get("/api/services/compute", params={"consumerAddress": consumer.address}).json()
+    assert status["payment"]["cancelTx"] and status["payment"]["cost"] == "0"

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from c2d.db.engine_queue import SHUTDOWN_SENT, SUBMITTED, WORKFLOW_DELETED, EngineQueue
+from c2d.db.job_queue import JobQueue
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
@@ -44,6 +45,7 @@ class ArgoEngine(BackgroundEngine):
         self.client = client or KubeClient(KubeConfig.load(argo.kubeconfig), settings.engine.namespace)
         self.store = JobStore(pool)
         self.queue = EngineQueue(pool, ENGINE)
+        self.jobs = JobQueue(pool)
         self.watcher = Watcher(settings, pool, self.client, self.metrics)
         self.closing = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -101,9 +103,10 @@ class ArgoEngine(BackgroundEngine):
             self.wakeup.clear()
 
     def dispatch_once(self) -> int:
-        """Claim and submit queued jobs, send stop requests, delete removed jobs' Workflows."""
+        """Claim the waiting jobs that fit (:mod:`c2d.db.capacity`; those past their queue wait expire) and submit
+        them, send stop requests, delete removed jobs' Workflows."""
         batch = self.settings.engine.argo.submit_batch
-        self.store.claim_queued(ENGINE, batch, SOURCE)
+        self.jobs.dispatch(ENGINE, self.settings.environments, batch, SOURCE)
         submitted = sum(self.submitters.map(self.submit, self.queue.to_submit(batch)))
         for job_id, name in self.queue.to_stop():
             self._shutdown(job_id, name)

@@ -1,8 +1,9 @@
 """The embedded engine: runs queued jobs' Workflow objects on this machine and mirrors them to Postgres.
 
 Jobs reach it through Postgres only: a job row with ``engine='local'``, status 1 and the rendered
-Workflow is claimed (status 10), interpreted and run in a worker thread; every step change becomes
-an Ocean status through :mod:`workflows.status_map` and a ``job_events`` row. Stop requests are read
+Workflow is claimed (status 10) when a worker is free and its environment has room for it
+(:mod:`c2d.db.capacity`), interpreted and run in a worker thread; every step change becomes an Ocean
+status through :mod:`workflows.status_map` and a ``job_events`` row. Stop requests are read
 from ``jobs.stopreq`` (and delivered at once by :meth:`LocalEngine.stop` in the same process).
 
 One engine per database: it holds a Postgres advisory lock while it runs, so at start every job it
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from c2d.db.job_queue import JobQueue
 from c2d.db.job_records import ResultEntry, StepDetail
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
@@ -58,6 +60,7 @@ class LocalEngine(BackgroundEngine):
         super().__init__(EngineMetrics(ENGINE, LOCAL_ERRORS))
         self.settings = settings
         self.store = JobStore(pool)
+        self.queue = JobQueue(pool)
         self.dsn = dsn
         self.running: dict[str, JobRun] = {}
         self.pending_statuses: dict[str, list[tuple[int, str]]] = {}  # job id -> statuses its next mirror writes
@@ -198,7 +201,8 @@ class LocalEngine(BackgroundEngine):
                     next_stop_poll = time.monotonic() + POLL_SECONDS
                     for job_id in self.store.stop_requests(running):
                         self.stop(job_id)
-                claimed = self.store.claim_queued(ENGINE, free, SOURCE) if free > 0 else []
+                # waiting jobs past their queue wait end even while every worker is busy
+                claimed = self.queue.dispatch(ENGINE, self.settings.environments, free, SOURCE)
             except psycopg.OperationalError as exc:  # the database is away: running jobs wait for it
                 self.metrics.error("database")
                 log.warning("local engine: database unavailable (%s); retrying", exc)
