@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from web3 import Web3
 
-from c2d.chain.signing import SignatureError, recover_signer
+from c2d.chain.signing import SignatureError, recover_signers
 from c2d.db.nonces import NonceStore, parse_nonce
 from c2d.exceptions import NonceError
 from provider.exceptions import RequestValidationFailed
@@ -32,7 +32,7 @@ def required_address(address: str | None, field: str = "consumerAddress") -> str
 
 def verify_request(nonces: NonceStore, signer: str, message: str, nonce: str | None, signature: str | None) -> None:
     """Check ``signature`` over ``message + nonce`` by ``signer``, then consume the nonce (atomically)."""
-    _verify(nonces, signer, message, nonce, signature, lambda n: (message + n,))
+    _verify(nonces, signer, message, nonce, signature, lambda n: ((message + n, False),))
 
 
 def verify_request_or_command(
@@ -46,7 +46,14 @@ def verify_request_or_command(
 ) -> None:
     """For endpoints both protocols share (stop, delete, result): the signature may be over Provider v2.1's
     ``message + nonce`` or ocean-node's ``sent_address + nonce + command``; the nonce is used once either way."""
-    _verify(nonces, signer, message, nonce, signature, lambda n: (message + n, f"{sent_address}{n}{command}"))
+    _verify(
+        nonces,
+        signer,
+        message,
+        nonce,
+        signature,
+        lambda n: ((message + n, False), (f"{sent_address}{n}{command}", True)),
+    )
 
 
 def verify_job_request(
@@ -83,7 +90,7 @@ def verify_command(
         f"{sent_address} + nonce + {command}",
         nonce,
         signature,
-        lambda n: (f"{sent_address}{n}{command}",),
+        lambda n: ((f"{sent_address}{n}{command}", True),),
     )
 
 
@@ -93,8 +100,10 @@ def _verify(
     message: str,
     nonce: str | None,
     signature: str | None,
-    signed_texts: Callable[[str], tuple[str, ...]],
+    signed_texts: Callable[[str], tuple[tuple[str, bool], ...]],
 ) -> None:
+    """``signed_texts(nonce)``: each text the signature may be over, and whether it is ocean-node's (ocean.js signs
+    its keccak digest as ethers' ``toBeArray`` makes it: without leading zero bytes)."""
     if nonce is None or nonce == "":
         raise RequestValidationFailed({"nonce": ["The nonce field is required."]})
     if not signature:
@@ -104,11 +113,12 @@ def _verify(
     except NonceError as exc:
         raise RequestValidationFailed({"nonce": [str(exc)]}) from None
     recovered = ""
-    for text in signed_texts(nonce):
+    for text, ocean_node in signed_texts(nonce):
         try:
-            recovered = recover_signer(text, signature)
+            candidates = recover_signers(text, signature, ocean_node=ocean_node)
         except SignatureError as exc:
             raise RequestValidationFailed({"signature": f"Invalid signature: {exc}."}) from None
+        recovered = signer if signer in candidates else candidates[0]
         if recovered == signer:
             break
     if recovered != signer:

@@ -33,8 +33,25 @@ def sign_message(private_key: str, message: str) -> str:
     return HexBytes(signed.signature).to_0x_hex()
 
 
-def recover_signer(message: str, signature: str) -> str:
-    """Checksummed address that signed ``message``; accepts v in {0, 1, 27, 28}."""
+def ocean_js_payload(message: str) -> bytes:
+    """What ocean.js 8.x signs (EIP-191) for ``message``, and ocean-node checks: the keccak digest as ethers'
+    ``toBeArray`` makes it, i.e. without its leading zero bytes (31 bytes or fewer for 1 digest in 256)."""
+    return bytes(Web3.keccak(text=message)).lstrip(b"\0")
+
+
+def signed_payloads(message: str, *, ocean_node: bool = False) -> tuple[bytes, ...]:
+    """What a client may have signed for ``message``: the 32-byte keccak digest (ocean.py, Provider v2.1); with
+    ``ocean_node``, also the digest without its leading zero bytes (ocean.js) and the digest's 0x hex as text
+    (ocean-node's other check, ``verifyMessage(hash)``)."""
+    digest = bytes(Web3.keccak(text=message))
+    if not ocean_node:
+        return (digest,)
+    return digest, ocean_js_payload(message), ("0x" + digest.hex()).encode()
+
+
+def recover_signers(message: str, signature: str, *, ocean_node: bool = False) -> list[str]:
+    """The checksummed address recovered from ``signature`` for each of ``message``'s payloads
+    (:func:`signed_payloads`), in that order; accepts v in {0, 1, 27, 28}."""
     try:
         raw = bytearray(HexBytes(signature))
     except (ValueError, TypeError) as exc:
@@ -45,11 +62,14 @@ def recover_signer(message: str, signature: str) -> str:
         raw[64] += 27
     if raw[64] not in (27, 28):
         raise SignatureError(f"signature has an invalid v value {raw[64]}")
-    try:
-        signer = Account.recover_message(encode_defunct(primitive=Web3.keccak(text=message)), signature=bytes(raw))
-    except (BadSignature, ValueError) as exc:
-        raise SignatureError(f"signature does not recover: {exc}") from exc
-    return Web3.to_checksum_address(signer)
+    signers: list[str] = []
+    for payload in signed_payloads(message, ocean_node=ocean_node):
+        try:
+            signer = Account.recover_message(encode_defunct(primitive=payload), signature=bytes(raw))
+        except (BadSignature, ValueError) as exc:
+            raise SignatureError(f"signature does not recover: {exc}") from exc
+        signers.append(Web3.to_checksum_address(signer))
+    return signers
 
 
 @dataclass(frozen=True)

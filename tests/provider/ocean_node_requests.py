@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 
 from c2d.chain.escrow import Escrow
-from c2d.chain.signing import ProviderFee, sign_message
+from c2d.chain.signing import ProviderFee, ocean_js_payload
 from c2d.chain.transactions import DataAsset
 from c2d.db.jobs import JobStore
 from c2d.db.pool import Pool
@@ -30,13 +33,19 @@ DATA = b"a\nb\nc\n"
 ENV = "local-cpu"
 
 
-def signed(account: LocalAccount, command: str) -> dict[str, str]:
+def sign_like_ocean_js(account: LocalAccount, message: str) -> str:
+    """ocean.js's signRequest: EIP-191 over the keccak digest as ethers' toBeArray makes it (no leading zeros)."""
+    signed = Account.sign_message(encode_defunct(primitive=ocean_js_payload(message)), account.key)
+    return HexBytes(signed.signature).to_0x_hex()
+
+
+def signed(account: LocalAccount, command: str, nonce: str | None = None) -> dict[str, str]:
     """ocean.js's signature: over the address as sent + nonce + command."""
-    nonce = fresh_nonce()
+    nonce = nonce or fresh_nonce()
     return {
         "consumerAddress": account.address,
         "nonce": nonce,
-        "signature": sign_message(account.key.hex(), f"{account.address}{nonce}{command}"),
+        "signature": sign_like_ocean_js(account, f"{account.address}{nonce}{command}"),
     }
 
 

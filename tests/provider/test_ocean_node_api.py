@@ -12,6 +12,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
+from web3 import Web3
 
 from c2d.chain.deploy import OceanAddresses
 from c2d.chain.escrow import Escrow
@@ -22,6 +23,7 @@ from c2d.stack.stack import Stack
 from provider.escrow_settler import EscrowSettler
 from provider.ocean_node.ddo import canonical_json
 from tests.c2d.escrow_parties import OCEAN
+from tests.helpers import fresh_nonce
 from tests.occupy import occupied, release
 from tests.workflows.conftest import Jobs
 
@@ -337,3 +339,17 @@ def test_a_job_still_queued_after_its_wait_expires_and_its_lock_is_given_back(
     assert (funds.locked, funds.available) == (0, 20 * OCEAN)  # the algorithm never ran: nothing is claimed
     (status,) = client.get("/api/services/compute", params={"consumerAddress": consumer.address}).json()
     assert status["payment"]["cancelTx"] and status["payment"]["cost"] == "0"
+
+
+def test_ocean_js_signatures_hold_when_the_digest_starts_with_a_zero_byte(
+    client: TestClient, consumer: LocalAccount
+) -> None:
+    """ocean.js signs the keccak digest through ethers' toBeArray, which drops leading zero bytes (ocean-node checks
+    it the same way): for 1 message in 256 it signs 31 bytes. Such a signature must hold."""
+    base = int(fresh_nonce())
+    nonce = next(
+        str(n) for n in range(base, base + 100_000) if Web3.keccak(text=f"{consumer.address}{n}encrypt")[0] == 0
+    )
+    query = {"chainId": 8996} | signed(consumer, "encrypt", nonce)
+    response = client.post("/api/services/encrypt", params=query, content=b"secret")
+    assert response.status_code == 201, response.text
