@@ -56,6 +56,14 @@ class JobQueue:
         return [claimed[e.job_id] for e in picks if e.job_id in claimed]
 
 
+    def end_waiting(self, job_id: str, source: str) -> bool:
+        """A job stopped while it waits for room ends now: 70 "Job finished", no results (its algorithm never ran,
+        so an escrow lock is given back whole). False when it is not waiting (claimed meanwhile: the engine stops
+        it)."""
+        with self.pool.connection() as conn:
+            return bool(_end_waiting(conn, [job_id], JobStatus.JOB_FINISHED, source))
+
+
 def _entries(conn: psycopg.Connection[Any], environment: str | None = None) -> tuple[datetime, list[QueueEntry]]:
     """The database's clock and every unfinished job (of ``environment``)."""
     row = conn.execute("SELECT clock_timestamp()").fetchone()
@@ -78,10 +86,14 @@ def _entries(conn: psycopg.Connection[Any], environment: str | None = None) -> t
 
 
 def _expire(conn: psycopg.Connection[Any], job_ids: list[str], source: str) -> None:
-    """Waiting jobs -> 2 "Job expired in queue", finished without results (the results' expiry as
-    :meth:`JobStore.transition` sets it), with an event each."""
-    status = JobStatus.EXPIRED_IN_QUEUE
-    conn.execute(
+    """Waiting jobs -> 2 "Job expired in queue", finished without results, with an event each."""
+    _end_waiting(conn, job_ids, JobStatus.EXPIRED_IN_QUEUE, source)
+
+
+def _end_waiting(conn: psycopg.Connection[Any], job_ids: list[str], status: JobStatus, source: str) -> list[str]:
+    """Those of ``job_ids`` still waiting -> ``status``, finished without results (the results' expiry as
+    :meth:`JobStore.transition` sets it), with an event each; the ids it ended (a job claimed meanwhile is not)."""
+    rows = conn.execute(
         "WITH ended AS (UPDATE jobs SET status = %(status)s, status_text = %(text)s, "
         "  date_finished = clock_timestamp(), updated_at = clock_timestamp(), "
         "  expiry = clock_timestamp() + (jobs.expiry - jobs.date_created) "
@@ -89,7 +101,7 @@ def _expire(conn: psycopg.Connection[Any], job_ids: list[str], source: str) -> N
         "  RETURNING job_id) "
         "INSERT INTO job_events (job_id, old_status, status, status_text, source, detail) "
         "SELECT job_id, %(queued)s, %(status)s, %(text)s, %(source)s, '{}'::jsonb "
-        "FROM ended",
+        "FROM ended RETURNING job_id",
         {
             "ids": job_ids,
             "status": int(status),
@@ -97,7 +109,8 @@ def _expire(conn: psycopg.Connection[Any], job_ids: list[str], source: str) -> N
             "queued": int(JobStatus.WARMING_UP),
             "source": source,
         },
-    )
+    ).fetchall()
+    return [str(row[0]) for row in rows]
 
 
 def _claim(conn: psycopg.Connection[Any], job_ids: list[str], source: str) -> list[JobRecord]:

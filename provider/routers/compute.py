@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from c2d.db.job_queue import JobQueue
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.exceptions import ObjectNotFoundError, StorageError
 from c2d.status import STOPREQ_API
@@ -129,8 +130,11 @@ SignedJobs = Annotated[JobQuery, Depends(signed_job_query)]
 
 
 def _stop(services: Services, job: JobRecord) -> None:
-    if services.jobs.request_stop(job.job_id, STOPREQ_API) and services.engine:
-        services.engine.stop(job.job_id)
+    """Ask the engine to stop the job; a job still waiting for room ends at once (it never ran)."""
+    if services.jobs.request_stop(job.job_id, STOPREQ_API):
+        ended = JobQueue(services.jobs.pool).end_waiting(job.job_id, "provider")
+        if not ended and services.engine:
+            services.engine.stop(job.job_id)
     services.statuses.drop(job.owner)  # the next status read sees it at once (the notification follows)
 
 

@@ -341,6 +341,22 @@ def test_a_job_still_queued_after_its_wait_expires_and_its_lock_is_given_back(
     assert status["payment"]["cancelTx"] and status["payment"]["cost"] == "0"
 
 
+def test_a_queued_job_stopped_by_its_consumer_ends_at_once(
+    client: TestClient, market: Market, consumer: LocalAccount, jobs: Jobs, pool: Pool
+) -> None:
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    with occupied(pool, ENV, 4):
+        body = free_body(dataset, algorithm, queueMaxWaitTime=600) | signed(consumer, FREE)
+        (job,) = client.post("/api/services/freeCompute", json=body).json()
+        stop = client.put("/api/services/compute", params={"jobId": job["jobId"]} | signed(consumer, "stopCompute"))
+        assert stop.status_code == 200, stop.text
+        record = jobs.wait(job["jobId"], timeout=5)  # not after its 600 s wait, nor once room frees
+    assert (record.status, record.stopreq, record.results or []) == (70, 1, [])
+    assert jobs.statuses(job["jobId"]) == [1, 70]
+    assert environment(client)["queuedJobs"] == 0
+
+
 def test_ocean_js_signatures_hold_when_the_digest_starts_with_a_zero_byte(
     client: TestClient, consumer: LocalAccount
 ) -> None:
