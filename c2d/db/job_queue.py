@@ -55,7 +55,6 @@ class JobQueue:
             claimed = {record.job_id: record for record in _claim(conn, [e.job_id for e in picks], source)}
         return [claimed[e.job_id] for e in picks if e.job_id in claimed]
 
-
     def end_waiting(self, job_id: str, source: str) -> bool:
         """A job stopped while it waits for room ends now: 70 "Job finished", no results (its algorithm never ran,
         so an escrow lock is given back whole). False when it is not waiting (claimed meanwhile: the engine stops

@@ -254,13 +254,6 @@ class JobStore(JobResults):
             )
             return cur.rowcount == 1
 
-    def running_count(self, environment: str) -> int:
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM jobs WHERE environment = %s AND date_finished IS NULL", (environment,)
-            ).fetchone()
-        return int(str(row[0])) if row else 0
-
     def update_details(self, job_id: str, details: dict[str, Any]) -> None:
         with self.pool.connection() as conn:
             conn.execute(

@@ -271,7 +271,7 @@ def environments(
             disk_gb=env.disk_gb,
             price_min=env.price_min,
             desc=env.description,
-            current_jobs=services.jobs.running_count(env.id),
+            current_jobs=JobQueue(services.jobs.pool).usage(env).running,  # the jobs holding room, not waiting
             max_jobs=env.max_jobs,
             consumer_address=env.consumer_address or services.address,
             storage_expiry=env.storage_expiry,

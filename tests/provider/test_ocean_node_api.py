@@ -97,6 +97,22 @@ def test_a_free_job_runs_the_trusted_algorithm_within_the_free_tier(
     assert result.status_code == 200 and result.content == b"3"
 
 
+def test_additional_viewers_download_the_results_others_do_not(
+    client: TestClient, market: Market, consumer: LocalAccount, jobs: Jobs
+) -> None:
+    viewer, stranger = Account.create(), Account.create()
+    algorithm = market.publish("algorithm", ALGORITHM)
+    dataset = market.publish("dataset", DATA, **trusting(algorithm))
+    body = free_body(dataset, algorithm, additionalViewers=[viewer.address]) | signed(consumer, FREE)
+    (job,) = client.post("/api/services/freeCompute", json=body).json()
+    assert jobs.wait(job["jobId"]).status == 70
+    for account, expected in ((viewer, 200), (stranger, 404)):
+        query = {"jobId": job["jobId"], "index": 0} | signed(account, "getComputeResult")
+        response = client.get("/api/services/computeResult", params=query)
+        assert response.status_code == expected, response.text
+        assert expected != 200 or response.content == b"3"
+
+
 def test_free_job_rejections_start_nothing(
     client: TestClient, market: Market, consumer: LocalAccount, pool: Pool
 ) -> None:
