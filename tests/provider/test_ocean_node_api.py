@@ -5,7 +5,6 @@ jobs, and the queue (jobs that wait for room, expire, and give their escrow lock
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.c2d.escrow_parties import OCEAN
 from tests.helpers import fresh_nonce
 from tests.occupy import occupied, release
 from tests.workflows.conftest import Jobs
+from workflows.local.interpret import interpret
 
 from .market import Market
 from .ocean_node_requests import (
@@ -87,8 +87,10 @@ def test_a_free_job_runs_the_trusted_algorithm_within_the_free_tier(
     assert {r["id"]: r["amount"] for r in job["resources"]} == {"cpu": 0.5, "ram": 0.5, "disk": 1.0}
     record = jobs.wait(job["jobId"])
     assert record.status == 70, record
-    workflow = json.dumps(record.workflow)
-    assert '"cpu": "500m"' in workflow or "0.5" in workflow  # the engine got the asked half core
+    plan = interpret(record.workflow or {}, {})  # what the local engine enforces
+    algorithm_step = plan.step("algorithm")
+    assert (algorithm_step.cpu, algorithm_step.memory) == (0.5, 512 * 1024**2)  # the asked half core, ram's minimum
+    assert (plan.disk_bytes, algorithm_step.deadline) == (1024**3, 60)  # the free tier's limit on the run
 
     (status,) = client.get("/api/services/compute", params={"consumerAddress": consumer.address}).json()[-1:]
     assert status["results"][0]["index"] == 0 and status["results"][0]["filename"] == "count.txt"
