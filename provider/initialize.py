@@ -23,7 +23,7 @@ from provider.models import (
     InitializedInput,
     ProviderFeeResponse,
 )
-from provider.orders import validate_order
+from provider.orders import order_if_valid
 from provider.services import Services
 from provider.trust import check_algorithm_allowed
 
@@ -50,20 +50,16 @@ def _initialize_input(
     tx = request.transfer_tx_id
     reuse: str | None = None
     if tx:
-        try:
-            order = validate_order(
-                services.chain,
-                tx,
-                asset,
-                service,
-                sender=consumer,
-                provider_address=services.address,
-                resource=resource,
-                environment=env.id if service.type == "compute" else None,
-                allow_expired_fee=True,
-            )
-        except ComputeRequestError:
-            order = None
+        order = order_if_valid(
+            services.chain,
+            tx,
+            asset,
+            service,
+            sender=consumer,
+            provider_address=services.address,
+            resource=resource,
+            environment=env.id if service.type == "compute" else None,
+        )
         if order is not None:
             used = services.jobs.order_used(services.chain.chain_id, order.tx)
             fee_valid = not order.fee.valid_until or order.fee.valid_until >= valid_until

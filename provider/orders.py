@@ -132,3 +132,34 @@ def validate_order(
     elif sender not in (consumer, payer):
         raise _fail(resource, f"the order was made by {payer} for {consumer}, not for {sender}")
     return ValidOrder(HexBytes(tx).to_0x_hex(), start_tx, consumer, payer, fee)
+
+
+def order_if_valid(
+    chain: Chain,
+    tx: str,
+    asset: Asset,
+    service: Service,
+    *,
+    sender: str,
+    provider_address: str,
+    resource: str,
+    environment: str | None,
+    made_out_to: str | None = None,
+) -> ValidOrder | None:
+    """For initializeCompute: the order ``tx`` when it still holds (:func:`validate_order`; its provider fee may
+    have expired, a new one is then offered), else None."""
+    try:
+        return validate_order(
+            chain,
+            tx,
+            asset,
+            service,
+            sender=sender,
+            provider_address=provider_address,
+            resource=resource,
+            environment=environment,
+            allow_expired_fee=True,
+            made_out_to=made_out_to,
+        )
+    except ComputeRequestError:
+        return None

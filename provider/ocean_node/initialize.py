@@ -23,7 +23,7 @@ from provider.models import (
     ProviderFeeResponse,
     ResourceRequest,
 )
-from provider.orders import validate_order
+from provider.orders import order_if_valid
 from provider.services import Services
 from provider.trust import check_algorithm_allowed
 
@@ -75,21 +75,17 @@ def _input_answer(
         consumer_address=made_out_to,
     )
     if request.transfer_tx_id:
-        try:
-            order = validate_order(
-                services.chain,
-                request.transfer_tx_id,
-                asset,
-                service,
-                sender=consumer,
-                provider_address=services.address,
-                resource=resource,
-                environment=env.id if service.type == "compute" else None,
-                allow_expired_fee=True,
-                made_out_to=made_out_to,
-            )
-        except ComputeRequestError:
-            order = None
+        order = order_if_valid(
+            services.chain,
+            request.transfer_tx_id,
+            asset,
+            service,
+            sender=consumer,
+            provider_address=services.address,
+            resource=resource,
+            environment=env.id if service.type == "compute" else None,
+            made_out_to=made_out_to,
+        )
         if order is not None:
             return answer.model_copy(update={"valid_order": order.tx})
     fee = services.fees.sign(env, service.datatoken, service.id, 0, free=True)
