@@ -27,9 +27,10 @@ from c2d.db.job_queue import JobQueue
 from c2d.db.job_records import ComputeTerms, JobDetails
 from c2d.environments import ComputeEnvironment
 from c2d.exceptions import ChainError, ResourceRequestError
-from provider.auth import required_address, verify_command
-from provider.exceptions import ComputeRequestError, NodeProtocolError, ProviderError, RequestValidationFailed
+from provider.auth import required_address
+from provider.exceptions import ComputeRequestError, NodeProtocolError, ProviderError
 from provider.models import ComputeAlgorithm, ComputeStartRequest, ComputeStatus
+from provider.ocean_node.auth import node_signer
 from provider.ocean_node.initialize import asked_resources
 from provider.payments import JobCharge
 from provider.services import Services
@@ -67,21 +68,6 @@ def _missing(body: ComputeStartRequest, command: str, fields: tuple[str, ...]) -
         )
 
 
-def _signed_by(services: Services, body: ComputeStartRequest, command: str) -> str:
-    """The consumer, once its signature over address + nonce + command holds (the nonce is then used)."""
-    try:
-        consumer = required_address(body.consumer_address)
-    except ProviderError:
-        raise NodeProtocolError('Parameter : "consumerAddress" is not a valid web3 address') from None
-    try:
-        verify_command(services.nonces, consumer, str(body.consumer_address), command, body.nonce, body.signature)
-    except RequestValidationFailed as exc:
-        if "nonce" in exc.errors or str(exc.errors.get("signature", "")).startswith("Invalid signature: nonce"):
-            raise NodeProtocolError(f"nonce: {body.nonce} is not a valid nonce", 401) from None
-        raise NodeProtocolError("consumer address and nonce signature mismatch", 401) from None
-    return consumer
-
-
 def _fits(services: Services, env: ComputeEnvironment, amounts: dict[str, float], free: bool) -> None:
     """Refuses a job the environment cannot hold now (ocean-node's checkIfResourcesAreAvailable): what the running
     and admitted jobs hold and the queued jobs reserve is taken (:mod:`c2d.db.capacity`)."""
@@ -96,7 +82,7 @@ def start_node_compute(services: Services, body: ComputeStartRequest, *, free: b
     _missing(body, command, FREE_FIELDS if free else PAID_FIELDS)
     if not free and (body.max_job_duration or 0) <= 0:
         raise NodeProtocolError("Invalid maxJobDuration")
-    consumer = _signed_by(services, body, command)
+    consumer = node_signer(services.nonces, body.consumer_address, command, body.nonce, body.signature)
     env = services.settings.environment(body.environment or "")
     if env is None:
         raise NodeProtocolError("Invalid C2D Environment", 500)

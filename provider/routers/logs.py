@@ -6,7 +6,8 @@ output, streamed as it is written.
 stdout and stderr from its first byte, that ends when the algorithm ends (at most
 ``C2D_PROVIDER__LIVE_LOG_MAX_BYTES``; the whole log is a result of the job). 404 "Job not found or not running"
 when the job does not exist, is not the caller's, or is not running its algorithm (ocean-node's answer; it does
-not check the owner, this node does). A bad signature or nonce is Ocean's 400 validation error (ocean-node: 401).
+not check the owner, this node does). Errors are ocean-node's, as text: 401 for a bad signature or nonce, 400 for a
+missing job id or address, 404 as above.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from provider.auth import required_address, verify_command
-from provider.exceptions import PLAIN_TEXT_ERRORS, NotFound, RequestValidationFailed, ServiceUnavailable
+from provider.exceptions import NodeProtocolError, ServiceUnavailable, node_error_responses
 from provider.models import OpenApi, QueryText
+from provider.ocean_node.auth import node_signer
 from provider.services import ServicesDep
 from workflows.exceptions import EngineError
 from workflows.livelogs import LogStream
@@ -31,11 +32,13 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/services", tags=["compute"])
 COMMAND = "getComputeStreamableLogs"
 NOT_RUNNING = "Job not found or not running"
+MISSING_JOB_ID = 'Missing one ( "jobId" ) or more required field(s) for command: "getComputeStreamableLogs"'
 POLL_SECONDS = 0.2  # between looks at a log with nothing new: no thread is held while waiting
 MEDIA_TYPE = "text/plain; charset=utf-8"
 
 LOG_RESPONSES: dict[int | str, OpenApi] = {
-    **PLAIN_TEXT_ERRORS,
+    **node_error_responses(text=True),
+    404: {"description": NOT_RUNNING, "content": {"text/plain": {"schema": {"type": "string"}}}},
     200: {
         "description": "the algorithm's output as it is written (chunked), until the algorithm ends",
         "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
@@ -102,13 +105,12 @@ def streamable_logs(
     nonce: QueryText = None,
     signature: QueryText = None,
 ) -> LogResponse:
-    owner = required_address(consumer_address)
     if not job_id:
-        raise RequestValidationFailed({"jobId": ["The jobId field is required."]})
-    verify_command(services.nonces, owner, consumer_address or "", COMMAND, nonce, signature)
+        raise NodeProtocolError(MISSING_JOB_ID, text=True)
+    owner = node_signer(services.nonces, consumer_address, COMMAND, nonce, signature, text=True)
     job = services.jobs.get(job_id)
     if job is None or job.owner.lower() != owner.lower() or job.finished:
-        raise NotFound(NOT_RUNNING)
+        raise NodeProtocolError(NOT_RUNNING, 404, text=True)
     if services.logs is None:
         raise ServiceUnavailable("this node does not stream logs of running jobs")
     try:
@@ -117,5 +119,5 @@ def streamable_logs(
         log.warning("job %s: its algorithm's log cannot be followed: %s", job_id, exc)
         raise ServiceUnavailable("the algorithm's log cannot be read now; try again shortly") from None
     if stream is None:
-        raise NotFound(NOT_RUNNING)
+        raise NodeProtocolError(NOT_RUNNING, 404, text=True)
     return LogResponse(stream, services.settings.provider.live_log_max_bytes)

@@ -141,30 +141,30 @@ def test_refusals(
         return httpx.get(api + URL, params=params, timeout=30)
 
     unknown = get(_query(consumer, "0" * 32))
-    assert (unknown.status_code, unknown.json()) == (404, {"error": NOT_RUNNING})
+    assert (unknown.status_code, unknown.text) == (404, NOT_RUNNING)
     not_hex = get(_query(consumer, "../../etc"))
-    assert (not_hex.status_code, not_hex.json()) == (404, {"error": NOT_RUNNING})
+    assert (not_hex.status_code, not_hex.text) == (404, NOT_RUNNING)
     other_owner = get(_query(publisher, job_id))  # well signed, by someone else than the job's owner
-    assert (other_owner.status_code, other_owner.json()) == (404, {"error": NOT_RUNNING})
+    assert (other_owner.status_code, other_owner.text) == (404, NOT_RUNNING)
 
     forged = _query(consumer, job_id) | {"signature": _query(publisher, job_id, consumer.address)["signature"]}
     bad = get(forged)
-    assert bad.status_code == 400 and "Invalid signature" in bad.json()["errors"]["signature"]
+    assert (bad.status_code, bad.text) == (401, "consumer address and nonce signature mismatch")  # ocean-node's
     legacy = _query(consumer, job_id)  # signed provider v2.1's way: the message differs
     legacy["signature"] = sign_message(consumer.key.hex(), f"{consumer.address}{job_id}{legacy['nonce']}")
-    assert get(legacy).status_code == 400
+    assert get(legacy).status_code == 401
     signed = _query(consumer, job_id)
     assert get(signed | {"jobId": "0" * 32}).status_code == 404  # (a valid request consumes its nonce)
     replay = get(signed)
-    assert replay.status_code == 400 and "not greater than the last one used" in replay.json()["errors"]["signature"]
+    assert (replay.status_code, replay.text) == (401, f"nonce: {signed['nonce']} is not a valid nonce")
     missing = get({k: v for k, v in _query(consumer, job_id).items() if k != "jobId"})
-    assert missing.status_code == 400 and "jobId" in missing.json()["errors"]
+    assert missing.status_code == 400 and missing.text.startswith('Missing one ( "jobId" )')
     lowercase = get(_query(consumer, job_id, consumer.address.lower()))  # the address is signed as sent
     assert lowercase.status_code == 200
 
     assert jobs.wait(job_id).status == 70
     finished = get(_query(consumer, job_id))
-    assert (finished.status_code, finished.json()) == (404, {"error": NOT_RUNNING})
+    assert (finished.status_code, finished.text) == (404, NOT_RUNNING)
 
 
 def test_a_job_not_yet_running_its_algorithm_has_no_live_log(
@@ -175,7 +175,7 @@ def test_a_job_not_yet_running_its_algorithm_has_no_live_log(
     job_id = jobs.submit(job_spec(SLOW_LINES, [f"{file_server.url}/flaky-live.csv"], owner=consumer.address), ENV)
     jobs.wait(job_id, status=20)
     response = httpx.get(api + URL, params=_query(consumer, job_id), timeout=30)
-    assert (response.status_code, response.json()) == (404, {"error": NOT_RUNNING})
+    assert (response.status_code, response.text) == (404, NOT_RUNNING)
     jobs.wait(job_id, status=40)
     assert httpx.get(api + URL, params=_query(consumer, job_id), timeout=30).status_code == 200
     assert jobs.wait(job_id).status == 70
