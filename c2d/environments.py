@@ -131,6 +131,12 @@ class ComputeEnvironment(BaseModel):
         update = {"cpu": amounts["cpu"], "ram_gb": amounts["ram"], "disk_gb": amounts["disk"]}
         return self.model_copy(update={**update, "max_job_duration": max_job_duration})
 
+    def bounds(self, resource: Resource, *, free: bool = False) -> tuple[float, float]:
+        """The least and the most of ``resource`` one job gets; for a free job the free tier's maximum, the minimum
+        never above it."""
+        top = self.free.max_of(resource.id) if free and self.free else resource.max
+        return min(resource.min, top), top
+
     def job_resources(self, asked: Mapping[str, float], *, free: bool = False) -> dict[str, float]:
         """The amounts a job gets, as ocean-node fills them: what it asked for, raised to each resource's minimum
         (the minimum when not asked). Raises :class:`ResourceRequestError` for an unknown resource, a negative
@@ -144,8 +150,7 @@ class ComputeEnvironment(BaseModel):
                 raise ResourceRequestError(f"Invalid amount {amount} of {name}")
         amounts: dict[str, float] = {}
         for resource in self.resource_table():
-            top = self.free.max_of(resource.id) if free and self.free else resource.max
-            low = min(resource.min, top)
+            low, top = self.bounds(resource, free=free)
             wanted = asked.get(resource.id)
             wanted = low if wanted is None or wanted < low else wanted
             if wanted > top:

@@ -71,6 +71,15 @@ class NodeProtocolError(ProviderError):
         self.text = text
 
     @classmethod
+    def missing(cls, field: str, command: str, required: tuple[str, ...], *, text: bool = False) -> NodeProtocolError:
+        """ocean-node's 400 for a request without one of ``command``'s ``required`` fields."""
+        return cls(
+            f'Missing one ( "{field}" ) or more required field(s) for command: "{command}". '
+            f"Required fields: {','.join(required)}",
+            text=text,
+        )
+
+    @classmethod
     def of(cls, error: ProviderError, *, text: bool = False) -> NodeProtocolError:
         """A legacy-shaped error, said in ocean-node's shape (same status, its readable message); ``text``: written
         as text (initializeCompute)."""

@@ -73,10 +73,6 @@ class Payments:
         escrow = Escrow(chain, addresses.escrow) if addresses and addresses.escrow else None
         return cls(chain, escrow, locks, account, settings.provider.escrow_claim_timeout, fees.token)
 
-    @property
-    def escrow_address(self) -> str | None:
-        return self.escrow.address if self.escrow else None
-
     def payee(self, env: ComputeEnvironment) -> str:
         """Who an environment's escrow locks pay (and its orders are made out to): its ``consumer_address``, or the
         node's own."""

@@ -26,13 +26,11 @@ def describe(services: Services, env: ComputeEnvironment) -> NodeEnvironmentInfo
     table = env.resource_table()
     free = None
     if env.free is not None:
+        free_bounds = [(r, env.bounds(r, free=True)) for r in table]
         free = FreeTierInfo(
             max_job_duration=env.free.max_job_duration,
             max_jobs=env.free.max_jobs,
-            resources=[
-                FreeResource(id=r.id, max=env.free.max_of(r.id), min=min(r.min, env.free.max_of(r.id)), total=r.total)
-                for r in table
-            ],
+            resources=[FreeResource(id=r.id, min=low, max=top, total=r.total) for r, (low, top) in free_bounds],
             storage_expiry=env.storage_expiry,
         )
     prices = [ResourcePrice(id=r.id, price=r.price) for r in table]

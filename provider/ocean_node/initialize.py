@@ -96,11 +96,7 @@ def initialize_node_compute(services: Services, request: InitializeComputeReques
     """ocean-node's initializeCompute; raises :class:`NodeProtocolError` with ocean-node's status and message."""
     missing = _missing(request)
     if missing:
-        raise _fail(
-            f'Missing one ( "{missing}" ) or more required field(s) for command: "{COMMAND}". '
-            f"Required fields: {','.join(REQUIRED)}",
-            400,
-        )
+        raise NodeProtocolError.missing(missing, COMMAND, REQUIRED, text=True)
     try:
         consumer = required_address(request.consumer_address)
     except ProviderError:

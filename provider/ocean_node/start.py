@@ -62,10 +62,7 @@ def _missing(body: ComputeStartRequest, command: str, fields: tuple[str, ...]) -
     }
     missing = next((name for name in fields if values[name] is None), None)
     if missing:
-        raise NodeProtocolError(
-            f'Missing one ( "{missing}" ) or more required field(s) for command: "{command}". '
-            f"Required fields: {','.join(fields)}"
-        )
+        raise NodeProtocolError.missing(missing, command, fields)
 
 
 def _fits(services: Services, env: ComputeEnvironment, amounts: dict[str, float], free: bool) -> None:
