@@ -40,6 +40,7 @@ from c2d.chain.artifacts import Artifacts
 from c2d.chain.client import Chain
 from c2d.chain.deploy import read_address_file
 from c2d.db.pool import open_pool
+from c2d.placement import Toleration
 from c2d.settings import (
     ANVIL_KEYS,
     ArgoSettings,
@@ -48,7 +49,6 @@ from c2d.settings import (
     FetchSettings,
     PostgresSettings,
     StorageSettings,
-    Toleration,
     load_settings,
 )
 from c2d.stack.postgres import database_dsn

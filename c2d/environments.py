@@ -11,10 +11,11 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from c2d.exceptions import ResourceRequestError
+from c2d.placement import Toleration
 
 DEFAULT_PIPELINE = ("input-fetch", "algorithm", "output-publish")
-ResourceId = Literal["cpu", "ram", "disk"]
-"""The resources a job asks for, in ocean-node's names and order: cores, GB of memory, GB of disk (gpu: later)."""
+ResourceId = Literal["cpu", "ram", "disk", "gpu"]
+"""The resources a job asks for, in ocean-node's names and order: cores, GB of memory, GB of disk, whole GPUs."""
 RESOURCE_IDS: tuple[ResourceId, ...] = get_args(ResourceId)
 
 
@@ -35,9 +36,41 @@ class FreeTier(BaseModel):
     cpu: float = Field(default=1.0, gt=0, description="Most cores a free job gets.")
     ram_gb: float = Field(default=1.0, gt=0, description="Most memory a free job gets, GiB.")
     disk_gb: float = Field(default=1.0, gt=0, description="Most disk a free job gets, GiB.")
+    gpus: int = Field(default=0, ge=0, description="Most GPUs a free job gets (environments with GPUs).")
 
     def max_of(self, resource: ResourceId) -> float:
-        return {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb}[resource]
+        return {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb, "gpu": self.gpus}[resource]
+
+
+class GpuTerms(BaseModel):
+    """The GPUs of an environment: whole devices, each held by one running job at a time and given back when
+    it ends. The local engine grants host devices ``/dev/nvidia<N>`` by their index N; on Argo, the cluster's
+    device plugin picks them (resource ``nvidia.com/gpu``) on nodes that match ``node_selector``."""
+
+    devices: list[int] = Field(
+        min_length=1,
+        description="Indexes N of the /dev/nvidiaN devices the local engine may grant; on argo, their count is "
+        "how many GPUs the environment's jobs may hold at once.",
+    )
+    max_per_job: int | None = Field(default=None, ge=1, description="Most GPUs one job gets; default all.")
+    description: str = Field(default="NVIDIA GPU", max_length=200, description="The model, as clients show it.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="argo: node labels of the GPU nodes (e.g. nvidia.com/gpu.present=true)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="argo: taints of the GPU nodes that this environment's job pods tolerate."
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError("devices must be distinct indexes >= 0")
+        return value
+
+    @property
+    def per_job(self) -> int:
+        return self.max_per_job or len(self.devices)
 
 
 def resources_cost(prices: Mapping[str, float], amounts: Mapping[str, float], seconds: float) -> Decimal:
@@ -86,6 +119,13 @@ class ComputeEnvironment(BaseModel):
     resources: dict[ResourceId, ResourceTerms] = Field(
         default_factory=dict, description="Per resource: min per job, total, price per unit-minute (ocean.js jobs)."
     )
+    gpu: GpuTerms | None = Field(default=None, description="The GPUs this environment hands out; none when unset.")
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        description="GPUs the algorithm gets: a job of ocean-node's protocol asks for its own number (resource "
+        "gpu, at least resources.gpu.min), any other job gets this many.",
+    )
     min_job_duration: int = Field(default=60, ge=0, description="Escrow jobs pay for at least this long, seconds.")
     free: FreeTier | None = Field(default=None, description="Free jobs (POST /freeCompute); none when unset.")
     queue_reserve_after: int = Field(
@@ -108,6 +148,13 @@ class ComputeEnvironment(BaseModel):
 
     @model_validator(mode="after")
     def _resource_bounds(self) -> ComputeEnvironment:
+        per_job = self.gpu.per_job if self.gpu else 0
+        if self.gpus > per_job:
+            raise ValueError(f"gpus ({self.gpus}) is above the GPUs one job may get ({per_job})")
+        if self.gpu and self.gpu.per_job > len(self.gpu.devices):
+            raise ValueError(f"gpu.max_per_job is above the {len(self.gpu.devices)} declared devices")
+        if "gpu" in self.resources and self.gpu is None:
+            raise ValueError("resources.gpu needs gpu (the devices)")
         for resource in self.resource_table():
             if resource.min > resource.max:
                 raise ValueError(f"resources.{resource.id}.min is above the per-job maximum {resource.max}")
@@ -115,12 +162,25 @@ class ComputeEnvironment(BaseModel):
                 raise ValueError(f"resources.{resource.id}.total is below the per-job maximum {resource.max}")
         return self
 
+    def per_job(self, resource: ResourceId) -> float:
+        """How much of ``resource`` a job gets that does not ask (a Provider v2.1 job): the environment's own
+        ``cpu``, ``ram_gb``, ``disk_gb``, ``gpus``; for a sized copy (:meth:`sized`), the job's amounts."""
+        return {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb, "gpu": float(self.gpus)}[resource]
+
     def resource_table(self) -> list[Resource]:
-        """cpu, ram, disk (in that order, which clients index): per-job bounds, totals and prices."""
+        """cpu, ram, disk, then gpu when the environment has GPUs (in that order, which clients index): per-job
+        bounds, totals and prices. A GPU's minimum is 0 unless set (a job gets GPUs only when it asks); its
+        total is the number of devices."""
         table = []
         for resource in RESOURCE_IDS:
-            top = {"cpu": self.cpu, "ram": self.ram_gb, "disk": self.disk_gb}[resource]
             terms = self.resources.get(resource) or ResourceTerms()
+            if resource == "gpu":
+                if self.gpu is None:
+                    continue
+                top, total = float(self.gpu.per_job), float(len(self.gpu.devices))
+                table.append(Resource(resource, terms.min or 0.0, top, total, terms.price))
+                continue
+            top = self.per_job(resource)
             low = top if terms.min is None else terms.min
             table.append(Resource(resource, low, top, terms.total or top * self.max_jobs, terms.price))
         return table
@@ -129,6 +189,7 @@ class ComputeEnvironment(BaseModel):
         """This environment cut to one job's resources and duration: what the engines enforce (cgroup limits, disk
         cap, deadline, Argo requests/limits) for a job that asked for them (amounts from :meth:`job_resources`)."""
         update = {"cpu": amounts["cpu"], "ram_gb": amounts["ram"], "disk_gb": amounts["disk"]}
+        update["gpus"] = int(amounts.get("gpu", 0))
         return self.model_copy(update={**update, "max_job_duration": max_job_duration})
 
     def bounds(self, resource: Resource, *, free: bool = False) -> tuple[float, float]:
@@ -143,11 +204,14 @@ class ComputeEnvironment(BaseModel):
         amount, more than one job may have, or free resources where the environment offers no free jobs."""
         if free and self.free is None:
             raise ResourceRequestError("This env does not support free jobs")
+        offered = {resource.id for resource in self.resource_table()}
         for name, amount in asked.items():
-            if name not in RESOURCE_IDS:
+            if name not in offered:
                 raise ResourceRequestError(f"No such resource {name}")
             if not math.isfinite(amount) or amount < 0:
                 raise ResourceRequestError(f"Invalid amount {amount} of {name}")
+            if name == "gpu" and amount != int(amount):
+                raise ResourceRequestError(f"Invalid amount {amount} of gpu: GPUs are whole devices")
         amounts: dict[str, float] = {}
         for resource in self.resource_table():
             low, top = self.bounds(resource, free=free)

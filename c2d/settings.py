@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from c2d.environments import ComputeEnvironment, default_environments
 from c2d.exceptions import UnsupportedImageError
 from c2d.images import node_image
+from c2d.placement import Toleration
 
 # Anvil's well-known development keys (mnemonic "test test ... junk"). They are public: the node
 # refuses to use them against any chain but the embedded one (see Settings._refuse_dev_keys).
@@ -205,18 +206,6 @@ def _default_runtimes() -> list[RuntimeSettings]:
     ocean = RuntimeSettings(image_prefix="oceanprotocol/algo_dockers:python", paths=[base], path_env=path_env)
     node = RuntimeSettings(image_prefix="node", paths=[], path_env="/usr/local/bin:/usr/bin:/bin")
     return [python, ocean, node]
-
-
-class Toleration(BaseModel):
-    """A Kubernetes toleration for job pods (the fields of core/v1 Toleration that scheduling uses)."""
-
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(
-        default=None, ge=0, description="NoExecute only: how long the pod stays once the taint appears."
-    )
 
 
 # The taints the node lifecycle controller puts on a node whose kubelet stopped answering (Ready Unknown) or

@@ -23,7 +23,8 @@ from hera.workflows import Container
 from pydantic import BaseModel
 
 from c2d.environments import ComputeEnvironment
-from c2d.settings import ArgoSettings, EngineSettings, S3Settings, Settings, Toleration
+from c2d.placement import Toleration
+from c2d.settings import ArgoSettings, EngineSettings, S3Settings, Settings
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.labels import STAGES
 from workflows.spec import JobSpec

@@ -38,10 +38,10 @@ EPSILON = 1e-9  # amounts are sums of floats: 0.1 + 0.2 fits in 0.3
 
 
 def held_by(env: ComputeEnvironment, terms: ComputeTerms | None) -> dict[str, float]:
-    """What a job of ``env`` holds of each resource: its terms' amounts, the per-job maximum for any not named
-    (all of them for a job without terms)."""
+    """What a job of ``env`` holds of each resource: its terms' amounts, what the environment gives a job that does
+    not ask for any not named (all of them for a job without terms: the per-job maximum, and ``gpus`` GPUs)."""
     amounts = (terms or {}).get("resources") or {}
-    return {r.id: float(amounts.get(r.id, r.max)) for r in env.resource_table()}
+    return {r.id: float(amounts.get(r.id, env.per_job(r.id))) for r in env.resource_table()}
 
 
 @dataclass(frozen=True)

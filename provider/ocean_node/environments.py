@@ -18,7 +18,7 @@ from provider.models import (
 )
 from provider.services import Services
 
-RESOURCE_TYPES = {"cpu": "cpu", "ram": "ram", "disk": "disk"}
+RESOURCE_TYPES = {"cpu": "cpu", "ram": "ram", "disk": "disk", "gpu": "gpu"}
 
 
 def describe(services: Services, env: ComputeEnvironment) -> NodeEnvironmentInfo:

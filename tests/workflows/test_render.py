@@ -15,7 +15,7 @@ import yaml
 from hera.workflows import Container
 
 from c2d.environments import ComputeEnvironment
-from c2d.settings import Toleration
+from c2d.placement import Toleration
 from workflows.builder import build_workflow
 from workflows.exceptions import UnknownStepError, WorkflowError
 from workflows.registry import BuildOptions, StepContext, StepRegistry

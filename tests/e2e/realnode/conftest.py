@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient
 from c2d.chain.client import Chain
 from c2d.chain.deploy import OceanAddresses
 from c2d.db.pool import Pool
-from c2d.settings import Settings, Toleration
+from c2d.placement import Toleration
+from c2d.settings import Settings
 from c2d.stack.stack import Stack
 from provider.app import create_app
 from tests.fileserver import FileServer, serve_files
