@@ -24,3 +24,4 @@ STAGES = ("configure", "algorithm", "filter", "publish")
 # lives in a Secret under the same key.
 FETCH_SPEC_PARAMETER = "fetch-spec"
 FETCH_SPEC_REFERENCE = "{{workflow.parameters.fetch-spec}}"
+GPU_RESOURCE = "nvidia.com/gpu"  # the device plugin's extended resource: whole GPUs of a container

@@ -66,6 +66,8 @@ def sandboxed_mounts() -> list[models.VolumeMount]:
 
 
 def sandboxed_resources(ctx: StepContext) -> Resources:
+    """The algorithm's requests = limits: the (job-sized) environment's cores, memory and disk, and its GPUs as
+    ``nvidia.com/gpu`` (whole devices; what the local engine grants too) when it has any."""
     env = ctx.environment
     return Resources(
         cpu_request=env.cpu,
@@ -74,6 +76,8 @@ def sandboxed_resources(ctx: StepContext) -> Resources:
         memory_limit=_mebibytes(env.memory_bytes),
         ephemeral_request=_mebibytes(env.disk_bytes),
         ephemeral_limit=_mebibytes(env.disk_bytes),
+        gpus=env.gpus or None,
+        gpu_flag=labels.GPU_RESOURCE,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from c2d.environments import GpuTerms
 from workflows.exceptions import UnsupportedWorkflowError
 from workflows.local.interpret import depends_met, interpret, quantity
 
@@ -32,6 +33,20 @@ def test_plan_of_the_default_pipeline(workflow: dict[str, Any]) -> None:
     assert fetch.retry is not None and fetch.retry.exit_code == 75 and fetch.retry.limit == 2
     assert fetch.env["C2D_FETCH_SPEC"].startswith('{"datasets"')  # the parameter was substituted
     assert plan.volumes["data"].kind == "job" and plan.volumes["tmp"].kind == "scratch"
+    assert [s.gpus for s in plan.steps] == [0, 0, 0]
+
+
+def test_the_algorithm_alone_asks_for_the_jobs_gpus(tmp_path: Path) -> None:
+    env = make_environment().model_copy(update={"gpu": GpuTerms(devices=[0, 1, 2]), "gpus": 2})
+    workflow: dict[str, Any] = render(job_spec("pass", ["https://example.com/a"]), env, tmp_path)
+    templates: list[dict[str, Any]] = workflow["spec"]["templates"]
+    algorithm = next(t for t in templates if t["name"] == "algorithm")
+    assert algorithm["container"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert [(s.task, s.gpus) for s in interpret(workflow).steps] == [
+        ("input-fetch", 0),
+        ("algorithm", 2),
+        ("output-publish", 0),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,7 @@ class Step:
     memory: int | None
     disk: int | None
     pids: int | None
+    gpus: int  # whole GPUs (limit nvidia.com/gpu): the engine grants this many devices of their own
     max_files: int | None
     deadline: int | None
     retry: Retry | None
@@ -112,8 +113,8 @@ class Step:
         template, no mounts, limits, deadline, retry, outputs or dependencies."""
         return cls(
             task=task, template=task, stage=stage, image=image, command=command, env=env or {}, working_dir=None,
-            mounts=[], egress=egress, cpu=None, memory=None, disk=None, pids=None, max_files=None, deadline=None,
-            retry=None, outputs={}, depends=None,
+            mounts=[], egress=egress, cpu=None, memory=None, disk=None, pids=None, gpus=0, max_files=None,
+            deadline=None, retry=None, outputs={}, depends=None,
         )  # fmt: skip
 
 
@@ -277,6 +278,7 @@ def _step(task: models.DAGTask, template: models.Template, scope: dict[str, str]
         memory=int(quantity(limits["memory"])) if "memory" in limits else None,
         disk=int(quantity(limits["ephemeral-storage"])) if "ephemeral-storage" in limits else None,
         pids=int(annotations[labels.PIDS]) if labels.PIDS in annotations else None,
+        gpus=int(quantity(limits[labels.GPU_RESOURCE])) if labels.GPU_RESOURCE in limits else 0,
         max_files=int(annotations[labels.MAX_FILES]) if labels.MAX_FILES in annotations else None,
         deadline=int(quantity(deadline)) if deadline is not None else None,
         retry=_retry(template.retry_strategy, where),
