@@ -422,6 +422,8 @@ class KubeClient:
                 _request_timeout=(10.0, timeout_seconds + 30),
             )
             for event in events:
+                if event is None:  # the client's reading of a blank line in the stream: no event
+                    continue
                 yield {"type": event["type"], "object": event["raw_object"]}
         except ApiException as exc:
             raise _api_error("WATCH workflows", exc) from None
