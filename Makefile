@@ -48,9 +48,11 @@ tests/oceanjs/node_modules/.installed: tests/oceanjs/package.json tests/oceanjs/
 	@cd tests/oceanjs && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# tools/cgroup2_vm.py: qemu and the distribution's kernel, for the cgroup v2 tests on a host that mounts v1
 setup: $(VENV)/.installed node_modules/.installed tests/oceanjs/node_modules/.installed
 	@tools/setup_system.sh
 	@tools/setup_ocean_venv.sh .venv-ocean
+	@$(PY) tools/cgroup2_vm.py setup
 
 # MinIO and Kubo for the storage tests, built from the Go module proxy (cached in .cache/storage;
 # cold: about 10 minutes on 2 cores). Without Go those tests are skipped and say why.

@@ -1,60 +1,42 @@
-"""cgroup v1 limits for one sandboxed step: memory (OOM-kill inside the group), pids, CPU quota.
+"""cgroup limits for one sandboxed step, on cgroup v1 or v2 (:mod:`workflows.local.cgroup_layout`): memory
+(OOM-kill inside the group, no swap around it), pids, CPU quota.
 
-The step's first process joins the groups before it execs anything (see :meth:`StepCgroup.prefix`),
+The step's first process joins its group(s) before it execs anything (see :meth:`StepCgroup.prefix`),
 so every descendant is counted and :meth:`StepCgroup.kill` reaches all of them. It joins by writing ``0``
-into each group's ``tasks``: that moves the writing thread — all of a single-threaded process — without
-the kernel's global lock that writing a pid into ``cgroup.procs`` (or ``tasks``) takes, whose first use
-after a quiet while waits for an RCU grace period (~11 ms of each step's start on this VM). Controllers that
-cannot be used here (no cgroup v1 mount, no permission) are reported in ``missing``; the sandbox then
-falls back to rlimits (address space) and says so in the job's details.
+into each group's join file (v1 ``tasks``: that moves the writing thread — all of a single-threaded process —
+without the kernel's global lock that writing a pid into ``cgroup.procs`` takes, whose first use after a quiet
+while waits for an RCU grace period, ~11 ms of each step's start on this VM; v2 ``cgroup.procs``). Controllers
+that cannot be used here (no such controller, no permission, no delegated subtree) are reported in
+``missing``; the sandbox then falls back to rlimits (address space) and says so in the job's details.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workflows.local.cgroup_layout import Layout, detect
 from workflows.local.identity import Identity
 
-CONTROLLERS = ("memory", "pids", "cpu")
-CPU_PERIOD_US = 100_000
 STALE_AFTER = 600.0  # seconds: a step group empty and this old was left by an engine that was killed
-JOBS_CPU_SHARES = 256  # all job steps together weigh a quarter of one node process under contention
 # rlimit -> (sh's ulimit flag, its unit): POSIX counts -c and -f in 512-byte blocks; -v (dash, bash) in KiB
 ULIMITS = {"core": ("c", 512), "nofile": ("n", 1), "fsize": ("f", 512), "as": ("v", 1024)}
 
 
-@functools.cache
-def _own_path(controller: str) -> str:
-    """This process's cgroup path for a v1 controller, from /proc/self/cgroup (read once: the node's
-    processes never move between groups)."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, names, path = line.split(":", 2)
-        if controller in names.split(","):
-            return path.lstrip("/")
-    return ""
+def prepare_jobs_group(root: Path) -> list[str]:
+    """Make the group that holds every step (v2: the delegated subtree, see :mod:`~workflows.local.cgroup_layout`)
+    and give it a low CPU weight: when the machine is saturated, the node's own processes (the API, the engine,
+    Postgres) still get the CPU they need. Returns the controllers that steps cannot get here (empty: all)."""
+    return detect(root).prepare()
 
 
-def _jobs_group(root: Path, controller: str) -> Path:
-    """The group under which every step's group of ``controller`` is made (``c2d`` below this process's)."""
-    return root / controller / _own_path(controller) / "c2d"
-
-
-def prepare_jobs_group(root: Path) -> bool:
-    """Give the group that holds every step a low CPU weight: when the machine is saturated, the node's
-    own processes (the API, the engine, Postgres) still get the CPU they need. False if not possible."""
-    group = _jobs_group(root, "cpu")
-    try:
-        group.mkdir(parents=True, exist_ok=True)
-        (group / "cpu.shares").write_text(str(JOBS_CPU_SHARES))
-    except OSError:
-        return False
-    return True
+def layout_name(root: Path) -> str:
+    """``v1`` or ``v2``: the layout the steps' groups are made on."""
+    return detect(root).name
 
 
 def remove_stale_groups(root: Path, min_age: float = STALE_AFTER) -> int:
@@ -63,9 +45,9 @@ def remove_stale_groups(root: Path, min_age: float = STALE_AFTER) -> int:
     refuses), and the age spares a group that an engine on this host has just created for its step."""
     removed = 0
     now = time.time()
-    for controller in CONTROLLERS:
+    for parent in detect(root).jobs_groups():
         try:
-            entries = list(os.scandir(_jobs_group(root, controller)))
+            entries = list(os.scandir(parent))
         except OSError:
             continue
         for entry in entries:
@@ -83,32 +65,32 @@ class StepCgroup:
     groups: dict[str, Path] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
+    layout: Layout | None = None
+
     @classmethod
     def create(cls, root: Path, name: str, *, memory: int | None, pids: int | None, cpu: float | None) -> StepCgroup:
-        made = cls()
+        layout = detect(root)
+        made = cls(layout=layout)
         wanted = {"memory": memory, "pids": pids, "cpu": cpu}
         for controller, value in wanted.items():
             if value is None:
                 continue
-            parent = _jobs_group(root, controller)
-            group = parent / name
+            group = layout.step_group(controller, name)
             try:
                 group.mkdir(parents=True, exist_ok=True)
-                if controller == "memory":
-                    _write(group / "memory.limit_in_bytes", int(value))
-                    if _has_memsw(parent):  # no swapping around the limit
-                        _write(group / "memory.memsw.limit_in_bytes", int(value))
-                elif controller == "pids":
-                    _write(group / "pids.max", int(value))
-                else:
-                    _write(group / "cpu.cfs_period_us", CPU_PERIOD_US)
-                    _write(group / "cpu.cfs_quota_us", max(1000, int(float(value) * CPU_PERIOD_US)))
+                layout.limit(group, controller, float(value))
             except OSError:
                 made.missing.append(controller)
-                _rmdir(group)
+                if controller not in made.groups and group not in made.groups.values():
+                    _rmdir(group)
                 continue
             made.groups[controller] = group
         return made
+
+    @property
+    def directories(self) -> list[Path]:
+        """The step's groups, each once (v2: one group holds every controller)."""
+        return list(dict.fromkeys(self.groups.values()))
 
     def prefix(
         self, rlimits: dict[str, int], identity: Identity | None = None, keyring: str | None = None
@@ -126,25 +108,29 @@ class StepCgroup:
             limit = f"ulimit -{flag} {-(-int(value) // unit)}"  # rounded up: never tighter than asked
             script += f"{limit} || {fail % ('set ' + name + ' to ' + str(value))}; "
         start = [*(identity.become() if identity else []), *([keyring, "session", "-"] if keyring else [])]
-        files = [str(group / "tasks") for group in self.groups.values()]
+        files = [str(group / self._join_file) for group in self.directories]
         return ["/bin/sh", "-c", script + 'exec "$@"', "c2d-step", *files, "--", *start]
 
     def open_tasks(self) -> list[int]:
-        """Write-only descriptors of every group's ``tasks``, for a single-threaded process (not started
+        """Write-only descriptors of every group's join file, for a single-threaded process (not started
         through :meth:`prefix`) to join by writing ``0`` into each; the caller closes them."""
         fds: list[int] = []
         try:
-            for group in self.groups.values():
-                fds.append(os.open(group / "tasks", os.O_WRONLY | os.O_CLOEXEC))
+            for group in self.directories:
+                fds.append(os.open(group / self._join_file, os.O_WRONLY | os.O_CLOEXEC))
         except OSError:
             for fd in fds:
                 os.close(fd)
             raise
         return fds
 
+    @property
+    def _join_file(self) -> str:
+        return self.layout.join_file if self.layout else "tasks"
+
     def pids(self) -> set[int]:
         found: set[int] = set()
-        for group in self.groups.values():
+        for group in self.directories:
             try:
                 with open(group / "cgroup.procs", "rb", buffering=0) as procs:
                     found.update(int(pid) for pid in procs.read().split())
@@ -153,8 +139,12 @@ class StepCgroup:
         return found
 
     def kill(self, timeout: float = 2.0) -> None:
-        """SIGKILL every process in the groups until none is left (a fork bomb keeps forking)."""
+        """SIGKILL every process in the groups until none is left (a fork bomb keeps forking): at once with
+        cgroup v2's ``cgroup.kill``, else one signal per process until the group is empty."""
         deadline = time.monotonic() + timeout
+        if self.layout is not None:
+            for group in self.directories:
+                self.layout.kill_all(group)
         while (pids := self.pids()) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
@@ -163,45 +153,19 @@ class StepCgroup:
 
     def oom_killed(self) -> bool:
         group = self.groups.get("memory")
-        if group is None:
-            return False
-        try:
-            for line in (group / "memory.oom_control").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
-        except OSError:
-            return False
-        return False
+        return bool(group and self.layout and self.layout.oom_kills(group) > 0)
 
     def peak_memory(self) -> int | None:
         group = self.groups.get("memory")
-        try:
-            return int((group / "memory.max_usage_in_bytes").read_text()) if group else None
-        except OSError:
-            return None
+        return self.layout.peak_memory(group) if group and self.layout else None
 
     def remove(self) -> None:
         """Delete the groups, killing whatever is still in them first."""
-        for group in self.groups.values():
+        for group in self.directories:
             if not _rmdir(group, attempts=1):  # busy: processes are left (or just exiting)
                 self.kill()
                 _rmdir(group)
         self.groups.clear()
-
-
-def _write(path: Path, value: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, str(value).encode())
-    finally:
-        os.close(fd)
-
-
-@functools.cache
-def _has_memsw(parent: Path) -> bool:
-    """Whether memory groups have a memory+swap limit here (swap accounting on); the same for every group."""
-    return (parent / "memory.memsw.limit_in_bytes").exists()
 
 
 def _rmdir(group: Path, attempts: int = 50) -> bool:

@@ -32,7 +32,7 @@ from workflows.engine_base import BackgroundEngine
 from workflows.exceptions import EngineError, JobSetupError, SandboxError, UnsupportedWorkflowError
 from workflows.livelogs import LogStream
 from workflows.local import jobdisk
-from workflows.local.cgroups import prepare_jobs_group, remove_stale_groups
+from workflows.local.cgroups import layout_name, prepare_jobs_group, remove_stale_groups
 from workflows.local.folders import spread_subfolders
 from workflows.local.identity import Identity
 from workflows.local.interpret import Plan, interpret
@@ -83,9 +83,17 @@ class LocalEngine(BackgroundEngine):
             conn.close()
             raise EngineError("another local engine is already running on this database; stop it first")
         self.lock_conn = conn
-        if not prepare_jobs_group(self.settings.engine.cgroup_root):
-            log.warning("job steps could not get a lower CPU weight than the node (no cgroup v1 cpu controller)")
-        if stale := remove_stale_groups(self.settings.engine.cgroup_root):
+        cgroup_root = self.settings.engine.cgroup_root
+        if missing := prepare_jobs_group(cgroup_root):
+            log.warning(
+                "cgroup %s: job steps cannot be limited by the %s controller(s) here (each job's details name "
+                "what is not enforced: limitsNotEnforced)",
+                layout_name(cgroup_root),
+                ", ".join(missing),
+            )
+        else:
+            log.info("job steps' memory, pids and CPU are limited through cgroup %s", layout_name(cgroup_root))
+        if stale := remove_stale_groups(cgroup_root):
             log.info("removed %d step cgroup(s) left by engines that were killed", stale)
         if not compile_steps(REPO_ROOT):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
