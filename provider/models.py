@@ -455,6 +455,13 @@ class ResourceInfo(WireModel):
     in_use: float = Field(alias="inUse")
 
 
+class GpuResourceInfo(ResourceInfo):
+    """The GPUs of an environment: a resource with the model as ``description`` (ocean-node's GPU resources carry
+    one; its cpu, ram and disk do not)."""
+
+    description: str
+
+
 class ResourcePrice(WireModel):
     id: str
     price: float = Field(description="fee tokens per unit per started minute")
@@ -486,7 +493,8 @@ class Platform(WireModel):
 
 class NodeEnvironmentInfo(WireModel):
     """A compute environment as ocean-node describes it (``GET /computeEnvironments`` without ``chainId``):
-    ``fees`` by chain id, ``resources`` in the order cpu, ram, disk, a ``free`` block when it takes free jobs."""
+    ``fees`` by chain id, ``resources`` in the order cpu, ram, disk (then gpu where it has GPUs), a ``free`` block
+    when it takes free jobs."""
 
     id: str
     description: str
@@ -500,7 +508,7 @@ class NodeEnvironmentInfo(WireModel):
     queued_jobs: int = Field(0, alias="queuedJobs")
     queued_free_jobs: int = Field(0, alias="queuedFreeJobs")
     fees: dict[str, list[FeeTerms]]
-    resources: list[ResourceInfo]
+    resources: list[GpuResourceInfo | ResourceInfo]
     free: FreeTierInfo | None = None
     platform: Platform
 

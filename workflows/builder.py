@@ -3,13 +3,20 @@
 Each step depends on the success of the one before; output-publish runs whatever happened before
 it (``Succeeded || Failed || Errored || Omitted``) so logs are published for failed jobs too, the
 way Ocean's engine publishes after a failed provisioning.
+
+Placement: every job pod goes where the engine's ``node_selector`` and ``tolerations`` say (the Workflow's
+own); a step that asks for GPUs (the algorithm of a job with GPUs) goes to the environment's GPU nodes
+(:func:`gpu_placement`); the other steps of that job stay on ordinary nodes.
 """
 
 from __future__ import annotations
 
-from hera.workflows import DAG, Parameter, Task, Workflow, models
+from collections.abc import Sequence
+
+from hera.workflows import DAG, Container, Parameter, Resources, Task, Workflow, models
 
 from c2d.environments import ComputeEnvironment
+from c2d.placement import Toleration
 from workflows import labels
 from workflows.registry import BuildOptions, StepContext, StepRegistry
 from workflows.spec import JobSpec
@@ -50,6 +57,37 @@ def _data_volume(
     return volumes, [claim]
 
 
+def _tolerations(tolerations: Sequence[Toleration]) -> list[models.Toleration] | None:
+    return [models.Toleration(**t.model_dump(exclude_none=True)) for t in tolerations] or None
+
+
+def asks_for_gpus(template: Container) -> bool:
+    """Whether the template's container asks for ``nvidia.com/gpu`` (as :func:`workflows.templates.
+    sandboxed_resources` does for a job with GPUs)."""
+    resources = template.resources
+    built = resources.build() if isinstance(resources, Resources) else resources
+    if built is None:
+        return False
+    return any(labels.GPU_RESOURCE in (amounts or {}) for amounts in (built.limits, built.requests))
+
+
+def gpu_placement(template: Container, ctx: StepContext) -> None:
+    """Send the pod of a step that asks for GPUs to the environment's GPU nodes (``gpu.node_selector``,
+    ``gpu.tolerations``); a step that asks for none, or sets its own placement, is left as it is.
+
+    Only that pod needs a GPU node: the other steps stay on ordinary nodes and hold no GPU node while they fetch
+    or publish. Argo takes a template's ``nodeSelector`` and ``tolerations`` *instead of* the Workflow's (it does
+    not merge them), so the template repeats the Workflow's own terms (the node pool, the node-lost
+    tolerations) and adds the GPU's; where both name a node label, the GPU's value wins."""
+    gpu, options = ctx.environment.gpu, ctx.options
+    if gpu is None or template.node_selector or template.tolerations or not asks_for_gpus(template):
+        return
+    template.node_selector = {**options.node_selector, **gpu.node_selector} or None
+    tolerations = list(options.tolerations)
+    tolerations += [t for t in gpu.tolerations if t not in tolerations]
+    template.tolerations = _tolerations(tolerations)
+
+
 def _depends(previous: str, task_name: str) -> str:
     if task_name == PUBLISH:
         return " || ".join(f"{previous}.{phase}" for phase in ("Succeeded", "Failed", "Errored", "Omitted"))
@@ -67,6 +105,7 @@ def build_workflow(
         template = step.factory(ctx)
         template.name = name
         template.annotations = {**(template.annotations or {}), labels.STAGE: step.stage}
+        gpu_placement(template, ctx)
         templates.append(template)
     volumes, claims = _data_volume(options, environment)
     # Room for fetch + publish around the algorithm's own deadline.
@@ -101,7 +140,7 @@ def build_workflow(
             ttl_strategy=models.TTLStrategy(seconds_after_completion=options.ttl_seconds),
             volume_claim_gc=models.VolumeClaimGC(strategy="OnWorkflowCompletion"),
             node_selector=options.node_selector or None,
-            tolerations=[models.Toleration(**t.model_dump(exclude_none=True)) for t in options.tolerations] or None,
+            tolerations=_tolerations(options.tolerations),
             volumes=volumes,
             volume_claim_templates=claims or None,
             templates=list(templates),

@@ -1,16 +1,18 @@
-"""``GET /computeEnvironments`` in ocean-node's shape: one flat list, resources in the order cpu, ram, disk; the
-running and queued jobs and what they hold by :mod:`c2d.db.capacity`'s rules (what the engines claim by)."""
+"""``GET /computeEnvironments`` in ocean-node's shape: one flat list, resources in the order cpu, ram, disk, then
+gpu (with its model as ``description``) where the environment has GPUs; the running and queued jobs and what they
+hold by :mod:`c2d.db.capacity`'s rules (what the engines claim by)."""
 
 from __future__ import annotations
 
 import platform
 
 from c2d.db.job_queue import JobQueue
-from c2d.environments import ComputeEnvironment
+from c2d.environments import ComputeEnvironment, Resource
 from provider.models import (
     FeeTerms,
     FreeResource,
     FreeTierInfo,
+    GpuResourceInfo,
     NodeEnvironmentInfo,
     Platform,
     ResourceInfo,
@@ -19,6 +21,13 @@ from provider.models import (
 from provider.services import Services
 
 RESOURCE_TYPES = {"cpu": "cpu", "ram": "ram", "disk": "disk", "gpu": "gpu"}
+
+
+def _resource(env: ComputeEnvironment, resource: Resource, in_use: float) -> ResourceInfo:
+    terms = {"min": resource.min, "max": resource.max, "total": resource.total, "in_use": in_use}
+    if resource.id == "gpu" and env.gpu is not None:
+        return GpuResourceInfo(id="gpu", type="gpu", description=env.gpu.description, **terms)
+    return ResourceInfo(id=resource.id, type=RESOURCE_TYPES[resource.id], **terms)
 
 
 def describe(services: Services, env: ComputeEnvironment) -> NodeEnvironmentInfo:
@@ -47,12 +56,7 @@ def describe(services: Services, env: ComputeEnvironment) -> NodeEnvironmentInfo
         queued_jobs=used.queued,
         queued_free_jobs=used.queued_free,
         fees={str(services.chain.chain_id): [FeeTerms(fee_token=services.fees.token(env), prices=prices)]},
-        resources=[
-            ResourceInfo(
-                id=r.id, type=RESOURCE_TYPES[r.id], min=r.min, max=r.max, total=r.total, in_use=used.in_use[r.id]
-            )
-            for r in table
-        ],
+        resources=[_resource(env, r, used.in_use[r.id]) for r in table],
         free=free,
         platform=Platform(architecture=platform.machine(), os="linux"),
     )

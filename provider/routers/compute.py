@@ -265,8 +265,8 @@ def environments(
             id=env.id,
             cpu_number=env.cpu,
             cpu_type="",
-            gpu_number=0,
-            gpu_type="",
+            gpu_number=env.gpus,  # what a job of this protocol gets: it cannot ask
+            gpu_type=env.gpu.description if env.gpu and env.gpus else "",
             ram_gb=env.ram_gb,
             disk_gb=env.disk_gb,
             price_min=env.price_min,
