@@ -59,6 +59,11 @@ class ResourceRequestError(C2DError):
     """A job asked for resources its environment does not have or cannot give one job."""
 
 
+class GpuBusyError(C2DError):
+    """Not enough of an environment's GPUs are free for a job now (other jobs hold them; devices are host-wide,
+    so a job of another environment that declares the same device holds it too)."""
+
+
 class NonceError(C2DError):
     """A request nonce is not greater than the last one stored for the address."""
 

@@ -303,6 +303,11 @@ class EngineSettings(BaseModel):
         description="Run the node's own fetch/publish/filter steps as Landlock-confined children of one warm "
         "sandboxed runner (needs Landlock ABI >= 6; otherwise each step is its own sandbox).",
     )
+    gpu_dev_dir: Path = Field(
+        default=Path("/dev"),
+        description="Folder of the host's NVIDIA device nodes (nvidia<N>, nvidiactl, nvidia-uvm) that the local "
+        "engine binds into a GPU job's algorithm sandbox (docs/gpu.md).",
+    )
     argo: ArgoSettings = ArgoSettings()
 
     def runtime_for(self, image: str) -> RuntimeSettings:

@@ -19,6 +19,11 @@ class SandboxError(WorkflowError):
     """A sandboxed step could not be set up or started."""
 
 
+class GpuUnavailableError(SandboxError):
+    """A job's GPUs cannot be given to its sandbox: a granted device is gone from this machine, or the NVIDIA
+    driver is not loaded. The message names the GPU index, never a host path."""
+
+
 class EngineError(WorkflowError):
     """The engine refused or failed an operation on a job."""
 

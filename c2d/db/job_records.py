@@ -106,6 +106,7 @@ class JobDetails(TypedDict, total=False):
     sandboxUid: int  # local engine: the host uid its sandboxes ran as (resumed after a restart)
     limitsNotEnforced: list[str]  # local engine: limits this host could not enforce ("memory", "pids", ...)
     protectionsMissing: list[str]  # local engine: sandbox protections this host lacks
+    gpus: list[int]  # local engine: the host GPU indexes granted to it (/dev/nvidia<N>)
     output: OutputRequest
     resultAsset: ResultAssetState
     compute: ComputeTerms

@@ -22,18 +22,27 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from c2d.db import gpu_grants
 from c2d.db.job_queue import JobQueue
 from c2d.db.job_records import ResultEntry, StepDetail
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
+from c2d.exceptions import GpuBusyError
 from c2d.settings import Settings
 from c2d.status import STOPREQ_API, STOPREQ_DEADLINE, JobStatus
 from workflows.engine_base import BackgroundEngine
-from workflows.exceptions import EngineError, JobSetupError, SandboxError, UnsupportedWorkflowError
+from workflows.exceptions import (
+    EngineError,
+    GpuUnavailableError,
+    JobSetupError,
+    SandboxError,
+    UnsupportedWorkflowError,
+)
 from workflows.livelogs import LogStream
 from workflows.local import jobdisk
 from workflows.local.cgroups import layout_name, prepare_jobs_group, remove_stale_groups
 from workflows.local.folders import spread_subfolders
+from workflows.local.gpu import check_devices
 from workflows.local.identity import Identity
 from workflows.local.interpret import Plan, interpret
 from workflows.local.job import REPO_ROOT, JobRun, discard_job_folder
@@ -43,7 +52,7 @@ from workflows.local.sandbox import compile_steps, steps_runtime
 from workflows.local.staging import Staging
 from workflows.local.warm import WarmRunner, WarmRunners
 from workflows.metrics import LOCAL_ERRORS, EngineMetrics
-from workflows.status_map import StepState, ocean_status
+from workflows.status_map import DONE_PHASES, StepState, ocean_status
 
 log = logging.getLogger(__name__)
 ENGINE = "local"
@@ -52,6 +61,7 @@ LOCK_KEY = 0x6332_6C6F  # "c2lo": one local engine per database
 POLL_SECONDS = 0.2
 DB_RETRY_MAX = 5.0  # seconds between attempts while the database is away
 SANDBOX_UID = "sandboxUid"  # job details: the host uid its sandboxes ran as
+GPUS = "gpus"  # job details: the host GPU indexes it was granted
 T = TypeVar("T")
 
 
@@ -59,6 +69,7 @@ class LocalEngine(BackgroundEngine):
     def __init__(self, settings: Settings, pool: Pool, dsn: str) -> None:
         super().__init__(EngineMetrics(ENGINE, LOCAL_ERRORS))
         self.settings = settings
+        self.pool = pool
         self.store = JobStore(pool)
         self.queue = JobQueue(pool)
         self.dsn = dsn
@@ -243,6 +254,11 @@ class LocalEngine(BackgroundEngine):
             self.metrics.error("unsupported_workflow")
             self._finish_error(record.job_id, f"the local engine cannot run this workflow: {exc}")
             return
+        try:
+            devices = self._gpu_devices(record.environment, plan)
+        except GpuUnavailableError as exc:
+            self._finish_error(record.job_id, str(exc))
+            return
         assert self.protections is not None  # set by start()
         pool = self.protections.pool
         recorded = record.details.get(SANDBOX_UID) if resume else None
@@ -271,24 +287,86 @@ class LocalEngine(BackgroundEngine):
             run.stop.set()
         with self.lock:
             self.running[record.job_id] = run
-        self.executor.submit(self._execute, run)
+        self.executor.submit(self._execute, run, devices)
 
     def _release(self, run: JobRun) -> None:
         if run.identity is not None and self.protections is not None and self.protections.pool is not None:
             self.protections.pool.release(run.identity)
+        self._release_gpus(run)
 
-    def _execute(self, run: JobRun) -> None:
+    def _release_gpus(self, run: JobRun) -> None:
+        """Give back the job's GPUs (before its final status is written: its room in the queue is free then)."""
+        if _gpu_count(run.plan):
+            try:
+                self._db(lambda: self._grants(gpu_grants.release, run.job_id))
+            except psycopg.OperationalError:  # the engine closes: its next start drops the grant
+                log.warning("job %s: its GPU grant is left to the next engine start", run.job_id)
+
+    # -- GPUs ---------------------------------------------------------------------------------
+    def _grants(self, action: Callable[..., T], *args: Any) -> T:
+        """``action(conn, *args)`` of :mod:`c2d.db.gpu_grants` on a connection of the pool."""
+        with self.pool.connection() as conn:
+            return action(conn, *args)
+
+    def _gpu_devices(self, environment: str, plan: Plan) -> list[int]:
+        """The host devices a job of ``environment`` may be granted (empty: its plan asks for no GPU).
+        GpuUnavailableError when it asks for GPUs that the node's environment does not declare."""
+        if not _gpu_count(plan):
+            return []
+        env = next((e for e in self.settings.environments if e.id == environment), None)
+        if env is None or env.gpu is None:
+            raise GpuUnavailableError(f"the environment {environment!r} of this node has no GPU")
+        return list(env.gpu.devices)
+
+    def _grant_gpus(self, run: JobRun, devices: list[int]) -> bool:
+        """Grant the job its GPUs (``run.gpus``) unless its GPU steps all ran (a resumed job). While another
+        job holds them (an environment that shares devices), wait. False when the job must not go on: it was
+        ended with the reason (a GPU gone, no driver, stopped while it waited), or the engine closes."""
+        count = _gpu_count(run.plan)
+        if all(run.states.get(s.task, {}).get("phase") in DONE_PHASES for s in run.plan.steps if s.gpus):
+            return True
+        waiting = False
+        while True:
+            try:
+                run.gpus = tuple(self._db(lambda: self._grants(gpu_grants.grant, run.job_id, devices, count)))
+                break
+            except GpuBusyError as exc:
+                if self.closing.is_set():
+                    return False  # left for recovery, like any job running at close
+                if run.stop.is_set():
+                    self._release_gpus(run)
+                    self._finish_error(run.job_id, "stopped while it waited for a free GPU")
+                    return False
+                if not waiting:
+                    log.info("job %s waits for a GPU: %s", run.job_id, exc)
+                    waiting = True
+                self.closing.wait(POLL_SECONDS)
         try:
+            check_devices(self.settings.engine.gpu_dev_dir, run.gpus)
+        except GpuUnavailableError as exc:
+            self.metrics.error("job_setup")
+            log.error("job %s: %s", run.job_id, exc)
+            self._release_gpus(run)
+            self._finish_error(run.job_id, str(exc))
+            return False
+        return True
+
+    def _execute(self, run: JobRun, devices: list[int]) -> None:
+        try:
+            if devices and not self._grant_gpus(run, devices):
+                return
             try:
                 results = run.run()
             except JobSetupError as exc:
                 self.metrics.error("job_setup")
                 log.error("job %s: %s", run.job_id, exc)
+                self._release_gpus(run)
                 self._finish_error(run.job_id, f"could not set up the job: {exc}")
                 return
             if run.abandoned:
                 log.warning("job %s: left for recovery (engine shutting down)", run.job_id)
                 return
+            self._release_gpus(run)
             self._finish(run, results)
             # Then the folder (a crash in between leaves it to the next start's sweep, see _recover)
             if self.settings.engine.keep_job_dirs:
@@ -324,6 +402,7 @@ class LocalEngine(BackgroundEngine):
         pending_statuses.append((int(status.status), status.text))
         if write:
             detail = {"steps": states} | _sandbox_detail(run.identity if run else None)
+            detail |= {GPUS: list(run.gpus)} if run and run.gpus else {}
             self._db(lambda: self.store.advance(job_id, pending_statuses, detail, SOURCE))
             pending_statuses.clear()
 
@@ -334,6 +413,7 @@ class LocalEngine(BackgroundEngine):
         steps = [_state(step.task, step.stage, run.states) for step in run.plan.steps]
         status = ocean_status(steps, workflow_done=True, stopreq=stopreq)
         detail: dict[str, Any] = {"steps": run.states} | _sandbox_detail(run.identity)
+        detail |= {GPUS: list(run.gpus)} if run.gpus else {}
         if run.limits_missing:
             detail["limitsNotEnforced"] = run.limits_missing
         if self.protections is not None and self.protections.missing:
@@ -364,6 +444,10 @@ class LocalEngine(BackgroundEngine):
     # -- recovery -----------------------------------------------------------------------------
     def _recover(self) -> None:
         unfinished = self.store.unfinished(ENGINE)
+        # GPUs held by jobs that no longer run (the jobs resumed below are granted theirs again)
+        resumed = [record.job_id for record in unfinished if record.status != JobStatus.WARMING_UP]
+        for device, job_id in self._grants(gpu_grants.release_all_but, resumed).items():
+            log.warning("GPU %d given back: its job %s is not running", device, job_id)
         # A job's folder outlives it only when an engine died between its final status and the folder's
         # removal (or while a job failed to start): none of a finished job's data stays on disk.
         if not self.settings.engine.keep_job_dirs:
@@ -391,6 +475,11 @@ def storage_secrets(settings: Settings) -> dict[str, dict[str, str]]:
 def _sandbox_detail(identity: Identity | None) -> dict[str, Any]:
     """The host uid of the job's sandboxes, in its details: a job resumed after a restart gets it back."""
     return {SANDBOX_UID: identity.uid} if identity else {}
+
+
+def _gpu_count(plan: Plan) -> int:
+    """The GPUs a job holds from start to end: as many as its most demanding step asks for."""
+    return max((step.gpus for step in plan.steps), default=0)
 
 
 def _state(task: str, stage: str, states: dict[str, StepDetail]) -> StepState:

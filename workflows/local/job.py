@@ -30,8 +30,8 @@ from c2d.db.job_records import ResultEntry, StepDetail
 from c2d.exceptions import UnsupportedImageError
 from c2d.fstree import DEFAULT_MAX_DEPTH, TreeError, remove_tree, walk
 from c2d.settings import EngineSettings
-from workflows.exceptions import JobSetupError, SandboxError
-from workflows.local import jobdisk, seccomp
+from workflows.exceptions import GpuUnavailableError, JobSetupError, SandboxError
+from workflows.local import gpu, jobdisk, seccomp
 from workflows.local.cgroups import StepCgroup
 from workflows.local.identity import Identity
 from workflows.local.interpret import Plan, Step, depends_met
@@ -118,6 +118,7 @@ class JobRun:
     reach: Callable[[Path], Path] = Path  # where the job's uid finds a host folder (workflows.local.staging)
     # (template, outcome, seconds) of each step that ended, retries included (never one left to recovery)
     on_step_end: Callable[[str, str, float], None] = _no_metrics
+    gpus: tuple[int, ...] = ()  # the host GPUs the engine granted the job (c2d.db.gpu_grants), before run()
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         known = cast(StepDetail, {key: value for key, value in values.items() if value is not None})
@@ -265,6 +266,8 @@ class JobRun:
             runtime = self._runtime(step)
             binds = self._binds(step, attempt)
             env = step_environment(step, runtime)
+            access = self._gpu_access(step)
+            env |= access.env
         except (SandboxError, UnsupportedImageError) as exc:
             return Outcome("Error", None, clean_text(str(exc)))
         cgroup = StepCgroup.create(
@@ -291,7 +294,9 @@ class JobRun:
                     self.warm.launch, step, binds, tmp, log_file, rlimits, cgroup
                 )
             else:
-                start = functools.partial(self._sandbox, step, runtime, binds, env, log_file, rlimits, cgroup)
+                start = functools.partial(
+                    self._sandbox, step, runtime, binds, env, log_file, rlimits, cgroup, access.args
+                )
         except SandboxError as exc:
             cgroup.remove()
             return Outcome("Error", None, clean_text(str(exc)))
@@ -299,6 +304,7 @@ class JobRun:
         redactions = tuple((str(host), inside) for host, inside, _, _ in binds if host is not None)
         redactions += ((str(self.job_dir), "<job>"), (str(self.store_dir), "<results store>"))
         redactions += tuple((str(path), "<node>") for path in self.hidden)
+        redactions += ((str(self.engine.gpu_dev_dir), "/dev"),) if access.devices else ()
         disk_full = self.disk.exhausted if self.disk else None
         if step.disk or step.max_files:
             watch = Watch(writable, step.disk, step.max_files, self.max_depth, disk_full, redactions)
@@ -314,6 +320,15 @@ class JobRun:
             cgroup.remove()
             self._hand_back(binds)
 
+    def _gpu_access(self, step: Step) -> gpu.GpuAccess:
+        """The GPUs of ``step``'s sandbox: none for a step that asks for none; GpuUnavailableError rather than
+        a GPU step that runs without all its GPUs."""
+        if step.gpus == 0:
+            return gpu.GpuAccess(())
+        if len(self.gpus) != step.gpus:
+            raise GpuUnavailableError(f"the job holds {len(self.gpus)} of the {step.gpus} GPU(s) its step needs")
+        return gpu.sandbox_access(self.engine.gpu_dev_dir, self.gpus)
+
     def _sandbox(
         self,
         step: Step,
@@ -323,6 +338,7 @@ class JobRun:
         log_file: Path,
         rlimits: dict[str, int],
         cgroup: StepCgroup,
+        device_args: list[str],
     ) -> SandboxProcess:
         """Start the step as its own bubblewrap sandbox, as the job's uid, with the seccomp filter and a new
         session keyring; the launch prefix joins the step's cgroups first."""
@@ -331,7 +347,14 @@ class JobRun:
         try:  # the filter's descriptor belongs to the launch from here on: bwrap_command closes it on failure
             seccomp_fd = seccomp.program_fd(program) if program is not None else None
             launch = bwrap_command(
-                self.engine.bwrap, step, runtime, binds, self.hidden, seccomp_fd=seccomp_fd, reach=self.reach
+                self.engine.bwrap,
+                step,
+                runtime,
+                binds,
+                self.hidden,
+                seccomp_fd=seccomp_fd,
+                reach=self.reach,
+                device_args=device_args,
             )
             argv = [*cgroup.prefix(rlimits, self.identity, self.protections.keyctl), *launch.argv]
             return SandboxProcess(argv, env, log_file, setup_channel(log_file), launch.fds)

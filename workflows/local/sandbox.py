@@ -25,7 +25,7 @@ import os
 import re
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,17 +164,19 @@ def bwrap_command(
     host_pids: bool = False,
     seccomp_fd: int | None = None,
     reach: Callable[[Path], Path] = _unchanged,
+    device_args: Sequence[str] = (),
 ) -> Launch:
     """``binds``: (host folder or None for a tmpfs, path inside, read-only, tmpfs size). ``host_pids``: keep
     the host's pid namespace and mount no /proc (the warm step runner: the engine must reach its
     children by pid; they confine themselves with Landlock, which also scopes their signals), and start the
     command as it is (the runner's stderr is its log). ``seccomp_fd``: the filter bubblewrap loads
     (:func:`workflows.local.seccomp.program_fd`; it joins the launch's descriptors). ``reach``: where the
-    sandbox's uid finds a host folder (:meth:`workflows.local.staging.Staging.reach`). SandboxError when a
+    sandbox's uid finds a host folder (:meth:`workflows.local.staging.Staging.reach`). ``device_args``: what
+    gives the step its GPUs (:func:`workflows.local.gpu.sandbox_access`), after the new /dev. SandboxError when a
     bound folder is missing; the launch's descriptors are then closed."""
     launch = Launch([], [seccomp_fd] if seccomp_fd is not None else [])
     try:
-        launch.argv = _arguments(bwrap, step, runtime, binds, hidden, host_pids, seccomp_fd, reach)
+        launch.argv = _arguments(bwrap, step, runtime, binds, hidden, host_pids, seccomp_fd, reach, device_args)
     except BaseException:
         launch.close()
         raise
@@ -190,6 +192,7 @@ def _arguments(
     host_pids: bool,
     seccomp_fd: int | None,
     reach: Callable[[Path], Path],
+    device_args: Sequence[str] = (),
 ) -> list[str]:
     if host_pids:
         namespaces = ["--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -214,6 +217,7 @@ def _arguments(
     system_args, system_dirs = _system_binds(step.egress)
     args += system_args
     args += ["--dev", "/dev"] if host_pids else [*_proc_args(), "--dev", "/dev"]
+    args += device_args
     # tmpfs mounts and /tmp first: a runtime or the checkout may live under /tmp and must stay visible.
     if not any(inside == "/tmp" for _, inside, _, _ in binds):
         args += ["--size", str(64 * 1024**2), "--tmpfs", "/tmp"]

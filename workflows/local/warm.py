@@ -219,6 +219,7 @@ class WarmRunner:
         command = step.command
         return (
             self.alive
+            and step.gpus == 0  # its children get no device: a GPU step is its own sandbox
             and step.image == self.engine.step_image
             and len(command) >= 3
             and command[:2] == ["python", "-m"]
