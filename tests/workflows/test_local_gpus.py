@@ -7,6 +7,7 @@ with them (nvidia-smi, cuInit) is tools/gpu_check.py's to check on an NVIDIA mac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -139,6 +140,17 @@ def test_a_gpu_job_of_an_environment_the_node_does_not_declare_fails(jobs: Jobs,
     job = jobs.wait(jobs.submit(job_spec(SEE, [f"{file_server.url}/undeclared.csv"]), UNDECLARED))
     assert job.status == JobStatus.DATA_PROVISIONING_FAILED
     assert job.status_text.endswith("the environment 'gpu-undeclared' of this node has no GPU")
+
+
+def test_the_engine_names_at_start_the_gpus_this_machine_lacks(
+    engine: LocalEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="workflows.local.engine"):
+        engine._check_gpus()  # what start() runs
+    assert [r.getMessage() for r in caplog.records] == [
+        "environment gpu-gone: GPU 7 of this environment is not available on this machine; "
+        "its GPU jobs will fail to start"
+    ]
 
 
 # -- the sandbox's part, without an engine -------------------------------------------------------

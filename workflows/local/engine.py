@@ -106,6 +106,7 @@ class LocalEngine(BackgroundEngine):
             log.info("job steps' memory, pids and CPU are limited through cgroup %s", layout_name(cgroup_root))
         if stale := remove_stale_groups(cgroup_root):
             log.info("removed %d step cgroup(s) left by engines that were killed", stale)
+        self._check_gpus()
         if not compile_steps(REPO_ROOT):
             log.warning("the step programs' bytecode could not be written; each step compiles them at start")
         for folder in (self.settings.jobs_dir, self.settings.store_dir):
@@ -307,6 +308,16 @@ class LocalEngine(BackgroundEngine):
         """``action(conn, *args)`` of :mod:`c2d.db.gpu_grants` on a connection of the pool."""
         with self.pool.connection() as conn:
             return action(conn, *args)
+
+    def _check_gpus(self) -> None:
+        """Say at start which environment declares GPUs this machine lacks (its GPU jobs will end with the error
+        then): the operator learns it before a consumer pays for one."""
+        for env in self.settings.environments:
+            if env.gpu is not None:
+                try:
+                    check_devices(self.settings.engine.gpu_dev_dir, env.gpu.devices)
+                except GpuUnavailableError as exc:
+                    log.warning("environment %s: %s; its GPU jobs will fail to start", env.id, exc)
 
     def _gpu_devices(self, environment: str, plan: Plan) -> list[int]:
         """The host devices a job of ``environment`` may be granted (empty: its plan asks for no GPU).
