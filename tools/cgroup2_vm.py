@@ -46,7 +46,10 @@ ip link set lo up
 for module in $(cat /modules.order); do insmod "/modules/$module" || echo "c2d-vm: insmod $module failed"; done
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host || poweroff -f
+keep="$(sed -n 's/.*c2d\.keep=\([^ ]*\).*/\1/p' /proc/cmdline)"  # a checkout under /tmp stays visible
+[ -n "$keep" ] && mkdir -p /kept && mount --bind "/host$keep" /kept
 for folder in tmp run var/tmp; do mount -t tmpfs -o mode=1777 tmpfs "/host/$folder"; done
+[ -n "$keep" ] && mkdir -p "/host$keep" && mount --move /kept "/host$keep"
 mount --move /dev /host/dev
 mount --move /sys /host/sys
 mount --move /proc /host/proc
@@ -96,9 +99,12 @@ def _apt(*args: str, cwd: Path | None = None) -> None:
 
 def _kernel_package() -> str:
     """The kernel image package the distribution's ``linux-image-amd64`` points at now."""
-    shown = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True).stdout
-    if found := re.search(r"Depends: (linux-image-\d\S*)", shown):
-        return found.group(1)
+    for attempt in range(2):
+        if attempt:  # no package lists (a fresh machine, or cleaned): fetch them once
+            subprocess.run(["apt-get", "update"], capture_output=True, check=False)
+        shown = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True).stdout
+        if found := re.search(r"Depends: (linux-image-\d\S*)", shown):
+            return found.group(1)
     raise SystemExit("error: apt-cache knows no linux-image-amd64 (is this Debian amd64?)")
 
 
@@ -159,7 +165,7 @@ def setup() -> None:
         cpio = subprocess.run(
             [str(initramfs / "bin" / "busybox"), "cpio", "-o", "-H", "newc"],
             cwd=initramfs,
-            input="\n".join(["."] + files).encode(),
+            input="\n".join([".", *files]).encode(),
             capture_output=True,
             check=True,
         ).stdout
@@ -180,6 +186,8 @@ def run(command: list[str], env: dict[str, str], memory_mib: int, cpus: int, tim
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     with tempfile.NamedTemporaryFile("w", dir=scripts, suffix=".sh", delete=False) as script:
         script.write(RUN.format(cwd=shlex.quote(os.getcwd()), env=exports, command=shlex.join(command)))
+    hidden = [Path(folder) for folder in ("/tmp", "/run", "/var/tmp")]  # tmpfs in the machine
+    keep = f" c2d.keep={REPO}" if any(REPO.is_relative_to(folder) for folder in hidden) else ""
     qemu = [
         "qemu-system-x86_64",
         "-accel",
@@ -197,7 +205,7 @@ def run(command: list[str], env: dict[str, str], memory_mib: int, cpus: int, tim
         "-initrd",
         str(INITRD),
         "-append",
-        f"console=ttyS0 loglevel=2 panic=-1 cgroup_no_v1=all c2d.run={script.name}",
+        f"console=ttyS0 loglevel=2 panic=-1 cgroup_no_v1=all c2d.run={script.name}{keep}",
         "-virtfs",
         "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     ]
