@@ -1,10 +1,10 @@
 """Check on a real NVIDIA machine that the local engine's GPU sandboxes work (docs/gpu.md); not run by tests.
 
 Builds the algorithm sandbox exactly as the engine does (workflows.local.sandbox.bwrap_command with the
-engine's seccomp filter and workflows.local.gpu.sandbox_access for the granted device) and runs in it
-``nvidia-smi -L`` and CUDA's ``cuInit`` + ``cuDeviceGetCount`` (through libcuda, no CUDA toolkit needed);
-then the same checks in a sandbox without GPUs, which must see no device. Prints a PASS or FAIL line each;
-exit status 1 when any failed. Usage, from the repository root (as the engine's user, root or not):
+engine's seccomp filter and workflows.local.gpu.sandbox_access for the granted device) and runs in it the GPU
+probe (:data:`workflows.local.gpu.PROBE`: ``nvidia-smi -L`` and CUDA's device count through libcuda, no CUDA
+toolkit needed); then the same probe in a sandbox without GPUs, which must see no device. Prints a PASS or
+FAIL line each; exit status 1 when any failed. Usage, from the repository root (as the engine's user, root or not):
 
     .venv/bin/python tools/gpu_check.py [--device N] [--dev-dir /dev] [--bwrap bwrap]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,14 +25,6 @@ from workflows.local import gpu, seccomp
 from workflows.local.interpret import Step
 from workflows.local.sandbox import Runtime, bwrap_command
 
-CUDA = (
-    "import ctypes, sys\n"
-    "try:\n    cuda = ctypes.CDLL('libcuda.so.1')\n"
-    "except OSError as exc:\n    print('no libcuda:', exc); sys.exit(2)\n"
-    "code = cuda.cuInit(0); count = ctypes.c_int(-1)\n"
-    "if code == 0: code = cuda.cuDeviceGetCount(ctypes.byref(count))\n"
-    "print('cuInit/cuDeviceGetCount', code, 'devices', count.value); sys.exit(0 if code == 0 else 1)\n"
-)
 HOST = Runtime((), "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin:/usr/local/nvidia/bin")
 
 
@@ -49,6 +42,17 @@ def run(bwrap: str, command: list[str], devices: tuple[int, ...], dev_dir: Path)
     finally:
         launch.close()
     return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def probe(bwrap: str, devices: tuple[int, ...], dev_dir: Path) -> tuple[dict[str, object], str]:
+    """What a sandbox with ``devices`` sees of the GPUs (:data:`workflows.local.gpu.PROBE`), and its output."""
+    code, out = run(bwrap, ["python3", "-c", gpu.PROBE], devices, dev_dir)
+    last = out.splitlines()[-1] if out else ""
+    try:
+        seen = json.loads(last) if code == 0 else {}
+    except json.JSONDecodeError:
+        seen = {}
+    return (seen if isinstance(seen, dict) else {}), out
 
 
 def main() -> int:
@@ -74,15 +78,15 @@ def main() -> int:
         report(False, "devices and driver files found", str(exc))
         return 1
     try:
-        code, out = run(args.bwrap, ["nvidia-smi", "-L"], granted, args.dev_dir)
-        lines = [line for line in out.splitlines() if line.startswith("GPU ")]
-        report(code == 0 and len(lines) == 1, "GPU sandbox: nvidia-smi -L lists exactly 1 GPU", out)
-        code, out = run(args.bwrap, ["python3", "-c", CUDA], granted, args.dev_dir)
-        report(code == 0 and out.endswith("devices 1"), "GPU sandbox: cuInit, 1 CUDA device", out)
-        code, out = run(args.bwrap, ["sh", "-c", "ls /dev | grep nvidia; true"], (), args.dev_dir)
-        report(code == 0 and out == "", "plain sandbox: no /dev/nvidia*", out)
-        code, out = run(args.bwrap, ["python3", "-c", CUDA], (), args.dev_dir)
-        report(code != 0, "plain sandbox: CUDA finds no device", out)
+        gpu_seen, out = probe(args.bwrap, granted, args.dev_dir)
+        smi = gpu_seen.get("smi")
+        report(isinstance(smi, list) and len(smi) == 1, "GPU sandbox: nvidia-smi -L lists exactly 1 GPU", out)
+        report(gpu_seen.get("cuda") == 1, "GPU sandbox: cuInit, 1 CUDA device", out)
+        plain, out = probe(args.bwrap, (), args.dev_dir)
+        report(plain.get("nodes") == [], "plain sandbox: no /dev/nvidia*", out)
+        listed = plain.get("smi")
+        none_listed = not listed or isinstance(listed, str)  # nothing listed, or no nvidia-smi at all
+        report(plain.get("cuda") != 1 and none_listed, "plain sandbox: no GPU for nvidia-smi or CUDA", out)
     except (SandboxError, OSError, subprocess.TimeoutExpired) as exc:
         report(False, "sandbox start", str(exc))
     return 1 if failed else 0

@@ -18,6 +18,7 @@ from c2d.environments import GpuTerms
 from c2d.stack.postgres import database_dsn
 from c2d.stack.stack import Stack
 from workflows.local.engine import LocalEngine
+from workflows.local.gpu import PROBE
 
 from .conftest import FileServer, Jobs
 from .jobs import job_spec, make_environment
@@ -37,25 +38,7 @@ GPU = make_environment(
     step_timeout=150,
 )
 PLAIN = make_environment()
-
-LOOK = (
-    "import ctypes, json, os, subprocess\n"
-    "seen = {'nodes': sorted(n for n in os.listdir('/dev') if n.startswith('nvidia'))}\n"
-    "try:\n"
-    "    smi = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True)\n"
-    "    seen['smi'] = [line for line in smi.stdout.splitlines() if line.startswith('GPU ')]\n"
-    "except OSError as exc:\n"
-    "    seen['smi'] = str(exc)\n"
-    "try:\n"
-    "    cuda = ctypes.CDLL('libcuda.so.1')\n"
-    "    count = ctypes.c_int(-1)\n"
-    "    code = cuda.cuInit(0) or cuda.cuDeviceGetCount(ctypes.byref(count))\n"
-    "    seen['cuda'] = count.value if code == 0 else f'error {code}'\n"
-    "except OSError as exc:\n"
-    "    seen['cuda'] = f'no libcuda: {exc}'\n"
-    "print(json.dumps(seen), flush=True)\n"
-    "open('/data/outputs/seen.json', 'w').write(json.dumps(seen))\n"
-)
+LOOK = PROBE + "open('/data/outputs/seen.json', 'w').write(json.dumps(seen))\n"
 
 
 @pytest.fixture(scope="module")

@@ -296,10 +296,12 @@ class LocalEngine(BackgroundEngine):
         self._release_gpus(run)
 
     def _release_gpus(self, run: JobRun) -> None:
-        """Give back the job's GPUs (before its final status is written: its room in the queue is free then)."""
-        if _gpu_count(run.plan):
+        """Give back the job's GPUs, once (before its final status is written: its room in the queue is free
+        then; ``_release`` calls it again for the paths that ended otherwise)."""
+        if _gpu_count(run.plan) and not run.gpus_released:
             try:
                 self._db(lambda: self._grants(gpu_grants.release, run.job_id))
+                run.gpus_released = True
             except psycopg.OperationalError:  # the engine closes: its next start drops the grant
                 log.warning("job %s: its GPU grant is left to the next engine start", run.job_id)
 

@@ -57,6 +57,27 @@ DRIVER_BINARIES = ("nvidia-smi",)
 LDCONFIG = "/sbin/ldconfig"
 BINARY_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin:/usr/local/nvidia/bin"
 _CACHE_ENTRY = re.compile(r"^\s*(\S+)\s+\(([^)]*)\)\s+=>\s+(/\S+)\s*$")
+# A Python program that prints what its sandbox sees of the GPUs as one JSON line (its dict ``seen``):
+# ``nodes`` the /dev/nvidia* names, ``smi`` the GPUs ``nvidia-smi -L`` lists (or why it could not run),
+# ``cuda`` libcuda's device count after cuInit (or the error). Needs python3 and the host driver only (no CUDA
+# toolkit); tools/gpu_check.py and tests/workflows/test_real_gpu.py run it.
+PROBE = """\
+import ctypes, json, os, subprocess
+seen = {'nodes': sorted(n for n in os.listdir('/dev') if n.startswith('nvidia'))}
+try:
+    smi = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True)
+    seen['smi'] = [line for line in smi.stdout.splitlines() if line.startswith('GPU ')]
+except OSError as exc:
+    seen['smi'] = str(exc)
+try:
+    cuda = ctypes.CDLL('libcuda.so.1')
+    count = ctypes.c_int(-1)
+    code = cuda.cuInit(0) or cuda.cuDeviceGetCount(ctypes.byref(count))
+    seen['cuda'] = count.value if code == 0 else f'error {code}'
+except OSError as exc:
+    seen['cuda'] = f'no libcuda: {exc}'
+print(json.dumps(seen), flush=True)
+"""
 
 
 @dataclass(frozen=True)

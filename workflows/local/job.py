@@ -119,6 +119,7 @@ class JobRun:
     # (template, outcome, seconds) of each step that ended, retries included (never one left to recovery)
     on_step_end: Callable[[str, str, float], None] = _no_metrics
     gpus: tuple[int, ...] = ()  # the host GPUs the engine granted the job (c2d.db.gpu_grants), before run()
+    gpus_released: bool = False  # the engine gave the job's GPU grant back (it does so once)
 
     def _set(self, task: str, *, write: bool = True, **values: Any) -> None:
         known = cast(StepDetail, {key: value for key, value in values.items() if value is not None})
