@@ -64,8 +64,7 @@ def remove_stale_groups(root: Path, min_age: float = STALE_AFTER) -> int:
 class StepCgroup:
     groups: dict[str, Path] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
-
-    layout: Layout | None = None
+    layout: Layout | None = None  # None only for a step with no groups (``StepCgroup()``: rlimits alone)
 
     @classmethod
     def create(cls, root: Path, name: str, *, memory: int | None, pids: int | None, cpu: float | None) -> StepCgroup:
@@ -108,7 +107,7 @@ class StepCgroup:
             limit = f"ulimit -{flag} {-(-int(value) // unit)}"  # rounded up: never tighter than asked
             script += f"{limit} || {fail % ('set ' + name + ' to ' + str(value))}; "
         start = [*(identity.become() if identity else []), *([keyring, "session", "-"] if keyring else [])]
-        files = [str(group / self._join_file) for group in self.directories]
+        files = [str(path) for path in self._join_paths()]
         return ["/bin/sh", "-c", script + 'exec "$@"', "c2d-step", *files, "--", *start]
 
     def open_tasks(self) -> list[int]:
@@ -116,17 +115,18 @@ class StepCgroup:
         through :meth:`prefix`) to join by writing ``0`` into each; the caller closes them."""
         fds: list[int] = []
         try:
-            for group in self.directories:
-                fds.append(os.open(group / self._join_file, os.O_WRONLY | os.O_CLOEXEC))
+            for path in self._join_paths():
+                fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         except OSError:
             for fd in fds:
                 os.close(fd)
             raise
         return fds
 
-    @property
-    def _join_file(self) -> str:
-        return self.layout.join_file if self.layout else "tasks"
+    def _join_paths(self) -> list[Path]:
+        """The file of each group a process joins by writing its pid (or ``0``) into."""
+        layout = self.layout
+        return [group / layout.join_file for group in self.directories] if layout is not None else []
 
     def pids(self) -> set[int]:
         found: set[int] = set()
