@@ -189,6 +189,45 @@ def test_an_expired_resource_version_leads_to_a_new_list(
     assert job.status == JobStatus.JOB_FINISHED and watcher.resyncs >= 1
 
 
+def test_a_job_whose_workflow_vanished_unseen_fails_at_the_next_list(
+    argo_settings: Settings, argo_jobs: ArgoJobs, pool: Pool, kube: KubeClient
+) -> None:
+    """Its Workflow removed from the cluster (finalizer stripped, deleted) while no watcher ran: the next list
+    fails the job, instead of leaving it running for ever."""
+    job_id = argo_jobs.submit(_spec(), ENV, inject={"algorithm": {DURATION: "60000"}})
+    dispatcher = ArgoEngine(argo_settings, pool, kube).start(watch=False)  # submits, does not mirror
+    try:
+        argo_jobs.wait_workflow(job_id, lambda w: w.get("status", {}).get("phase") == "Running", timeout=60)
+    finally:
+        dispatcher.closing.set()
+    name = f"c2d-{job_id}"
+    kube.patch_workflow(name, {"metadata": {"finalizers": None}})
+    kube.delete_workflow(name)
+    end = time.monotonic() + 30
+    while argo_jobs.workflow(job_id) is not None:
+        assert time.monotonic() < end, "the workflow was not deleted"
+        time.sleep(0.1)
+    watcher = Watcher(argo_settings, pool, kube)
+    _changed(pool, job_id, "clock_timestamp()")
+    watcher.resync()  # changed within the grace a list gives (its event may be on the way): left alone
+    before = argo_jobs.store.get(job_id)
+    assert before is not None
+    assert not before.finished, before.status_text
+    _changed(pool, job_id, "clock_timestamp() - interval '1 minute'")  # before that grace
+    watcher.resync()
+    job = argo_jobs.store.get(job_id)
+    assert job is not None and job.finished
+    assert job.status == JobStatus(before.status).failure, job.status_text
+    assert job.status_text.endswith("the workflow disappeared from the cluster"), job.status_text
+    assert job.results == []
+
+
+def _changed(pool: Pool, job_id: str, when: str) -> None:
+    """Set the job's last change (``updated_at``) to the SQL expression ``when``."""
+    with pool.connection() as conn:
+        conn.execute(f"UPDATE jobs SET updated_at = {when} WHERE job_id = %s".encode(), (job_id,))
+
+
 NO_SECRETS = "c2d-e2e-no-secrets"  # a watcher identity that may mirror Workflows but not delete their Secrets
 NO_SECRETS_RBAC = f"""\
 apiVersion: v1

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from c2d.db.engine_queue import SUBMITTED
 from c2d.db.jobs import JobRecord, JobStore
 from c2d.db.pool import Pool
 from c2d.settings import Settings
@@ -239,7 +240,7 @@ class Watcher:
     def _settle_missing(self, seen: set[str], started: datetime) -> None:
         """Submitted, unfinished jobs whose Workflow is not on the cluster any more end as failed."""
         for job in self.store.unfinished("argo"):
-            if job.workflow_name in seen or "submittedAt" not in job.details:
+            if job.workflow_name in seen or SUBMITTED not in job.details:
                 continue
             if job.updated_at > started - MISSING_GRACE:
                 continue  # submitted or changed while we listed: the watch will show it
