@@ -26,10 +26,15 @@ class Chain:
         self.artifacts = artifacts
         self.receipt_timeout = receipt_timeout
         self._send_lock = threading.Lock()  # one pending-nonce sequence per client
+        self._chain_id: int | None = None
 
     @property
     def chain_id(self) -> int:
-        return int(self.w3.eth.chain_id)
+        """The endpoint's chain id: asked once (an RPC round trip each time before: per API request on a remote
+        endpoint), then kept. A chain's id does not change; an endpoint moved to another chain needs a restart."""
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
 
     def contract(self, name: str, address: str) -> Contract:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=self.artifacts.abi(name))

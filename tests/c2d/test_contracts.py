@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -159,3 +160,17 @@ def test_the_chain_rejects_a_forged_provider_fee(
     forged = ProviderFee(**{**fee.__dict__, "valid_until": fee.valid_until + 1})  # signature no longer matches
     with pytest.raises(ChainError, match="Invalid provider fee"):
         start_order(chain, consumer, asset.datatoken, consumer.address, 0, forged)
+
+
+def test_the_chain_id_is_asked_of_the_endpoint_once(chain: Chain, settings: Settings) -> None:
+    fresh = Chain(chain.rpc_url, chain.artifacts)
+    asked: list[str] = []
+    send = fresh.w3.provider.make_request
+
+    def counted(method: Any, params: Any) -> Any:
+        asked.append(str(method))
+        return send(method, params)
+
+    fresh.w3.provider.make_request = counted  # type: ignore[method-assign]
+    assert [fresh.chain_id for _ in range(3)] == [settings.chain.chain_id] * 3
+    assert asked.count("eth_chainId") == 1, asked
