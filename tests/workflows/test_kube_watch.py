@@ -5,15 +5,14 @@ watch against a real apiserver: tests/e2e/test_argo_engine.py.)"""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
-from workflows.argo.kube import KubeClient, KubeConfig
+from workflows.argo.kube import KubeClient
+
+from .kube_loopback import QuietHandler, loopback_client
 
 
 def _event(kind: str, name: str, version: str) -> bytes:
@@ -26,9 +25,7 @@ def _event(kind: str, name: str, version: str) -> bytes:
 STREAM = [_event("ADDED", "wf-a", "11"), b"\n", b"\r\n", _event("MODIFIED", "wf-a", "12")]
 
 
-class _Streamer(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _Streamer(QuietHandler):
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -40,28 +37,11 @@ class _Streamer(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.close_connection = True
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[KubeClient]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Streamer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    }
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(doc))
-    kube = KubeClient(KubeConfig.load(tmp_path / "kubeconfig"), "jobs", timeout=5.0)
-    yield kube
-    kube.close()
-    server.shutdown()
-    server.server_close()
+    with loopback_client(_Streamer, tmp_path) as kube:
+        yield kube
 
 
 def test_blank_lines_in_the_stream_are_no_events(client: KubeClient) -> None:

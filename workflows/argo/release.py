@@ -10,6 +10,9 @@ finish, ``bench/argo_scale.py``).
 * A release that fails (the API refuses or is away) keeps the Workflow's finalizer and Secret, counts a
   ``release`` error and is tried again after 1 s, doubling to 60 s; every later event or list of the Workflow
   offers it again. Releases still waiting when the watcher stops are offered again by the next watcher's list.
+* Failures are logged one warning a minute at most, which counts them and names the last (a cluster that
+  refuses every release, e.g. a Role without ``delete`` on Secrets, would otherwise log a line per Workflow and
+  retry); each failure is logged at debug level.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from workflows.metrics import EngineMetrics
 log = logging.getLogger(__name__)
 FIRST_RETRY = 1.0
 LAST_RETRY = 60.0
+WARN_EVERY = 60.0  # seconds between two warnings about failed releases
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Releaser:
         self.metrics = metrics
         self._waiting: dict[str, _Waiting] = {}
         self._changed = threading.Condition()
+        self._unreported = 0  # failures since the last warning
+        self._next_warning = 0.0  # time.monotonic() from which the next warning may be logged
 
     def offer(self, workflow: dict[str, Any]) -> None:
         """The job of ``workflow`` is final in Postgres: release the Workflow (if it still has the finalizer)."""
@@ -83,6 +89,7 @@ class Releaser:
         with self._changed:
             due = [(name, w.workflow) for name, w in self._waiting.items() if w.due <= now]
         released = 0
+        last_failure: str | None = None
         for name, workflow in due:
             try:
                 self.release(workflow)
@@ -93,12 +100,31 @@ class Releaser:
                     waiting.failures += 1
                     retry = min(FIRST_RETRY * 2 ** (waiting.failures - 1), LAST_RETRY)
                     waiting.due = time.monotonic() + retry
-                log.warning("workflow %s: release failed (%s); trying again in %.0f s", name, exc, retry)
+                log.debug("workflow %s: release failed (%s); trying again in %.0f s", name, exc, retry)
+                self._unreported += 1
+                last_failure = f"{name}: {exc}"
                 continue
             with self._changed:
                 self._waiting.pop(name, None)
             released += 1
+        if last_failure is not None:
+            self._warn(last_failure)
         return released
+
+    def _warn(self, last_failure: str) -> None:
+        """A warning for the failures since the last one, unless that was less than a minute ago."""
+        now = time.monotonic()
+        if now < self._next_warning:
+            return
+        log.warning(
+            "%d workflow release(s) failed since the last warning, the last %s; each is tried again after a "
+            "while (at most %.0f s)",
+            self._unreported,
+            last_failure,
+            LAST_RETRY,
+        )
+        self._unreported = 0
+        self._next_warning = now + WARN_EVERY
 
     def release(self, workflow: dict[str, Any]) -> None:
         """Delete the Workflow's fetch Secret, then remove its finalizer (KubeApiError when the API refuses)."""
