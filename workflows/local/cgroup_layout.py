@@ -90,7 +90,7 @@ class V1:
     def limit(self, group: Path, controller: str, value: float) -> None:
         if controller == "memory":
             _write(group / "memory.limit_in_bytes", int(value))
-            if (group.parent / "memory.memsw.limit_in_bytes").exists():  # swap accounting: no swap around it
+            if _exists(group.parent / "memory.memsw.limit_in_bytes"):  # swap accounting: no swap around it
                 _write(group / "memory.memsw.limit_in_bytes", int(value))
         elif controller == "pids":
             _write(group / "pids.max", int(value))
@@ -155,7 +155,7 @@ class V2:
     def limit(self, group: Path, controller: str, value: float) -> None:
         if controller == "memory":
             _write(group / "memory.max", int(value))
-            if (group / "memory.swap.max").exists():  # no swapping around the limit
+            if _exists(group.parent / "memory.swap.max"):  # no swapping around the limit (swap accounting on)
                 _write(group / "memory.swap.max", 0)
         elif controller == "pids":
             _write(group / "pids.max", int(value))
@@ -196,6 +196,12 @@ def detect(root: Path) -> Layout:
         if "memory" in _words(base / "cgroup.controllers"):
             return V2(unified, base)
     return V1(root, {name: path for name, path in own.items() if name})
+
+
+@functools.cache
+def _exists(path: Path) -> bool:
+    """Whether a control file of the jobs group exists (the same answer for every step's group: asked once)."""
+    return path.exists()
 
 
 def _words(path: Path) -> list[str]:

@@ -80,7 +80,7 @@ class StepCgroup:
                 layout.limit(group, controller, float(value))
             except OSError:
                 made.missing.append(controller)
-                if controller not in made.groups and group not in made.groups.values():
+                if group not in made.groups.values():  # v2: one group for all; kept while another uses it
                     _rmdir(group)
                 continue
             made.groups[controller] = group
