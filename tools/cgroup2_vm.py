@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,13 +87,20 @@ def ready() -> str | None:
     return None
 
 
+APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def _refresh_lists() -> None:
+    """``apt-get update``: package lists missing (a fresh machine, or cleaned) or stale."""
+    subprocess.run(["apt-get", "update"], env=APT_ENV, capture_output=True, check=False)
+
+
 def _apt(*args: str, cwd: Path | None = None) -> None:
-    """apt-get ARGS (in ``cwd``), once more after ``apt-get update`` when it fails (stale lists)."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(["apt-get", *args], env=env, cwd=cwd, capture_output=True).returncode == 0:
+    """apt-get ARGS (in ``cwd``), once more after refreshing the package lists when it fails."""
+    if subprocess.run(["apt-get", *args], env=APT_ENV, cwd=cwd, capture_output=True).returncode == 0:
         return
-    subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-    done = subprocess.run(["apt-get", *args], env=env, cwd=cwd, capture_output=True, text=True)
+    _refresh_lists()
+    done = subprocess.run(["apt-get", *args], env=APT_ENV, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"error: apt-get {' '.join(args)} failed:\n{done.stderr.strip()}")
 
@@ -100,8 +108,8 @@ def _apt(*args: str, cwd: Path | None = None) -> None:
 def _kernel_package() -> str:
     """The kernel image package the distribution's ``linux-image-amd64`` points at now."""
     for attempt in range(2):
-        if attempt:  # no package lists (a fresh machine, or cleaned): fetch them once
-            subprocess.run(["apt-get", "update"], capture_output=True, check=False)
+        if attempt:
+            _refresh_lists()
         shown = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True).stdout
         if found := re.search(r"Depends: (linux-image-\d\S*)", shown):
             return found.group(1)
@@ -213,6 +221,15 @@ def run(command: list[str], env: dict[str, str], memory_mib: int, cpus: int, tim
         proc = subprocess.Popen(qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         code, started, firmware = 125, False, []
+        expired = threading.Event()
+
+        def expire() -> None:  # the machine runs on, printing or not: power it off
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
         try:
             for raw in proc.stdout:
                 line = raw.decode(errors="replace").replace("\r", "")
@@ -226,13 +243,13 @@ def run(command: list[str], env: dict[str, str], memory_mib: int, cpus: int, tim
                 else:
                     sys.stdout.write(line)
                     sys.stdout.flush()
-            proc.wait(timeout=timeout)
-            if not started:
-                sys.stdout.write("".join(firmware))
-        except subprocess.TimeoutExpired:
-            proc.kill()
             proc.wait()
+        finally:
+            timer.cancel()
+        if expired.is_set():
             return 124
+        if not started:
+            sys.stdout.write("".join(firmware))
         return code
     finally:
         Path(script.name).unlink(missing_ok=True)
